@@ -1,0 +1,30 @@
+# The two commands of the README: `make demo` and `make test`. Each does its own set-up.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed-stamp
+
+.PHONY: demo test bench system-deps venv lint clean flower
+
+demo: system-deps venv
+	$(BIN)/bgqueue demo
+
+test: system-deps venv
+	$(BIN)/python -m pytest
+
+bench: system-deps venv
+	$(BIN)/python bench/switchover.py
+
+system-deps:
+	@scripts/ensure-system-deps.sh
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,185 @@
+"""Operator commands. Exit codes: 0 success; 1 ran and did not succeed; 2 bad input (nothing changed)."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from bgqueue.errors import BadInput, BgqueueError
+
+out = Console()
+err = Console(stderr=True)
+
+
+class _Group(click.Group):
+    """Turns BgqueueError into its exit code and a one-line message on stderr."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BgqueueError as e:
+            err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+            ctx.exit(e.exit_code)
+
+
+@click.group(cls=_Group)
+def main() -> None:
+    """bgqueue: blue/green switchovers for fleets of MySQL-family databases."""
+
+
+def _only(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+# --- fleet ---------------------------------------------------------------------------
+
+
+@main.group(cls=_Group)
+def fleet() -> None:
+    """Check or run a fleet file."""
+
+
+@fleet.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--only", help="comma-separated cluster names")
+@click.option("--json", "as_json", is_flag=True)
+def fleet_check(file: str, only: str | None, as_json: bool) -> None:
+    """Validate FILE and reach every server; change nothing."""
+    from bgqueue.fleet import check_credentials, load_fleet
+    from bgqueue.preflight import check_clusters
+
+    spec = load_fleet(file)
+    clusters = spec.select(_only(only))
+    check_credentials(spec, file, clusters)
+    results = check_clusters(clusters)
+    if as_json:
+        click.echo(json.dumps([{"cluster": r.cluster, "ok": r.ok, "problems": [{"field": f, "message": m}
+                                                                              for f, m in r.problems],
+                                "facts": r.facts} for r in results], indent=2))
+    for r in results:
+        for field, message in r.problems:
+            err.print(f"{file}: cluster {r.cluster!r}: field {field}: {message}", highlight=False, soft_wrap=True)
+        if r.ok and not as_json:
+            rep = r.facts.get("replication", {})
+            out.print(f"{r.cluster}: ok (blue {r.facts['blue']['version']}, green {r.facts['green']['version']}, "
+                      f"lag {rep.get('lag_s')}s)", highlight=False)
+    if not all(r.ok for r in results):
+        sys.exit(2)
+
+
+@fleet.command("run")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--only", help="comma-separated cluster names")
+@click.option("--wait", is_flag=True, help="show progress and return when every deployment is terminal")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON summary")
+@click.option("--timeout", type=float, default=3600.0, show_default=True, help="with --wait: give up after")
+def fleet_run(file: str, only: str | None, wait: bool, as_json: bool, timeout: float) -> None:
+    """Enqueue one batch for FILE (every cluster, or --only)."""
+    from tasks.batch import enqueue_fleet
+
+    opened = enqueue_fleet(file, _only(only))
+    if not wait:
+        if as_json:
+            click.echo(json.dumps({"batch": opened.batch_id, "deployments": opened.deployments}))
+        else:
+            out.print(f"batch {opened.batch_id} enqueued: {', '.join(opened.deployments)}")
+        return
+    from bgqueue.progress import wait_for_batch
+    from bgqueue.runtime import get_runtime
+    from bgqueue.views import batch_dict, print_batch
+
+    rt = get_runtime()
+    wait_for_batch(rt, opened.batch_id, timeout=timeout, console=None if as_json else err)
+    data = batch_dict(rt, opened.batch_id)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        print_batch(out, data)
+    sys.exit(0 if data["ok"] else 1)
+
+
+# --- status --------------------------------------------------------------------------
+
+
+@main.command("status")
+@click.argument("ref", required=False)
+@click.option("--json", "as_json", is_flag=True)
+def status(ref: str | None, as_json: bool) -> None:
+    """Show recent batches, one batch (BATCH_ID or a unique prefix), or one CLUSTER."""
+    from bgqueue.runtime import get_runtime
+    from bgqueue.store import deployments as deps
+    from bgqueue.views import batch_dict, deployment_dict, print_batch, print_deployment
+
+    rt = get_runtime()
+    if ref is None:
+        data = [batch_dict(rt, b.id) for b in deps.recent_batches(rt.store)]
+        if as_json:
+            click.echo(json.dumps(data, indent=2))
+        elif not data:
+            out.print("no batches yet")
+        for b in ([] if as_json else data):
+            print_batch(out, b)
+        return
+    batch = deps.find_batch(rt.store, ref)
+    if batch is not None:
+        data = batch_dict(rt, batch.id)
+        click.echo(json.dumps(data, indent=2)) if as_json else print_batch(out, data)
+        return
+    dep = deps.latest_deployment(rt.store, ref)
+    if dep is None:
+        raise BadInput(f"{ref!r} is neither a batch id nor a cluster with a deployment")
+    d = deployment_dict(rt, dep, detail=True)
+    click.echo(json.dumps(d, indent=2)) if as_json else print_deployment(out, d)
+
+
+# --- sandbox -------------------------------------------------------------------------
+
+
+@main.group(cls=_Group)
+def sandbox() -> None:
+    """A local fleet: redis-server and blue/green MariaDB pairs that outlive the command."""
+
+
+@sandbox.command("up")
+@click.option("--clusters", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default=".sandbox", show_default=True)
+def sandbox_up(clusters: int, directory: str) -> None:
+    from bgqueue.sandbox import Sandbox
+
+    t0 = time.perf_counter()
+    sb = Sandbox(Path(directory), clusters=clusters, detach=True)
+    sb.up()
+    out.print(f"sandbox up in {time.perf_counter() - t0:.2f}s: {clusters} clusters, redis {sb.info['redis']['url']}")
+    out.print(f"fleet file: {Path(directory) / 'fleet.yaml'}")
+    out.print(f"credentials: source {Path(directory) / 'sandbox.env'}")
+
+
+@sandbox.command("down")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default=".sandbox", show_default=True)
+def sandbox_down(directory: str) -> None:
+    from bgqueue.sandbox import Sandbox
+
+    Sandbox.load(Path(directory)).down()
+    out.print(f"sandbox in {directory} stopped")
+
+
+# --- demo ----------------------------------------------------------------------------
+
+
+@main.command("demo")
+@click.option("--clusters", type=click.IntRange(1, 32), default=4, show_default=True)
+@click.option("--rate", type=float, default=100.0, show_default=True, help="writes per second per cluster")
+@click.option("--keep", is_flag=True, help="keep the sandbox directory (logs, store)")
+def demo(clusters: int, rate: float, keep: bool) -> None:
+    """Switch a local sandbox fleet under continuous writes, then tear it down."""
+    from bgqueue.demo import run_demo
+
+    sys.exit(run_demo(clusters=clusters, rate=rate, keep=keep, console=out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,297 @@
+"""The fleet file: what an SRE writes to describe clusters, their blue and green, and the change.
+
+A fleet file is YAML validated by pydantic with unknown keys forbidden. Credentials appear
+only as the *names* of environment variables (``password_env``); the loader never reads a
+password into the model, so a cluster spec can be stored and sent to workers as it is.
+Errors name the file, the line, the cluster and the field.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bgqueue.errors import BadInput
+
+NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Credentials(_Strict):
+    """A user name and the environment variable that holds its password (never the password)."""
+
+    user: str = Field(min_length=1)
+    password_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    def password(self) -> str:
+        """Resolve the password from this process's environment; BadInput when it is not set."""
+        value = os.environ.get(self.password_env)
+        if value is None:
+            raise BadInput(f"environment variable {self.password_env} (password of user {self.user!r}) is not set")
+        return value
+
+
+class Endpoint(_Strict):
+    host: str = Field(min_length=1)
+    port: int = Field(default=3306, ge=1, le=65535)
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class ThresholdOverrides(_Strict):
+    """Any subset of thresholds; merged defaults → tier → cluster."""
+
+    max_lag_s: float | None = Field(default=None, gt=0)
+    sync_timeout_s: float | None = Field(default=None, gt=0)
+    sync_poll_s: float | None = Field(default=None, gt=0, le=300)
+    catchup_timeout_s: float | None = Field(default=None, gt=0, le=300)
+    monitor_window_s: float | None = Field(default=None, ge=0)
+    connect_timeout_s: float | None = Field(default=None, gt=0, le=60)
+
+
+class Thresholds(_Strict):
+    """Resolved thresholds of one cluster. Times in seconds."""
+
+    max_lag_s: float = Field(default=1.0, gt=0, description="gate: replication lag must be below this")
+    sync_timeout_s: float = Field(default=600.0, gt=0, description="how long green may take to get in sync before NO_GO")
+    sync_poll_s: float = Field(default=2.0, gt=0, le=300, description="re-check interval while waiting for sync")
+    catchup_timeout_s: float = Field(
+        default=5.0, gt=0, le=300,
+        description="switchover: bound for green to reach blue's fenced position, else the fence is lifted",
+    )
+    monitor_window_s: float = Field(default=0.0, ge=0, description="watch period after the switchover")
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=60)
+
+
+class Change(_Strict):
+    """What green carries. Free-form for the mysql provider; recorded with the deployment."""
+
+    description: str = ""
+    engine_version: str | None = None
+    instance_class: str | None = None
+    parameters: dict[str, str | int | float] = Field(default_factory=dict)
+
+
+class ClusterSpec(_Strict):
+    """One cluster: a blue primary and a green GTID replica of it."""
+
+    name: str = Field(pattern=NAME_RE)
+    provider: Literal["mysql"]
+    tier: str = "default"
+    blue: Endpoint
+    green: Endpoint
+    admin: Credentials
+    replication: Credentials
+    app_users: list[str] = Field(
+        default_factory=list,
+        description="sessions of these users are ended at the fence; empty means every session but ours",
+    )
+    critical_tables: list[str] = Field(default_factory=list)
+    tls: Literal["preferred", "required", "disabled"] = Field(
+        default="preferred", description="TLS to the servers; 'disabled' only on loopback/test networks",
+    )
+    change: Change = Field(default_factory=Change)
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+
+    @field_validator("critical_tables")
+    @classmethod
+    def _qualified(cls, tables: list[str]) -> list[str]:
+        for t in tables:
+            if not re.fullmatch(r"[A-Za-z0-9_$]+\.[A-Za-z0-9_$]+", t):
+                raise ValueError(f"{t!r} is not of the form database.table")
+        return tables
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "ClusterSpec":
+        if (self.blue.host, self.blue.port) == (self.green.host, self.green.port):
+            raise ValueError("blue and green are the same endpoint")
+        return self
+
+    def credential_envs(self) -> list[tuple[str, Credentials]]:
+        return [("admin", self.admin), ("replication", self.replication)]
+
+
+class Defaults(_Strict):
+    thresholds: ThresholdOverrides = Field(default_factory=ThresholdOverrides)
+
+
+class Fleet(_Strict):
+    version: Literal[1] = 1
+    name: str = Field(default="fleet", pattern=NAME_RE)
+    defaults: Defaults = Field(default_factory=Defaults)
+    tiers: dict[str, ThresholdOverrides] = Field(default_factory=dict)
+    clusters: list[ClusterSpec] = Field(min_length=1)
+
+    def cluster(self, name: str) -> ClusterSpec:
+        for c in self.clusters:
+            if c.name == name:
+                return c
+        raise BadInput(f"unknown cluster {name!r}; the fleet has: {', '.join(c.name for c in self.clusters)}")
+
+    def select(self, only: list[str] | None) -> list[ClusterSpec]:
+        if not only:
+            return list(self.clusters)
+        return [self.cluster(n) for n in only]
+
+
+class FleetFileError(BadInput):
+    """A fleet file problem, located: file, line, cluster, field."""
+
+    def __init__(self, path: str, message: str, *, line: int | None = None,
+                 cluster: str | None = None, field: str | None = None):
+        self.path, self.line, self.cluster, self.field = path, line, cluster, field
+        where = path + (f":{line}" if line else "")
+        parts = [where]
+        if cluster:
+            parts.append(f"cluster {cluster!r}")
+        if field:
+            parts.append(f"field {field}")
+        super().__init__(": ".join(parts) + ": " + message)
+
+
+# --- loading -----------------------------------------------------------------------------
+
+
+def _node_at(node: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
+    """Follow a pydantic error location through the YAML node tree (for line numbers)."""
+    for key in loc:
+        if node is None:
+            return None
+        if isinstance(node, yaml.MappingNode):
+            nxt = None
+            for k, v in node.value:
+                if k.value == key:
+                    nxt = v
+                    break
+                # an unknown key's error points at the key itself
+            if nxt is None:
+                for k, _ in node.value:
+                    if k.value == key:
+                        return k
+                return node
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            return node
+    return node
+
+
+def _merge_thresholds(raw: dict, cluster: dict) -> dict:
+    merged: dict = {}
+    defaults = (raw.get("defaults") or {}).get("thresholds") or {}
+    tier = cluster.get("tier", "default")
+    tiers = raw.get("tiers") or {}
+    for layer in (defaults, tiers.get(tier) or {}, cluster.get("thresholds") or {}):
+        if isinstance(layer, dict):
+            merged.update({k: v for k, v in layer.items() if v is not None})
+    return merged
+
+
+def parse_fleet(text: str, path: str = "<fleet>") -> Fleet:
+    """Parse and validate fleet YAML. Raises FleetFileError naming file, line, cluster and field."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise FleetFileError(path, f"not valid YAML: {getattr(e, 'problem', e)}",
+                             line=(mark.line + 1) if mark else None) from None
+    if not isinstance(raw, dict):
+        raise FleetFileError(path, "the file must be a mapping with a 'clusters' list")
+
+    clusters = raw.get("clusters")
+    if isinstance(clusters, list):
+        seen: dict[str, int] = {}
+        for i, c in enumerate(clusters):
+            if isinstance(c, dict) and isinstance(c.get("name"), str):
+                if c["name"] in seen:
+                    node = _node_at(root, ("clusters", i, "name"))
+                    raise FleetFileError(path, f"duplicate cluster name (first at clusters[{seen[c['name']]}])",
+                                         line=node.start_mark.line + 1 if node else None,
+                                         cluster=c["name"], field="name")
+                seen[c["name"]] = i
+        # Validate the threshold layers in place first, so their errors point at where they are written.
+        _validate_part(ThresholdOverrides, ((raw.get("defaults") or {}).get("thresholds") or {}),
+                       path, root, ("defaults", "thresholds"))
+        for tname, tval in (raw.get("tiers") or {}).items() if isinstance(raw.get("tiers"), dict) else []:
+            _validate_part(ThresholdOverrides, tval or {}, path, root, ("tiers", tname))
+        for i, c in enumerate(clusters):
+            if isinstance(c, dict):
+                tier = c.get("tier", "default")
+                if tier != "default" and tier not in (raw.get("tiers") or {}):
+                    node = _node_at(root, ("clusters", i, "tier"))
+                    raise FleetFileError(path, f"unknown tier {tier!r}", line=node.start_mark.line + 1 if node else None,
+                                         cluster=c.get("name"), field="tier")
+                if "thresholds" in c:
+                    _validate_part(ThresholdOverrides, c["thresholds"] or {}, path, root,
+                                   ("clusters", i, "thresholds"), cluster=c.get("name"))
+        raw = dict(raw)
+        raw["clusters"] = [
+            {**c, "thresholds": _merge_thresholds(raw, c)} if isinstance(c, dict) else c for c in clusters
+        ]
+    try:
+        return Fleet.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise _located(path, root, raw, err, extra=len(e.errors()) - 1) from None
+
+
+def _validate_part(model: type[BaseModel], value: Any, path: str, root: yaml.Node | None,
+                   loc: tuple, cluster: str | None = None) -> None:
+    try:
+        model.model_validate(value)
+    except ValidationError as e:
+        err = dict(e.errors()[0])
+        err["loc"] = loc + tuple(err["loc"])
+        raise _located(path, root, None, err, extra=len(e.errors()) - 1, cluster=cluster) from None
+
+
+def _located(path: str, root: yaml.Node | None, raw: Any, err: dict, *, extra: int = 0,
+             cluster: str | None = None) -> FleetFileError:
+    loc = tuple(err["loc"])
+    node = _node_at(root, loc)
+    field_loc = loc
+    if cluster is None and len(loc) >= 2 and loc[0] == "clusters" and isinstance(loc[1], int):
+        field_loc = loc[2:]
+        try:
+            cluster = raw["clusters"][loc[1]].get("name") or f"clusters[{loc[1]}]"
+        except (TypeError, KeyError, IndexError, AttributeError):
+            cluster = f"clusters[{loc[1]}]"
+    elif cluster is not None and len(loc) >= 2 and loc[0] == "clusters":
+        field_loc = loc[2:]
+    msg = err["msg"]
+    if err.get("type") == "extra_forbidden":
+        msg = "unknown key"
+    if extra:
+        msg += f" (and {extra} more problem{'s' if extra > 1 else ''})"
+    field = ".".join(str(p) for p in field_loc) or None
+    return FleetFileError(path, msg, line=node.start_mark.line + 1 if node is not None else None,
+                          cluster=cluster, field=field)
+
+
+def load_fleet(path: str | os.PathLike) -> Fleet:
+    """Read and validate a fleet file. Raises FleetFileError (a BadInput, exit code 2)."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise FleetFileError(str(path), f"cannot read: {e.strerror}") from None
+    return parse_fleet(text, str(path))
+
+
+def check_credentials(fleet: Fleet, path: str, clusters: list[ClusterSpec] | None = None) -> None:
+    """Every credential variable the selected clusters name must be set in this environment."""
+    for c in clusters or fleet.clusters:
+        for role, cred in c.credential_envs():
+            if cred.password_env not in os.environ:
+                raise FleetFileError(path, f"environment variable {cred.password_env} is not set",
+                                     cluster=c.name, field=f"{role}.password_env")

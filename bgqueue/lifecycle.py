@@ -1,0 +1,261 @@
+"""The per-cluster steps of a deployment, as plain functions over the runtime.
+
+Each step claims the deployment in the phase it expects (bumping the fencing epoch), does
+its one job, records the outcome with a fenced transition, and says whether it must run
+again later (``Next(wait_s=…)``). Steps never sleep: the Celery layer re-enqueues them.
+A step that finds the deployment elsewhere (moved on, ended) does nothing.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+
+from bgqueue.errors import BgqueueError, FencedOut
+from bgqueue.fleet import ClusterSpec
+from bgqueue.phases import TERMINAL, Phase
+from bgqueue.providers.mysql import Server
+from bgqueue.runtime import Runtime
+from bgqueue.store import deployments as deps
+from bgqueue.store.deployments import Claim
+from bgqueue.store.journal import Journal
+from bgqueue.store.models import utcnow
+from bgqueue.switchover import SwitchPlan, switch_writer
+from bgqueue import sync
+
+OWNER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Next:
+    """What the task layer does after a step: continue the chain, or run this step again later."""
+
+    wait_s: float | None = None
+    detail: str = ""
+
+
+DONE = Next()
+
+
+def servers(spec: ClusterSpec) -> tuple[Server, Server]:
+    t = spec.thresholds
+    return (Server(spec.blue, spec.admin, label="blue", connect_timeout=t.connect_timeout_s, tls=spec.tls),
+            Server(spec.green, spec.admin, label="green", connect_timeout=t.connect_timeout_s, tls=spec.tls))
+
+
+def _spec(dep) -> ClusterSpec:
+    return ClusterSpec.model_validate(dep.spec)
+
+
+def _end(rt: Runtime, claim: Claim, target: Phase, reason: str | None, **fields) -> None:
+    """Terminal (or side-exit) transition; releases the cluster lock when the deployment is over."""
+    deps.transition(rt.store, claim, target, reason=reason, **fields)
+    if target in TERMINAL:
+        dep = deps.get_deployment(rt.store, claim.deployment_id)
+        rt.locks.release(dep.cluster, dep.batch_id)
+
+
+def _refresh_lock(rt: Runtime, dep) -> None:
+    rt.locks.refresh(dep.cluster, dep.batch_id, rt.settings.lock_ttl_s)
+
+
+def fail(rt: Runtime, deployment_id: str, reason: str) -> bool:
+    """Record FAILED (needs a human) from whatever non-terminal phase the deployment is in."""
+    live = [p for p in Phase if p not in TERMINAL]
+    claim = deps.claim(rt.store, deployment_id, OWNER, live)
+    if claim is None:
+        return False
+    _end(rt, claim, Phase.FAILED, reason)
+    return True
+
+
+def prepare(rt: Runtime, deployment_id: str) -> Next:
+    """PENDING → PREPARING → SYNCING: reach both servers, learn what they are, check the topology."""
+    claim = deps.claim(rt.store, deployment_id, OWNER, [Phase.PENDING])
+    if claim is None:
+        return DONE
+    claim = deps.transition(rt.store, claim, Phase.PREPARING)
+    dep = deps.get_deployment(rt.store, deployment_id)
+    _refresh_lock(rt, dep)
+    spec = _spec(dep)
+    journal = Journal(rt.store, claim, "prepare")
+    blue, green = servers(spec)
+    try:
+        with journal.step("observe") as f:
+            blue.connect()
+            green.connect()
+            facts = {"blue": {"version": blue.version(), "flavour": blue.flavour, "server_id": blue.server_id(),
+                              "read_only": blue.is_read_only()},
+                     "green": {"version": green.version(), "flavour": green.flavour,
+                               "server_id": green.server_id(), "read_only": green.is_read_only()}}
+            f.update(facts)
+        problems = []
+        if facts["blue"]["read_only"]:
+            problems.append(f"blue {spec.blue} is read-only: it is not the writer")
+        state = sync.assess(blue, green, spec.blue)
+        problems += state.problems
+        route = rt.routing.get(spec.name)
+        if route is None:
+            route = rt.routing.init(spec.name, spec.blue.host, spec.blue.port, reason=f"init by {deployment_id}")
+        elif (route.host, route.port) != (spec.blue.host, spec.blue.port):
+            problems.append(f"routing names {route.host}:{route.port} as the writer, not blue {spec.blue}")
+        journal.note("topology", "done" if not problems else "failed", problems=problems, route_version=route.version)
+        if problems:
+            _end(rt, claim, Phase.NO_GO, "; ".join(problems), facts=facts)
+            return DONE
+        deadline = utcnow() + timedelta(seconds=spec.thresholds.sync_timeout_s)
+        deps.transition(rt.store, claim, Phase.SYNCING, facts=facts, phase_deadline=deadline)
+        return DONE
+    except FencedOut:
+        raise
+    except BgqueueError as e:
+        _end(rt, claim, Phase.NO_GO, str(e))
+        return DONE
+    finally:
+        blue.close()
+        green.close()
+
+
+def wait_for_sync(rt: Runtime, deployment_id: str) -> Next:
+    """SYNCING → VALIDATING once green's lag is below the threshold; NO_GO at the deadline."""
+    claim = deps.claim(rt.store, deployment_id, OWNER, [Phase.SYNCING])
+    if claim is None:
+        return DONE
+    dep = deps.get_deployment(rt.store, deployment_id)
+    _refresh_lock(rt, dep)
+    spec = _spec(dep)
+    blue, green = servers(spec)
+    try:
+        state = sync.assess(blue, green, spec.blue)
+    except BgqueueError as e:
+        state = sync.SyncState(False, None, None, [str(e)])
+    finally:
+        blue.close()
+        green.close()
+    t = spec.thresholds
+    if state.in_sync(t.max_lag_s):
+        Journal(rt.store, claim, "sync").note("in_sync", **state.as_dict())
+        deps.transition(rt.store, claim, Phase.VALIDATING, phase_deadline=None)
+        return DONE
+    deadline = deps.as_aware(dep.phase_deadline)
+    if deadline is not None and utcnow() >= deadline:
+        Journal(rt.store, claim, "sync").note("timeout", "failed", **state.as_dict())
+        why = "; ".join(state.problems) or f"lag {state.lag_s}s above {t.max_lag_s}s"
+        _end(rt, claim, Phase.NO_GO, f"green not in sync after {t.sync_timeout_s:g}s: {why}")
+        return DONE
+    return Next(wait_s=t.sync_poll_s, detail=f"lag={state.lag_s} behind={state.transactions_behind}")
+
+
+def gate(rt: Runtime, deployment_id: str) -> Next:
+    """VALIDATING → READY (GO) or NO_GO with every reason. Changes nothing on any server."""
+    claim = deps.claim(rt.store, deployment_id, OWNER, [Phase.VALIDATING])
+    if claim is None:
+        return DONE
+    dep = deps.get_deployment(rt.store, deployment_id)
+    _refresh_lock(rt, dep)
+    spec = _spec(dep)
+    blue, green = servers(spec)
+    reasons: list[str] = []
+    try:
+        state = sync.assess(blue, green, spec.blue)
+        reasons += state.problems
+        if state.replicating and not state.in_sync(spec.thresholds.max_lag_s):
+            reasons.append(f"replication lag {state.lag_s}s is above {spec.thresholds.max_lag_s:g}s")
+        if blue.is_read_only():
+            reasons.append("blue is read-only")
+        detail = state.as_dict()
+    except BgqueueError as e:
+        reasons.append(str(e))
+        detail = {}
+    finally:
+        blue.close()
+        green.close()
+    decision = "GO" if not reasons else "NO_GO"
+    Journal(rt.store, claim, "gate").note("decision", "done" if decision == "GO" else "failed",
+                                          decision=decision, reasons=reasons, **detail)
+    if reasons:
+        _end(rt, claim, Phase.NO_GO, "; ".join(reasons))
+    else:
+        deps.transition(rt.store, claim, Phase.READY, reason="GO: replication running, lag below threshold")
+    return DONE
+
+
+def switch(rt: Runtime, deployment_id: str) -> Next:
+    """READY → SWITCHING → CDC_MIGRATING, or SWITCHOVER_FAILED (fence undone) or FAILED (needs a human).
+
+    Picked up in SWITCHING (a worker died mid-procedure): resume, observing the servers first.
+    """
+    claim = deps.claim(rt.store, deployment_id, OWNER, [Phase.READY, Phase.SWITCHING])
+    if claim is None:
+        return DONE
+    resume = claim.phase == Phase.SWITCHING
+    if not resume:
+        claim = deps.transition(rt.store, claim, Phase.SWITCHING, switch_started_at=utcnow())
+    dep = deps.get_deployment(rt.store, deployment_id)
+    _refresh_lock(rt, dep)
+    spec = _spec(dep)
+    blue, green = servers(spec)
+    journal = Journal(rt.store, claim, "switchover")
+    try:
+        blue.connect()
+        green.connect()
+        plan = SwitchPlan(cluster=spec, old=blue, new=green, repl=spec.replication)
+        result = switch_writer(plan, rt.store, journal, rt.routing, spec.thresholds.catchup_timeout_s, resume=resume)
+    except FencedOut:
+        raise
+    except BgqueueError as e:  # could not even connect: nothing was changed on this attempt
+        if resume:
+            _end(rt, claim, Phase.FAILED, f"resume could not observe the servers: {e}")
+        else:
+            _end(rt, claim, Phase.SWITCHOVER_FAILED, f"not started: {e}")
+        return DONE
+    finally:
+        blue.close()
+        green.close()
+    timing = dict(switch_ended_at=utcnow(), switch_duration_ms=result.duration_ms,
+                  writes_blocked_ms=result.writes_blocked_ms)
+    if result.switched:
+        deps.transition(rt.store, claim, Phase.CDC_MIGRATING, reason=result.reason or None, **timing)
+    elif result.undone:
+        _end(rt, claim, Phase.SWITCHOVER_FAILED, result.reason, **timing)
+    else:
+        _end(rt, claim, Phase.FAILED, result.reason, **timing)
+    return DONE
+
+
+def migrate_cdc(rt: Runtime, deployment_id: str) -> Next:
+    """CDC_MIGRATING → MONITORING: move the cluster's CDC pipelines to the new primary."""
+    claim = deps.claim(rt.store, deployment_id, OWNER, [Phase.CDC_MIGRATING])
+    if claim is None:
+        return DONE
+    Journal(rt.store, claim, "cdc").note("pipelines", "skipped", pipelines=0)
+    deps.transition(rt.store, claim, Phase.MONITORING,
+                    phase_deadline=utcnow() + timedelta(seconds=_spec(deps.get_deployment(rt.store, deployment_id)).thresholds.monitor_window_s))
+    return DONE
+
+
+def monitor(rt: Runtime, deployment_id: str) -> Next:
+    """MONITORING → COMPLETED when the window has passed; meanwhile watch reverse replication."""
+    claim = deps.claim(rt.store, deployment_id, OWNER, [Phase.MONITORING])
+    if claim is None:
+        return DONE
+    dep = deps.get_deployment(rt.store, deployment_id)
+    _refresh_lock(rt, dep)
+    spec = _spec(dep)
+    deadline = deps.as_aware(dep.phase_deadline)
+    if deadline is not None and utcnow() < deadline:
+        return Next(wait_s=min(5.0, max(0.1, (deadline - utcnow()).total_seconds())))
+    blue, green = servers(spec)
+    try:
+        state = sync.assess(green, blue, spec.green).as_dict()
+    except BgqueueError as e:
+        state = {"replicating": False, "problems": [str(e)]}
+    finally:
+        blue.close()
+        green.close()
+    Journal(rt.store, claim, "monitor").note("reverse_replication", "done" if state.get("replicating") else "failed",
+                                             **state)
+    _end(rt, claim, Phase.COMPLETED, None if state.get("replicating") else
+         "completed; reverse replication is not healthy: " + "; ".join(state.get("problems", [])))
+    return DONE

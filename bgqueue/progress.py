@@ -1,0 +1,55 @@
+"""Live progress of a batch, read from the store (the authority), for `fleet run --wait` and the demo."""
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bgqueue.errors import BgqueueError
+from bgqueue.phases import TERMINAL, Phase
+from bgqueue.runtime import Runtime
+from bgqueue.store import deployments as deps
+
+# How far along the lifecycle each phase is, for the bars.
+ORDER = [Phase.PENDING, Phase.PREPARING, Phase.SYNCING, Phase.VALIDATING, Phase.PILOTING, Phase.READY,
+         Phase.SWITCHING, Phase.CDC_MIGRATING, Phase.MONITORING, Phase.COMPLETED]
+
+
+def _step(phase: Phase) -> int:
+    return len(ORDER) - 1 if phase in TERMINAL else ORDER.index(phase)
+
+
+class BatchTimeout(BgqueueError):
+    exit_code = 1
+
+
+def wait_for_batch(rt: Runtime, batch_id: str, *, timeout: float = 3600.0, poll_s: float = 0.2,
+                   console: Console | None = None) -> list:
+    """Poll the store until every deployment of the batch is terminal; show a bar per cluster."""
+    deadline = time.monotonic() + timeout
+    progress = None
+    bars: dict[str, int] = {}
+    if console is not None:
+        progress = Progress(TextColumn("{task.fields[cluster]:<12}"), BarColumn(),
+                            TextColumn("{task.fields[phase]:<18}"), TimeElapsedColumn(),
+                            console=console, transient=False)
+        progress.start()
+    try:
+        while True:
+            rows = deps.batch_deployments(rt.store, batch_id)
+            if progress is not None:
+                for d in rows:
+                    if d.cluster not in bars:
+                        bars[d.cluster] = progress.add_task("", total=len(ORDER) - 1, cluster=d.cluster,
+                                                            phase=d.phase)
+                    progress.update(bars[d.cluster], completed=_step(Phase(d.phase)), phase=d.phase)
+            if rows and all(Phase(d.phase) in TERMINAL for d in rows):
+                return rows
+            if time.monotonic() > deadline:
+                raise BatchTimeout(f"batch {batch_id} not finished after {timeout:g}s; it goes on: "
+                                   f"bgqueue status {batch_id}")
+            time.sleep(poll_s)
+    finally:
+        if progress is not None:
+            progress.stop()

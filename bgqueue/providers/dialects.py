@@ -1,0 +1,109 @@
+"""The SQL that differs between MariaDB and MySQL 8, behind one small interface.
+
+Detected from the server (``SELECT VERSION()``), never configured.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def _quote(value: str) -> str:
+    """A SQL string literal (CHANGE MASTER takes no placeholders in every server version)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@dataclass(frozen=True)
+class Dialect:
+    flavour: str  # "mariadb" | "mysql"
+    version: tuple[int, int, int]
+
+    # --- positions -----------------------------------------------------------------
+    @property
+    def gtid_position_sql(self) -> str:
+        """Everything this server has in its binlog (what a replica of it must reach)."""
+        return "SELECT @@GLOBAL.gtid_binlog_pos" if self.flavour == "mariadb" else "SELECT @@GLOBAL.gtid_executed"
+
+    @property
+    def applied_position_sql(self) -> str:
+        """What this server has applied (as a replica, or as a primary)."""
+        return "SELECT @@GLOBAL.gtid_current_pos" if self.flavour == "mariadb" else "SELECT @@GLOBAL.gtid_executed"
+
+    @property
+    def binlog_status_sql(self) -> str:
+        if self.flavour == "mysql" and self.version >= (8, 2, 0):
+            return "SHOW BINARY LOG STATUS"
+        return "SHOW MASTER STATUS"
+
+    def wait_for_position_sql(self) -> str:
+        """One placeholder for the position, one for the timeout; result 0 means reached."""
+        if self.flavour == "mariadb":
+            return "SELECT MASTER_GTID_WAIT(%s, %s)"
+        return "SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, %s)"
+
+    def wait_reached(self, result: object) -> bool:
+        return result is not None and int(result) == 0  # type: ignore[arg-type]
+
+    # --- replication -----------------------------------------------------------------
+    @property
+    def replica_status_sql(self) -> str:
+        if self.flavour == "mysql" and self.version >= (8, 0, 22):
+            return "SHOW REPLICA STATUS"
+        return "SHOW SLAVE STATUS"
+
+    @property
+    def stop_replica_sql(self) -> str:
+        return "STOP REPLICA" if self.flavour == "mysql" else "STOP SLAVE"
+
+    @property
+    def start_replica_sql(self) -> str:
+        return "START REPLICA" if self.flavour == "mysql" else "START SLAVE"
+
+    @property
+    def reset_replica_sql(self) -> str:
+        return "RESET REPLICA ALL" if self.flavour == "mysql" else "RESET SLAVE ALL"
+
+    def prepare_reverse_sql(self) -> list[str]:
+        """Statements run on a former primary before it starts replicating from its successor.
+
+        MariaDB: the replica must start from its own binlog position (FACTS: copy
+        gtid_binlog_pos into gtid_slave_pos, then MASTER_USE_GTID=slave_pos). MySQL 8 needs
+        nothing: auto-positioning sends gtid_executed.
+        """
+        if self.flavour == "mariadb":
+            return ["SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos"]
+        return []
+
+    def change_source_sql(self, host: str, port: int, user: str, password: str) -> str:
+        """Point replication at a source with GTID auto-positioning. Contains a password: never log it."""
+        if self.flavour == "mariadb":
+            return (f"CHANGE MASTER TO MASTER_HOST={_quote(host)}, MASTER_PORT={int(port)}, "
+                    f"MASTER_USER={_quote(user)}, MASTER_PASSWORD={_quote(password)}, "
+                    f"MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1")
+        return (f"CHANGE REPLICATION SOURCE TO SOURCE_HOST={_quote(host)}, SOURCE_PORT={int(port)}, "
+                f"SOURCE_USER={_quote(user)}, SOURCE_PASSWORD={_quote(password)}, "
+                f"SOURCE_AUTO_POSITION=1, SOURCE_CONNECT_RETRY=1, GET_SOURCE_PUBLIC_KEY=1")
+
+    # --- fencing -------------------------------------------------------------------
+    def set_read_only_sql(self, on: bool) -> list[str]:
+        """read_only on MariaDB; super_read_only (which implies read_only) on MySQL."""
+        if self.flavour == "mysql":
+            if on:
+                return ["SET GLOBAL super_read_only = ON"]
+            return ["SET GLOBAL super_read_only = OFF", "SET GLOBAL read_only = OFF"]
+        return [f"SET GLOBAL read_only = {'ON' if on else 'OFF'}"]
+
+    @property
+    def read_only_sql(self) -> str:
+        if self.flavour == "mysql":
+            return "SELECT @@GLOBAL.read_only, @@GLOBAL.super_read_only"
+        return "SELECT @@GLOBAL.read_only, 0"
+
+
+def parse_version(text: str) -> tuple[str, tuple[int, int, int]]:
+    """``SELECT VERSION()`` → (flavour, (major, minor, patch))."""
+    flavour = "mariadb" if "mariadb" in text.lower() else "mysql"
+    head = text.split("-", 1)[0]
+    nums = [int(x) for x in head.split(".")[:3] if x.isdigit()]
+    while len(nums) < 3:
+        nums.append(0)
+    return flavour, (nums[0], nums[1], nums[2])

@@ -1,0 +1,181 @@
+"""``bgqueue sandbox up/down``: a redis-server and N blue/green pairs that outlive the command.
+
+The directory holds everything: fleet.yaml (what ``bgqueue fleet run`` reads), sandbox.json
+(ports, pids, datadirs, user names; mode 0600, never a password) and sandbox.env (mode 0600,
+the passwords as ``export`` lines to ``source``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+from bgqueue.errors import BadInput
+from bgqueue.sandbox.binaries import pid_running, stop_pid
+from bgqueue.sandbox.mariadb import MariaDBServer
+from bgqueue.sandbox.pair import (
+    ADMIN_USER, APP_DATABASE, APP_USER, REPL_USER, ClusterPair, SandboxPasswords,
+)
+from bgqueue.sandbox.redis_server import RedisServer
+
+THRESHOLDS = {"max_lag_s": 1.0, "sync_timeout_s": 60, "sync_poll_s": 0.5, "catchup_timeout_s": 5}
+REDIS_URL_ENV = "BGQUEUE_REDIS_URL"
+
+
+def _write_private(path: Path, text: str) -> None:
+    # Created 0600 from the start (no window where another user could read it), then renamed.
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+class Sandbox:
+    """A local fleet in ``dir``: clusters ``c01``..``cNN`` plus one redis-server."""
+
+    def __init__(self, dir: Path, clusters: int = 4, detach: bool = True, cache_dir: Path | None = None):
+        if clusters < 1:
+            raise BadInput(f"a sandbox needs at least 1 cluster, not {clusters}")
+        self.dir = Path(dir).absolute()
+        self.clusters = clusters
+        self.detach = detach
+        self.cache_dir = cache_dir
+        self.redis: RedisServer | None = None
+        self.pairs: list[ClusterPair] = []
+        self.passwords: SandboxPasswords | None = None
+        self.info: dict = {}
+
+    fleet_path = property(lambda self: self.dir / "fleet.yaml")
+    json_path = property(lambda self: self.dir / "sandbox.json")
+    env_path = property(lambda self: self.dir / "sandbox.env")
+
+    @classmethod
+    def load(cls, dir: Path) -> "Sandbox":
+        """The sandbox recorded in ``dir/sandbox.json`` (e.g. to stop it from another process)."""
+        path = Path(dir).absolute() / "sandbox.json"
+        try:
+            info = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise BadInput(f"no sandbox in {path.parent} ({path.name} not found)") from None
+        except (OSError, ValueError) as e:
+            raise BadInput(f"{path}: cannot read: {e}") from None
+        sb = cls(path.parent, clusters=max(1, len(info.get("clusters", []))), detach=info.get("detach", True))
+        sb.info = info
+        return sb
+
+    def pids(self) -> list[int]:
+        """Every server pid recorded in sandbox.json."""
+        info = self.info
+        pids = [info["redis"]["pid"]] if info.get("redis") else []
+        for c in info.get("clusters", []):
+            pids += [c["blue"]["pid"], c["green"]["pid"]]
+        return pids
+
+    def running(self) -> bool:
+        """True when any recorded server process is still alive."""
+        return any(pid_running(p) for p in self.pids())
+
+    def up(self) -> "Sandbox":
+        """Start redis and the pairs (in parallel), write the three files. BadInput if one runs here."""
+        if self.json_path.exists():
+            previous = Sandbox.load(self.dir)
+            if previous.running():
+                raise BadInput(f"a sandbox is already running in {self.dir}; "
+                               f"stop it first: bgqueue sandbox down --dir {self.dir}")
+            previous._remove_files()  # stale (e.g. after a reboot): its datadirs would clash
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.passwords = SandboxPasswords.generate()
+        try:
+            self.redis = RedisServer(self.dir / "redis", detach=self.detach).start()
+            self.pairs = [
+                ClusterPair(self.dir / f"c{k + 1:02d}", f"c{k + 1:02d}", 2 * k + 1, 2 * k + 2, self.passwords,
+                            detach=self.detach, cache_dir=self.cache_dir)
+                for k in range(self.clusters)
+            ]
+            for p in self.pairs:
+                shutil.rmtree(p.workdir, ignore_errors=True)
+            # Pair starts are mostly waiting on mariadbd; threads overlap them (4 pairs ≈ 1 pair's time).
+            with ThreadPoolExecutor(min(8, self.clusters)) as pool:
+                for f in [pool.submit(p.start) for p in self.pairs]:
+                    f.result()
+            self._write_files()
+        except BaseException:
+            self._stop_objects()
+            raise
+        return self
+
+    def _write_files(self) -> None:
+        assert self.redis and self.passwords
+        fleet = {
+            "version": 1, "name": "sandbox", "defaults": {"thresholds": dict(THRESHOLDS)},
+            "clusters": [p.spec_dict() for p in self.pairs],
+        }
+        self.fleet_path.write_text(yaml.safe_dump(fleet, sort_keys=False))
+        self.info = {
+            "version": 1, "dir": str(self.dir), "detach": self.detach,
+            "fleet": str(self.fleet_path), "env_file": str(self.env_path),
+            "redis": {"url": self.redis.url, "port": self.redis.port, "pid": self.redis.pid,
+                      "workdir": str(self.redis.workdir)},
+            "clusters": [
+                {"name": p.name, "blue": _server_info(p.blue), "green": _server_info(p.green)} for p in self.pairs
+            ],
+            "users": {"admin": ADMIN_USER, "replication": REPL_USER, "app": APP_USER},
+            "app_database": APP_DATABASE,
+            "password_envs": list(self.passwords.env()),
+        }
+        _write_private(self.json_path, json.dumps(self.info, indent=2) + "\n")
+        env = {**self.passwords.env(), REDIS_URL_ENV: self.redis.url}
+        _write_private(self.env_path, "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
+
+    def down(self) -> None:
+        """Stop every server (clean shutdown) and remove the sandbox's files and datadirs."""
+        if self.redis or self.pairs:
+            self._stop_objects()
+        else:
+            self._stop_recorded()
+        self._remove_files()
+
+    def _stop_objects(self) -> None:
+        for p in self.pairs:
+            p.stop()
+        if self.redis:
+            self.redis.stop()
+
+    def _stop_recorded(self) -> None:
+        # Another process started them: stop by pid, checking each pid still is that server.
+        for c in self.info.get("clusters", []):
+            for role in ("green", "blue"):
+                s = c[role]
+                stop_pid(s["pid"], 10, expect=s["cnf"])
+                _remove_socket_dir(Path(s["socket"]))
+        if self.info.get("redis"):
+            stop_pid(self.info["redis"]["pid"], 10, expect=f"127.0.0.1:{self.info['redis']['port']}")
+
+    def _remove_files(self) -> None:
+        dirs = [self.info.get("redis", {}).get("workdir")] + [
+            str(self.dir / c["name"]) for c in self.info.get("clusters", [])]
+        dirs += [str(p.workdir) for p in self.pairs] + ([str(self.redis.workdir)] if self.redis else [])
+        for d in {d for d in dirs if d}:
+            shutil.rmtree(d, ignore_errors=True)
+        for f in (self.json_path, self.env_path, self.fleet_path):
+            f.unlink(missing_ok=True)
+
+
+def _server_info(s: MariaDBServer) -> dict:
+    return {"host": s.host, "port": s.port, "pid": s.pid, "server_id": s.server_id,
+            "datadir": str(s.datadir), "socket": str(s.socket), "cnf": str(s.cnf)}
+
+
+def _remove_socket_dir(sock: Path) -> None:
+    # Only the short socket dirs MariaDBServer made in /tmp for long workdirs (see MAX_SOCKET_PATH).
+    parent = sock.parent
+    if parent.name.startswith("bgq-") and parent.parent == Path(tempfile.gettempdir()):
+        shutil.rmtree(parent, ignore_errors=True)

@@ -1,0 +1,141 @@
+"""A blue primary and a green GTID replica of it, with the users a bgqueue fleet file names."""
+from __future__ import annotations
+
+import os
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from bgqueue.sandbox.mariadb import MariaDBServer
+from bgqueue.sandbox.redis_server import ServerStartError
+
+ADMIN_USER = "bgq_admin"
+REPL_USER = "bgq_repl"
+APP_USER = "app"
+APP_DATABASE = "appdb"
+ADMIN_PASSWORD_ENV = "BGQ_SANDBOX_ADMIN_PASSWORD"
+REPL_PASSWORD_ENV = "BGQ_SANDBOX_REPL_PASSWORD"
+APP_PASSWORD_ENV = "BGQ_SANDBOX_APP_PASSWORD"
+# Both: TCP clients connect as 127.0.0.1 (skip-name-resolve), socket clients as localhost.
+USER_HOSTS = ("127.0.0.1", "localhost")
+REPL_PRIVILEGES = "REPLICATION SLAVE, REPLICATION CLIENT, SLAVE MONITOR, BINLOG MONITOR, SELECT"
+SYNC_TIMEOUT_S = 10
+
+
+@dataclass(frozen=True)
+class SandboxPasswords:
+    """The passwords of the sandbox users. Never written to sandbox.json or fleet.yaml."""
+
+    admin: str
+    repl: str
+    app: str
+
+    @classmethod
+    def generate(cls) -> "SandboxPasswords":
+        """Fresh random passwords."""
+        return cls(*(secrets.token_urlsafe(18) for _ in range(3)))
+
+    def env(self) -> dict[str, str]:
+        """The environment variables the fleet file's ``password_env`` entries name."""
+        return {ADMIN_PASSWORD_ENV: self.admin, REPL_PASSWORD_ENV: self.repl, APP_PASSWORD_ENV: self.app}
+
+    def export_env(self) -> None:
+        """Set the three variables in this process's environment (inherited by children)."""
+        os.environ.update(self.env())
+
+    @classmethod
+    def from_env(cls) -> "SandboxPasswords":
+        """Read them back from the environment (e.g. after ``source sandbox.env``)."""
+        return cls(os.environ[ADMIN_PASSWORD_ENV], os.environ[REPL_PASSWORD_ENV], os.environ[APP_PASSWORD_ENV])
+
+
+class ClusterPair:
+    """blue (writable) → green (read_only GTID replica); both carry the replication user."""
+
+    def __init__(self, workdir: Path, name: str, blue_server_id: int, green_server_id: int,
+                 passwords: SandboxPasswords, detach: bool = False, cache_dir: Path | None = None):
+        self.workdir = Path(workdir)
+        self.name = name
+        self.passwords = passwords
+        self.blue = MariaDBServer(self.workdir / "blue", f"{name}-blue", blue_server_id,
+                                  detach=detach, cache_dir=cache_dir)
+        self.green = MariaDBServer(self.workdir / "green", f"{name}-green", green_server_id,
+                                   read_only=True, detach=detach, cache_dir=cache_dir)
+
+    def start(self) -> "ClusterPair":
+        """Start both servers, replicate green from blue, create the users and wait for green."""
+        try:
+            # Start green in a thread meanwhile: the two starts are independent (~0.2 s each).
+            with ThreadPoolExecutor(1) as pool:
+                green = pool.submit(self.green.start)
+                self.blue.start()
+                green.result()
+            self._bootstrap()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _bootstrap(self) -> None:
+        with self.blue.root() as b, self.green.root() as g:
+            bc, gc = b.cursor(), g.cursor()
+            # The replication user is per-server and kept out of the binlog: green needs its own
+            # for reverse replication later, and a binlogged copy would collide on green.
+            for cur in (bc, gc):
+                cur.execute("SET SESSION sql_log_bin=0")
+                for host in USER_HOSTS:
+                    cur.execute(f"CREATE USER '{REPL_USER}'@'{host}' IDENTIFIED BY %s", (self.passwords.repl,))
+                    cur.execute(f"GRANT {REPL_PRIVILEGES} ON *.* TO '{REPL_USER}'@'{host}'")
+                cur.execute("SET SESSION sql_log_bin=1")
+            # Replicate before anything else is written on blue, so green replays from the first GTID.
+            gc.execute(
+                "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%s, MASTER_USER=%s, "
+                "MASTER_PASSWORD=%s, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1",
+                (self.blue.port, REPL_USER, self.passwords.repl),
+            )
+            gc.execute("START SLAVE")
+            for host in USER_HOSTS:
+                bc.execute(f"CREATE USER '{ADMIN_USER}'@'{host}' IDENTIFIED BY %s", (self.passwords.admin,))
+                bc.execute(f"GRANT ALL PRIVILEGES ON *.* TO '{ADMIN_USER}'@'{host}' WITH GRANT OPTION")
+            bc.execute(f"CREATE DATABASE `{APP_DATABASE}`")
+            for host in USER_HOSTS:
+                # Unprivileged on purpose: read_only must stop it (root/SUPER would bypass it).
+                bc.execute(f"CREATE USER '{APP_USER}'@'{host}' IDENTIFIED BY %s", (self.passwords.app,))
+                bc.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON `{APP_DATABASE}`.* TO '{APP_USER}'@'{host}'")
+            self.wait_green_synced(bc, gc)
+
+    def wait_green_synced(self, blue_cur=None, green_cur=None, timeout: float = SYNC_TIMEOUT_S) -> str:
+        """Wait until green has applied blue's whole binlog; return the GTID position reached."""
+        if blue_cur is None or green_cur is None:
+            with self.blue.root() as b, self.green.root() as g:
+                return self.wait_green_synced(b.cursor(), g.cursor(), timeout)
+        blue_cur.execute("SELECT @@GLOBAL.gtid_binlog_pos")
+        pos = blue_cur.fetchone()[0]
+        green_cur.execute("SELECT MASTER_GTID_WAIT(%s, %s)", (pos, timeout))
+        if green_cur.fetchone()[0] != 0:
+            green_cur.execute("SHOW SLAVE STATUS")
+            row = dict(zip([d[0] for d in green_cur.description], green_cur.fetchone() or ()))
+            raise ServerStartError(
+                f"cluster {self.name!r}: green (port {self.green.port}) did not reach blue's GTID {pos} "
+                f"within {timeout}s; IO: {row.get('Slave_IO_Running')} {row.get('Last_IO_Error')!r}; "
+                f"SQL: {row.get('Slave_SQL_Running')} {row.get('Last_SQL_Error')!r}"
+            )
+        return pos
+
+    def stop(self) -> None:
+        """Stop green first (so its IO thread does not log reconnect errors), then blue."""
+        self.green.stop()
+        self.blue.stop()
+
+    def spec_dict(self) -> dict:
+        """This pair as a cluster entry of a fleet file (passwords only by env var name)."""
+        return {
+            "name": self.name, "provider": "mysql",
+            "blue": {"host": self.blue.host, "port": self.blue.port},
+            "green": {"host": self.green.host, "port": self.green.port},
+            "admin": {"user": ADMIN_USER, "password_env": ADMIN_PASSWORD_ENV},
+            "replication": {"user": REPL_USER, "password_env": REPL_PASSWORD_ENV},
+            "app_users": [APP_USER], "critical_tables": [],
+            "tls": "disabled",  # loopback sandbox: TLS setup would cost ~30 ms per connect
+        }

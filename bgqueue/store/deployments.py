@@ -1,0 +1,190 @@
+"""Batches and deployments: creation, fenced claims and fenced phase transitions.
+
+Every write that moves a deployment is a conditional UPDATE on (id, epoch, phase): if it
+touches zero rows another worker owns the deployment now and the caller stops (FencedOut).
+"""
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Iterable
+
+from sqlalchemy import select, update
+
+from bgqueue.errors import BadInput, FencedOut
+from bgqueue.phases import TERMINAL, Phase, check_transition
+from bgqueue.store.db import Store
+from bgqueue.store.models import Batch, Deployment, PhaseChange, utcnow
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A worker's hold on a deployment: valid while the row still has this epoch."""
+
+    deployment_id: str
+    epoch: int
+    phase: Phase
+
+
+def create_batch(store: Store, *, fleet_name: str, fleet_path: str, fleet_text: str,
+                 clusters: Iterable[dict[str, Any]], requested_by: str = "",
+                 batch_id: str | None = None) -> tuple[str, dict[str, str]]:
+    """Create a batch and one PENDING deployment per cluster spec. Returns (batch_id, {cluster: deployment_id})."""
+    batch_id = batch_id or str(uuid.uuid4())
+    ids: dict[str, str] = {}
+    with store.session() as s:
+        s.add(Batch(id=batch_id, fleet_name=fleet_name, fleet_path=fleet_path,
+                    fleet_sha256=hashlib.sha256(fleet_text.encode()).hexdigest(), requested_by=requested_by))
+        s.flush()
+        for spec in clusters:
+            dep_id = str(uuid.uuid4())
+            ids[spec["name"]] = dep_id
+            s.add(Deployment(id=dep_id, batch_id=batch_id, cluster=spec["name"], provider=spec["provider"],
+                             phase=Phase.PENDING, epoch=0, spec=spec))
+    return batch_id, ids
+
+
+def get_deployment(store: Store, deployment_id: str) -> Deployment:
+    with store.session() as s:
+        dep = s.get(Deployment, deployment_id)
+        if dep is None:
+            raise BadInput(f"no deployment {deployment_id}")
+        s.expunge(dep)
+        return dep
+
+
+def claim(store: Store, deployment_id: str, owner: str, phases: Iterable[Phase]) -> Claim | None:
+    """Take the deployment if it is in one of ``phases``: bump its epoch, record the owner.
+
+    Returns None when the deployment is in another phase (someone else moved it on, or it
+    ended): the caller has nothing to do.
+    """
+    wanted = {Phase(p) for p in phases}
+    with store.session() as s:
+        row = s.execute(select(Deployment.phase, Deployment.epoch).where(Deployment.id == deployment_id)).one_or_none()
+        if row is None:
+            raise BadInput(f"no deployment {deployment_id}")
+        phase, epoch = Phase(row.phase), row.epoch
+        if phase not in wanted:
+            return None
+        res = s.execute(update(Deployment)
+                        .where(Deployment.id == deployment_id, Deployment.epoch == epoch, Deployment.phase == phase)
+                        .values(epoch=epoch + 1, owner=owner, updated_at=utcnow()))
+        if res.rowcount != 1:
+            return None
+    return Claim(deployment_id, epoch + 1, phase)
+
+
+def transition(store: Store, claim: Claim, target: Phase, reason: str | None = None,
+               **fields: Any) -> Claim:
+    """Move the claimed deployment to ``target`` (checked against the table), fenced on epoch and phase."""
+    check_transition(claim.phase, target)
+    now = utcnow()
+    values: dict[str, Any] = {"phase": target, "updated_at": now, **fields}
+    if reason is not None:
+        values["reason"] = reason
+    if target in TERMINAL:
+        values.setdefault("finished_at", now)
+    with store.session() as s:
+        res = s.execute(update(Deployment)
+                        .where(Deployment.id == claim.deployment_id, Deployment.epoch == claim.epoch,
+                               Deployment.phase == claim.phase)
+                        .values(**values))
+        if res.rowcount != 1:
+            raise FencedOut(f"deployment {claim.deployment_id}: epoch {claim.epoch} / phase {claim.phase} no longer current")
+        s.add(PhaseChange(deployment_id=claim.deployment_id, from_phase=claim.phase, to_phase=target,
+                          epoch=claim.epoch, reason=reason, at=now))
+    return Claim(claim.deployment_id, claim.epoch, target)
+
+
+def update_fenced(store: Store, claim: Claim, **fields: Any) -> None:
+    """Write fields on the deployment row without changing phase, fenced like a transition."""
+    with store.session() as s:
+        res = s.execute(update(Deployment)
+                        .where(Deployment.id == claim.deployment_id, Deployment.epoch == claim.epoch,
+                               Deployment.phase == claim.phase)
+                        .values(updated_at=utcnow(), **fields))
+        if res.rowcount != 1:
+            raise FencedOut(f"deployment {claim.deployment_id}: epoch {claim.epoch} no longer current")
+
+
+def active_deployment(store: Store, cluster: str) -> Deployment | None:
+    """The cluster's deployment that is not terminal, if any (the store's view of "in flight")."""
+    with store.session() as s:
+        dep = s.execute(select(Deployment).where(Deployment.cluster == cluster,
+                                                 Deployment.phase.not_in([p.value for p in TERMINAL]))
+                        .order_by(Deployment.created_at.desc()).limit(1)).scalar_one_or_none()
+        if dep is not None:
+            s.expunge(dep)
+        return dep
+
+
+def latest_deployment(store: Store, cluster: str) -> Deployment | None:
+    with store.session() as s:
+        dep = s.execute(select(Deployment).where(Deployment.cluster == cluster)
+                        .order_by(Deployment.created_at.desc()).limit(1)).scalar_one_or_none()
+        if dep is not None:
+            s.expunge(dep)
+        return dep
+
+
+def batch_deployments(store: Store, batch_id: str) -> list[Deployment]:
+    with store.session() as s:
+        deps = list(s.execute(select(Deployment).where(Deployment.batch_id == batch_id)
+                              .order_by(Deployment.cluster)).scalars())
+        for d in deps:
+            s.expunge(d)
+        return deps
+
+
+def get_batch(store: Store, batch_id: str) -> Batch:
+    with store.session() as s:
+        b = s.get(Batch, batch_id)
+        if b is None:
+            raise BadInput(f"no batch {batch_id}")
+        s.expunge(b)
+        return b
+
+
+def find_batch(store: Store, prefix: str) -> Batch | None:
+    """A batch by id or unique id prefix (operators type short ids)."""
+    with store.session() as s:
+        rows = list(s.execute(select(Batch).where(Batch.id.startswith(prefix)).limit(2)).scalars())
+        if len(rows) != 1:
+            return None
+        s.expunge(rows[0])
+        return rows[0]
+
+
+def recent_batches(store: Store, limit: int = 10) -> list[Batch]:
+    with store.session() as s:
+        rows = list(s.execute(select(Batch).order_by(Batch.created_at.desc()).limit(limit)).scalars())
+        for r in rows:
+            s.expunge(r)
+        return rows
+
+
+def finish_batch(store: Store, batch_id: str, summary: dict[str, Any]) -> None:
+    """Record the batch summary (idempotent: a second call overwrites with the same facts)."""
+    with store.session() as s:
+        s.execute(update(Batch).where(Batch.id == batch_id)
+                  .values(status="DONE", summary=summary, finished_at=utcnow()))
+
+
+def phase_history(store: Store, deployment_id: str) -> list[PhaseChange]:
+    with store.session() as s:
+        rows = list(s.execute(select(PhaseChange).where(PhaseChange.deployment_id == deployment_id)
+                              .order_by(PhaseChange.id)).scalars())
+        for r in rows:
+            s.expunge(r)
+        return rows
+
+
+def as_aware(dt: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes for timezone-aware columns; treat them as UTC."""
+    if dt is None or dt.tzinfo is not None:
+        return dt
+    from datetime import timezone
+    return dt.replace(tzinfo=timezone.utc)

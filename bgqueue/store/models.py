@@ -1,0 +1,102 @@
+"""Store tables (SQLAlchemy 2). The store is the authority on phases and the audit trail."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Batch(Base):
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    fleet_name: Mapped[str] = mapped_column(String(64))
+    fleet_path: Mapped[str] = mapped_column(Text)
+    fleet_sha256: Mapped[str] = mapped_column(String(64))
+    requested_by: Mapped[str] = mapped_column(String(128), default="")
+    status: Mapped[str] = mapped_column(String(16), default="RUNNING")  # RUNNING | DONE
+    summary: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Deployment(Base):
+    __tablename__ = "deployments"
+    __table_args__ = (Index("ix_deployments_cluster", "cluster", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id"), index=True)
+    cluster: Mapped[str] = mapped_column(String(64))
+    provider: Mapped[str] = mapped_column(String(16))
+    phase: Mapped[str] = mapped_column(String(24), default="PENDING")
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    spec: Mapped[dict] = mapped_column(JSON)  # the cluster spec: endpoints, env var *names*, thresholds
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    facts: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # observed: flavours, versions
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    phase_deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    switch_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    switch_ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    switch_duration_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    writes_blocked_ms: Mapped[float | None] = mapped_column(Float, nullable=True)  # fence → route flip
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class PhaseChange(Base):
+    __tablename__ = "phase_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"), index=True)
+    from_phase: Mapped[str] = mapped_column(String(24))
+    to_phase: Mapped[str] = mapped_column(String(24))
+    epoch: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Step(Base):
+    """The journal: one row per sub-step of a multi-step procedure."""
+
+    __tablename__ = "steps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"), index=True)
+    procedure: Mapped[str] = mapped_column(String(32))  # switchover | rollback | prepare | …
+    name: Mapped[str] = mapped_column(String(48))
+    status: Mapped[str] = mapped_column(String(12))  # started | done | failed | undone | skipped
+    epoch: Mapped[int] = mapped_column(Integer)
+    detail: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    duration_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Checkpoint(Base):
+    """Replication coordinates captured at a switchover or rollback (what CDC resumes from)."""
+
+    __tablename__ = "checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # switchover | rollback
+    old_primary: Mapped[str] = mapped_column(String(128))
+    new_primary: Mapped[str] = mapped_column(String(128))
+    old_gtid: Mapped[str | None] = mapped_column(Text, nullable=True)  # final position of the old primary
+    old_binlog_file: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    old_binlog_pos: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    new_gtid: Mapped[str | None] = mapped_column(Text, nullable=True)  # new primary at promotion
+    new_binlog_file: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    new_binlog_pos: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    captured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    promoted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -1,0 +1,192 @@
+"""Moving the writer role from one server to its GTID replica, with every sub-step journaled.
+
+The same procedure serves the switchover (blue → green) and, later, the rollback
+(green → blue). Order (DESIGN.md "The switchover"):
+
+  fence old (read_only, end app sessions) → checkpoint old's final position → wait (bounded)
+  for new to reach it → promote new → checkpoint new's binlog coordinates → reverse
+  replication (old replicates from new) → flip routing.
+
+Undo is designed beside each step: until ``promote`` the only change is the fence, and a
+failure lifts it (old stays primary: SWITCHOVER_FAILED). After ``promote`` the new server
+has every write, so the procedure only goes forward.
+
+On a resume after a crash the procedure first OBSERVES the servers: if the new server was
+already promoted it finishes forward; otherwise it starts again from the fence (every step
+before promote is idempotent).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from bgqueue import gtid
+from bgqueue.errors import FencedOut
+from bgqueue.failpoints import failpoint
+from bgqueue.fleet import ClusterSpec, Credentials
+from bgqueue.providers.mysql import Server
+from bgqueue.routing import RoutingRegistry
+from bgqueue.store.db import Store
+from bgqueue.store.journal import Journal, save_checkpoint, update_checkpoint
+from bgqueue.store.models import utcnow
+
+
+@dataclass
+class SwitchResult:
+    switched: bool  # True: new is the writer and routing names it
+    reason: str = ""
+    undone: bool = False  # False with switched=False: state needs a human (see reason)
+    writes_blocked_ms: float | None = None
+    duration_ms: float = 0.0
+    reverse_replication: bool = False
+    checkpoint_id: int | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class SwitchPlan:
+    """Who hands over to whom, and with what."""
+
+    cluster: ClusterSpec
+    old: Server
+    new: Server
+    repl: Credentials
+    kind: str = "switchover"  # or "rollback"
+
+    @property
+    def exclude_users(self) -> set[str]:
+        return {self.cluster.admin.user, self.cluster.replication.user}
+
+
+def observe_promoted(new: Server) -> bool:
+    """Has ``new`` already been promoted (no replication configured, writable)?"""
+    return new.replica_status() is None and not new.is_read_only()
+
+
+def switch_writer(plan: SwitchPlan, store: Store, journal: Journal, routing: RoutingRegistry,
+                  catchup_timeout_s: float, resume: bool = False) -> SwitchResult:
+    """Run (or resume) the procedure. Never raises for a server-side failure: the result says
+    what happened and whether the fence was undone. FencedOut propagates untouched (another
+    worker owns the deployment; it must not be disturbed)."""
+    t0 = time.perf_counter()
+    old, new, cluster = plan.old, plan.new, plan.cluster.name
+    if resume:
+        with journal.step("observe", resume=True) as f:
+            promoted = observe_promoted(new)
+            f.update(new_promoted=promoted, old_read_only=old.is_read_only())
+        if promoted:
+            return _finish_forward(plan, store, journal, routing, t0, None, fence_t=None)
+
+    route = routing.get(cluster)
+    fence_t = time.perf_counter()
+    try:
+        with journal.step("fence") as f:
+            old.set_read_only(True)
+            sessions = old.app_sessions(plan.cluster.app_users, plan.exclude_users)
+            f["sessions_ended"] = old.end_sessions(sessions)
+        failpoint(f"{plan.kind}.after_fence")
+        with journal.step("checkpoint") as f:
+            final_gtid = old.gtid_position()
+            coords = old.binlog_coordinates()
+            cp_id = save_checkpoint(store, journal.claim, plan.kind, old_primary=str(old.endpoint),
+                                    new_primary=str(new.endpoint), old_gtid=final_gtid,
+                                    old_binlog_file=coords.file if coords else None,
+                                    old_binlog_pos=coords.pos if coords else None)
+            f.update(gtid=final_gtid, file=coords.file if coords else None, pos=coords.pos if coords else None)
+        with journal.step("wait_for_new", timeout_s=catchup_timeout_s) as f:
+            reached = new.wait_for_position(final_gtid, catchup_timeout_s)
+            f["reached"] = reached
+            if not reached:
+                behind = gtid.transactions_behind(new.flavour, new.applied_position(), final_gtid)
+                f["transactions_behind"] = behind
+                f["_status"] = "failed"
+    except FencedOut:
+        raise
+    except Exception as e:  # before promote: undo the fence, old stays primary
+        return _lift_fence(plan, journal, t0, fence_t, f"{type(e).__name__} before promotion: {e}")
+    if not reached:
+        return _lift_fence(plan, journal, t0, fence_t,
+                           f"{new.label} did not reach {old.label}'s final position {final_gtid} within "
+                           f"{catchup_timeout_s:g}s ({behind} transactions behind)")
+    failpoint(f"{plan.kind}.before_promote")
+    try:
+        with journal.step("promote") as f:
+            new.promote()
+    except FencedOut:
+        raise
+    except Exception as e:
+        # A half-done promote is observed, not guessed: if new still replicates, undo the fence.
+        try:
+            if not observe_promoted(new):
+                return _lift_fence(plan, journal, t0, fence_t, f"promotion failed: {e}")
+        except Exception:
+            pass
+        return SwitchResult(False, f"promotion of {new.label} failed and its state is unknown: {e}",
+                            duration_ms=_ms(t0), timings_ms=journal.timings_ms)
+    return _finish_forward(plan, store, journal, routing, t0, cp_id, fence_t, route_version=route.version if route else None)
+
+
+def _finish_forward(plan: SwitchPlan, store: Store, journal: Journal, routing: RoutingRegistry, t0: float,
+                    cp_id: int | None, fence_t: float | None, route_version: int | None = None) -> SwitchResult:
+    old, new, cluster = plan.old, plan.new, plan.cluster.name
+    failpoint(f"{plan.kind}.after_promote")
+    problems: list[str] = []
+    with journal.step("new_coordinates") as f:
+        coords = new.binlog_coordinates()
+        new_gtid = new.gtid_position()
+        f.update(gtid=new_gtid, file=coords.file if coords else None, pos=coords.pos if coords else None)
+        fields = dict(new_gtid=new_gtid, new_binlog_file=coords.file if coords else None,
+                      new_binlog_pos=coords.pos if coords else None, promoted_at=utcnow())
+        if cp_id is None:
+            cp_id = save_checkpoint(store, journal.claim, plan.kind, old_primary=str(old.endpoint),
+                                    new_primary=str(new.endpoint), **fields)
+        else:
+            update_checkpoint(store, cp_id, **fields)
+    reverse_ok = False
+    try:
+        with journal.step("reverse_replication") as f:
+            if not old.is_read_only():  # only reachable on resume: never two writers
+                old.set_read_only(True)
+                f["refenced"] = True
+            old.replicate_from(new.endpoint, plan.repl)
+            reverse_ok = True
+    except FencedOut:
+        raise
+    except Exception as e:
+        problems.append(f"reverse replication could not start: {e}")
+    try:
+        with journal.step("flip_routing") as f:
+            route = routing.get(cluster)
+            if route is not None and (route.host, route.port) == (new.endpoint.host, new.endpoint.port):
+                f["already"] = True
+            else:
+                expect = route.version if route is not None else 0
+                route = routing.flip(cluster, new.endpoint.host, new.endpoint.port, expect_version=expect,
+                                     reason=f"{plan.kind} {journal.claim.deployment_id}")
+            f["version"] = route.version
+    except FencedOut:
+        raise
+    except Exception as e:
+        problems.append(f"routing flip failed: {e}")
+        return SwitchResult(False, f"{new.label} promoted but {'; '.join(problems)}", duration_ms=_ms(t0),
+                            checkpoint_id=cp_id, reverse_replication=reverse_ok, timings_ms=journal.timings_ms)
+    blocked = _ms(fence_t) if fence_t is not None else None
+    return SwitchResult(True, "; ".join(problems), writes_blocked_ms=blocked, duration_ms=_ms(t0),
+                        reverse_replication=reverse_ok, checkpoint_id=cp_id, timings_ms=journal.timings_ms)
+
+
+def _lift_fence(plan: SwitchPlan, journal: Journal, t0: float, fence_t: float, reason: str) -> SwitchResult:
+    try:
+        with journal.step("lift_fence", reason=reason):
+            plan.old.set_read_only(False)
+    except FencedOut:
+        raise
+    except Exception as e:
+        return SwitchResult(False, f"{reason}; lifting the fence on {plan.old.label} failed too: {e}",
+                            duration_ms=_ms(t0), timings_ms=journal.timings_ms)
+    return SwitchResult(False, reason, undone=True, writes_blocked_ms=_ms(fence_t), duration_ms=_ms(t0),
+                        timings_ms=journal.timings_ms)
+
+
+def _ms(t: float) -> float:
+    return round((time.perf_counter() - t) * 1000, 3)

@@ -1,0 +1,96 @@
+"""What operators see: status of batches and clusters, as terminal tables or JSON-ready dicts."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from rich.console import Console
+from rich.table import Table
+
+from bgqueue.phases import SWITCHED, Phase
+from bgqueue.runtime import Runtime
+from bgqueue.store import deployments as deps
+from bgqueue.store import journal
+
+PHASE_STYLE = {
+    "COMPLETED": "green", "MONITORING": "green", "CDC_MIGRATING": "cyan", "SWITCHING": "yellow",
+    "NO_GO": "magenta", "SWITCHOVER_FAILED": "red", "FAILED": "bold red", "ROLLED_BACK": "red",
+    "ROLLING_BACK": "yellow",
+}
+
+
+def _iso(dt: datetime | None) -> str | None:
+    dt = deps.as_aware(dt)
+    return dt.isoformat(timespec="milliseconds") if dt else None
+
+
+def deployment_dict(rt: Runtime, dep, detail: bool = False) -> dict:
+    out = {
+        "deployment": dep.id, "batch": dep.batch_id, "cluster": dep.cluster, "provider": dep.provider,
+        "phase": dep.phase, "epoch": dep.epoch, "reason": dep.reason,
+        "blue": f"{dep.spec['blue']['host']}:{dep.spec['blue']['port']}",
+        "green": f"{dep.spec['green']['host']}:{dep.spec['green']['port']}",
+        "switch_duration_ms": dep.switch_duration_ms, "writes_blocked_ms": dep.writes_blocked_ms,
+        "created_at": _iso(dep.created_at), "finished_at": _iso(dep.finished_at),
+        "switched": Phase(dep.phase) in SWITCHED,
+    }
+    if detail:
+        out["phases"] = [{"from": p.from_phase, "to": p.to_phase, "at": _iso(p.at), "reason": p.reason}
+                         for p in deps.phase_history(rt.store, dep.id)]
+        out["steps"] = [{"procedure": s.procedure, "name": s.name, "status": s.status, "epoch": s.epoch,
+                         "duration_ms": s.duration_ms, "detail": s.detail, "at": _iso(s.started_at)}
+                        for s in journal.steps(rt.store, dep.id)]
+        out["checkpoints"] = [{"kind": c.kind, "old_primary": c.old_primary, "new_primary": c.new_primary,
+                               "old_gtid": c.old_gtid, "old_binlog": f"{c.old_binlog_file}:{c.old_binlog_pos}",
+                               "new_gtid": c.new_gtid, "new_binlog": f"{c.new_binlog_file}:{c.new_binlog_pos}",
+                               "captured_at": _iso(c.captured_at)}
+                              for c in journal.checkpoints(rt.store, dep.id)]
+        route = rt.routing.get(dep.cluster)
+        out["route"] = None if route is None else {"writer": f"{route.host}:{route.port}", "version": route.version}
+    return out
+
+
+def batch_dict(rt: Runtime, batch_id: str) -> dict:
+    b = deps.get_batch(rt.store, batch_id)
+    rows = [deployment_dict(rt, d) for d in deps.batch_deployments(rt.store, batch_id)]
+    return {"batch": b.id, "fleet": b.fleet_name, "status": b.status, "requested_by": b.requested_by,
+            "created_at": _iso(b.created_at), "finished_at": _iso(b.finished_at),
+            "total": len(rows), "switched": sum(r["switched"] for r in rows),
+            "ok": bool(rows) and all(r["switched"] for r in rows), "clusters": rows}
+
+
+def deployments_table(rows: list[dict], title: str) -> Table:
+    t = Table(title=title, title_justify="left")
+    for col in ("cluster", "phase", "switch ms", "writes blocked ms", "reason"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        style = PHASE_STYLE.get(r["phase"], "")
+        t.add_row(r["cluster"], f"[{style}]{r['phase']}[/]" if style else r["phase"],
+                  _num(r["switch_duration_ms"]), _num(r["writes_blocked_ms"]), r["reason"] or "")
+    return t
+
+
+def print_batch(console: Console, data: dict) -> None:
+    console.print(deployments_table(data["clusters"], f"batch {data['batch']} ({data['fleet']}): "
+                                                      f"{data['switched']}/{data['total']} switched"))
+
+
+def print_deployment(console: Console, d: dict) -> None:
+    console.print(f"[bold]{d['cluster']}[/]  deployment {d['deployment']}  batch {d['batch']}")
+    console.print(f"phase [bold]{d['phase']}[/]  epoch {d['epoch']}  blue {d['blue']}  green {d['green']}"
+                  + (f"  route → {d['route']['writer']} (v{d['route']['version']})" if d.get("route") else ""))
+    if d["reason"]:
+        console.print(f"reason: {d['reason']}")
+    t = Table(title="journal", title_justify="left")
+    for col in ("procedure", "step", "status", "ms", "detail"):
+        t.add_column(col, overflow="fold")
+    for s in d.get("steps", []):
+        detail = ", ".join(f"{k}={v}" for k, v in (s["detail"] or {}).items())
+        t.add_row(s["procedure"], s["name"], s["status"], _num(s["duration_ms"]), detail[:200])
+    console.print(t)
+    for c in d.get("checkpoints", []):
+        console.print(f"checkpoint ({c['kind']}): {c['old_primary']} final gtid {c['old_gtid']} binlog "
+                      f"{c['old_binlog']} → {c['new_primary']} binlog {c['new_binlog']}")
+
+
+def _num(v: float | None) -> str:
+    return "" if v is None else f"{v:.1f}"

@@ -1,0 +1,1 @@
+"""Typed settings, Celery configuration and an example fleet file."""

@@ -1,0 +1,30 @@
+"""Celery configuration. Read by tasks.app; every value here is a deliberate choice."""
+from __future__ import annotations
+
+from config.settings import Settings
+
+
+def celery_config(s: Settings) -> dict:
+    return {
+        "broker_url": s.effective_broker_url,
+        "result_backend": s.effective_result_backend,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        # A task is acknowledged only once it has run; a worker that dies mid-task gives it back.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        # Countdowns stay far below this, or Redis redelivers the task and it runs twice (FACTS).
+        "broker_transport_options": {"visibility_timeout": s.visibility_timeout_s},
+        "result_backend_transport_options": {"visibility_timeout": s.visibility_timeout_s},
+        "task_time_limit": 300,
+        "task_soft_time_limit": 240,
+        "result_expires": 7 * 24 * 3600,
+        "task_track_started": True,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+        "task_default_queue": "bgqueue",
+    }

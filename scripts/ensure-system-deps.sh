@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what `make demo` and `make test` need from Debian/Ubuntu packages when it is missing:
+# mariadb-server (mariadbd, mariadb-install-db), redis-server, and python3-venv.
+# As root it runs apt-get; otherwise it stops and prints the exact command to run.
+set -euo pipefail
+
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/local/sbin/$1" ]; }
+
+missing=()
+have mariadbd || missing+=(mariadb-server)
+have mariadb-install-db || { [[ " ${missing[*]-} " == *" mariadb-server "* ]] || missing+=(mariadb-server); }
+have redis-server || missing+=(redis-server)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+cmd="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "missing system packages: ${missing[*]}" >&2
+  echo "run this, then try again:  sudo sh -c '$cmd'" >&2
+  exit 1
+fi
+echo "installing system packages: ${missing[*]}" >&2
+sh -c "$cmd"

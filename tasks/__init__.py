@@ -1,0 +1,4 @@
+"""Celery layer: the app, one task decorator, thin tasks. `celery -A tasks worker`."""
+from tasks.application import app  # noqa: F401  (celery -A tasks finds `app`)
+import tasks.deployment  # noqa: F401,E402  (registers the tasks)
+import tasks.batch  # noqa: F401,E402

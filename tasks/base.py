@@ -1,0 +1,65 @@
+"""The one way tasks are declared: dotted name, queue, acks, time limits, retries, logging.
+
+A deployment task is a thin wrapper around one ``bgqueue.lifecycle`` step: it loads nothing
+but the id, calls the step, and either returns (the chain goes on) or re-enqueues itself
+with a countdown when the step says it must wait. It never sleeps.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import redis.exceptions
+import sqlalchemy.exc
+
+from bgqueue.errors import FencedOut
+from bgqueue import lifecycle
+from bgqueue.lifecycle import Next
+from bgqueue.runtime import Runtime, get_runtime
+from tasks.application import app
+
+log = logging.getLogger("bgqueue.tasks")
+
+# Worth another try after a short wait; anything else is a bug or a server problem that the
+# step itself already turned into a recorded outcome.
+TRANSIENT = (sqlalchemy.exc.OperationalError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+MAX_TRANSIENT_RETRIES = 5
+
+Step = Callable[[Runtime, str], Next]
+
+
+def deployment_task(name: str, *, time_limit: int = 120) -> Callable[[Step], object]:
+    """Declare ``bgqueue.deployment.<name>`` around a lifecycle step ``step(runtime, deployment_id)``."""
+
+    def decorate(step: Step):
+        @app.task(name=f"bgqueue.deployment.{name}", bind=True, acks_late=True, max_retries=None,
+                  time_limit=time_limit, soft_time_limit=max(10, time_limit - 15))
+        def run(self, deployment_id: str) -> str:
+            rt = get_runtime()
+            try:
+                nxt = step(rt, deployment_id)
+            except FencedOut as e:
+                log.info("deployment=%s step=%s fenced out: %s", deployment_id, name, e)
+                return deployment_id
+            except TRANSIENT as e:
+                attempt = self.request.retries or 0
+                if attempt < MAX_TRANSIENT_RETRIES:
+                    log.warning("deployment=%s step=%s transient error, retry %d: %s", deployment_id, name,
+                                attempt + 1, e)
+                    raise self.retry(countdown=min(2 ** attempt, 30))
+                lifecycle.fail(rt, deployment_id, f"{name}: gave up after {attempt} transient errors: {e}")
+                return deployment_id
+            except Exception as e:  # a bug: leave the deployment in a known, recorded state
+                log.exception("deployment=%s step=%s failed", deployment_id, name)
+                lifecycle.fail(rt, deployment_id, f"{name}: unexpected {type(e).__name__}: {e}")
+                return deployment_id
+            if nxt.wait_s:
+                countdown = min(nxt.wait_s, rt.settings.max_countdown_s)
+                log.debug("deployment=%s step=%s waits %.1fs (%s)", deployment_id, name, countdown, nxt.detail)
+                raise self.retry(countdown=countdown)
+            return deployment_id
+
+        run.step = step  # type: ignore[attr-defined]
+        return run
+
+    return decorate

@@ -1,0 +1,43 @@
+"""A batch = a chord over per-cluster chains; the chord body writes the batch summary.
+
+The client sends one small ``start`` task (ids only); a worker builds and sends the canvas.
+This keeps the enqueueing process free of result subscriptions, and a batch of 120
+clusters costs the operator's terminal one message.
+"""
+from __future__ import annotations
+
+from celery import chain, chord
+
+from bgqueue.batches import OpenedBatch, open_batch, summarize
+from bgqueue.phases import Phase
+from bgqueue.runtime import get_runtime
+from bgqueue.store import deployments as deps
+from tasks.application import app
+from tasks.deployment import CHAIN
+
+
+@app.task(name="bgqueue.batch.summarize", acks_late=True, time_limit=60, soft_time_limit=50, ignore_result=True)
+def summarize_batch(_results, batch_id: str) -> dict:
+    return summarize(get_runtime(), batch_id)
+
+
+def cluster_chain(deployment_id: str):
+    return chain(*(t.si(deployment_id) for t in CHAIN))
+
+
+@app.task(name="bgqueue.batch.start", acks_late=True, time_limit=60, soft_time_limit=50, ignore_result=True)
+def start_batch(batch_id: str) -> int:
+    """Fan out one chain per PENDING deployment of the batch under a summarising chord."""
+    rows = [d for d in deps.batch_deployments(get_runtime().store, batch_id) if d.phase == Phase.PENDING]
+    if not rows:
+        return 0
+    chord([cluster_chain(d.id) for d in rows])(summarize_batch.s(batch_id))
+    return len(rows)
+
+
+def enqueue_fleet(fleet_path: str, only: list[str] | None = None, *, preflight: bool = True) -> OpenedBatch:
+    """What ``bgqueue fleet run`` does: validate, preflight, lock, record, enqueue. One code path
+    for the CLI, the demo and the benchmark."""
+    opened = open_batch(get_runtime(), fleet_path, only, preflight=preflight)
+    start_batch.apply_async((opened.batch_id,), ignore_result=True)
+    return opened
