@@ -148,6 +148,8 @@ class FleetFileError(BadInput):
     def __init__(self, path: str, message: str, *, line: int | None = None,
                  cluster: str | None = None, field: str | None = None):
         self.path, self.line, self.cluster, self.field = path, line, cluster, field
+        self.kind = ""
+        self.others: list[FleetFileError] = []
         where = path + (f":{line}" if line else "")
         parts = [where]
         if cluster:
@@ -241,8 +243,7 @@ def parse_fleet(text: str, path: str = "<fleet>") -> Fleet:
     try:
         return Fleet.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        raise _located(path, root, raw, err, extra=len(e.errors()) - 1) from None
+        raise _all_located(path, root, raw, e.errors()) from None
 
 
 def _validate_part(model: type[BaseModel], value: Any, path: str, root: yaml.Node | None,
@@ -250,12 +251,24 @@ def _validate_part(model: type[BaseModel], value: Any, path: str, root: yaml.Nod
     try:
         model.model_validate(value)
     except ValidationError as e:
-        err = dict(e.errors()[0])
-        err["loc"] = loc + tuple(err["loc"])
-        raise _located(path, root, None, err, extra=len(e.errors()) - 1, cluster=cluster) from None
+        errors = [dict(err, loc=loc + tuple(err["loc"])) for err in e.errors()]
+        raise _all_located(path, root, None, errors, cluster=cluster) from None
 
 
-def _located(path: str, root: yaml.Node | None, raw: Any, err: dict, *, extra: int = 0,
+def _all_located(path: str, root: yaml.Node | None, raw: Any, errors: list[dict],
+                 cluster: str | None = None) -> FleetFileError:
+    """One error carrying every problem, most useful first: an unknown key (usually a typo)
+    explains the "field required" that follows from it."""
+    located = [_located(path, root, raw, err, cluster=cluster) for err in errors]
+    located.sort(key=lambda e: (e.kind != "extra_forbidden", e.line or 0))
+    first = located[0]
+    if len(located) > 1:
+        first.others = located[1:]
+        first.args = (str(first) + "".join(f"\n  also: {o}" for o in located[1:10]),)
+    return first
+
+
+def _located(path: str, root: yaml.Node | None, raw: Any, err: dict, *,
              cluster: str | None = None) -> FleetFileError:
     loc = tuple(err["loc"])
     node = _node_at(root, loc)
@@ -271,11 +284,11 @@ def _located(path: str, root: yaml.Node | None, raw: Any, err: dict, *, extra: i
     msg = err["msg"]
     if err.get("type") == "extra_forbidden":
         msg = "unknown key"
-    if extra:
-        msg += f" (and {extra} more problem{'s' if extra > 1 else ''})"
     field = ".".join(str(p) for p in field_loc) or None
-    return FleetFileError(path, msg, line=node.start_mark.line + 1 if node is not None else None,
-                          cluster=cluster, field=field)
+    e = FleetFileError(path, msg, line=node.start_mark.line + 1 if node is not None else None,
+                       cluster=cluster, field=field)
+    e.kind = err.get("type", "")
+    return e
 
 
 def load_fleet(path: str | os.PathLike) -> Fleet:

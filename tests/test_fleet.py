@@ -111,3 +111,19 @@ def test_unknown_cluster_in_selection():
     from bgqueue.errors import BadInput
     with pytest.raises(BadInput, match="unknown cluster 'nope'"):
         parse_fleet(GOOD, "f").select(["nope"])
+
+
+def test_every_problem_is_listed_typo_first():
+    text = GOOD.replace("    green: {host: 10.0.0.4}\n", "    gren: {host: 10.0.0.4}\n").replace("port: 3306}", "port: 0}")
+    e = _err(text)
+    assert (e.cluster, e.field) == ("users", "gren") and "unknown key" in str(e)
+    assert "also: f.yaml:17: cluster 'users': field green: Field required" in str(e)
+    assert "also: f.yaml:11: cluster 'orders': field blue.port" in str(e)
+
+
+def test_the_example_fleet_file_is_valid():
+    from pathlib import Path
+
+    f = load_fleet(Path(__file__).resolve().parents[1] / "config" / "fleet.example.yaml")
+    assert [c.name for c in f.clusters] == ["orders", "ledger"]
+    assert f.cluster("orders").thresholds.max_lag_s == 0.5
