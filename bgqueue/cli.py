@@ -11,8 +11,8 @@ from rich.console import Console
 
 from bgqueue.errors import BadInput, BgqueueError
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 class _Group(click.Group):

@@ -18,8 +18,8 @@ from bgqueue.store import deployments as deps
 from bgqueue.store import journal
 from bgqueue.workload import start_workload, verify
 
-SWITCH_STEPS = ["fence", "checkpoint", "wait_for_new", "promote", "new_coordinates", "reverse_replication",
-                "flip_routing"]
+SWITCH_STEPS = ["fence", "checkpoint", "wait_for_new", "promote", "new_coordinates", "flip_routing",
+                "reverse_replication"]
 
 
 def _workloads(specs: list[ClusterSpec], runtime, redis_url, sandbox_passwords, rate=150.0):

@@ -132,7 +132,8 @@ class Sandbox:
             "password_envs": list(self.passwords.env()),
         }
         _write_private(self.json_path, json.dumps(self.info, indent=2) + "\n")
-        env = {**self.passwords.env(), REDIS_URL_ENV: self.redis.url}
+        # BGQUEUE_HOME here keeps this sandbox's store apart from any other.
+        env = {**self.passwords.env(), REDIS_URL_ENV: self.redis.url, "BGQUEUE_HOME": str(self.dir)}
         _write_private(self.env_path, "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
 
     def down(self) -> None:
@@ -165,7 +166,8 @@ class Sandbox:
         dirs += [str(p.workdir) for p in self.pairs] + ([str(self.redis.workdir)] if self.redis else [])
         for d in {d for d in dirs if d}:
             shutil.rmtree(d, ignore_errors=True)
-        for f in (self.json_path, self.env_path, self.fleet_path):
+        # The sandbox's own store (BGQUEUE_HOME=dir): its deployments name servers that are gone.
+        for f in (self.json_path, self.env_path, self.fleet_path, *self.dir.glob("bgqueue.sqlite*")):
             f.unlink(missing_ok=True)
 
 

@@ -82,9 +82,8 @@ def transition(store: Store, claim: Claim, target: Phase, reason: str | None = N
     """Move the claimed deployment to ``target`` (checked against the table), fenced on epoch and phase."""
     check_transition(claim.phase, target)
     now = utcnow()
-    values: dict[str, Any] = {"phase": target, "updated_at": now, **fields}
-    if reason is not None:
-        values["reason"] = reason
+    # ``reason`` says why the deployment is in its current phase; the history keeps every one.
+    values: dict[str, Any] = {"phase": target, "updated_at": now, "reason": reason, **fields}
     if target in TERMINAL:
         values.setdefault("finished_at", now)
     with store.session() as s:
