@@ -7,6 +7,8 @@ Errors name the file, the line, the cluster and the field.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -15,35 +17,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bgqueue.cdc.config import PipelineSpec
 from bgqueue.errors import BadInput
+from bgqueue.schema_base import Credentials, Endpoint, StrictModel as _Strict
 
 NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Credentials(_Strict):
-    """A user name and the environment variable that holds its password (never the password)."""
-
-    user: str = Field(min_length=1)
-    password_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-    def password(self) -> str:
-        """Resolve the password from this process's environment; BadInput when it is not set."""
-        value = os.environ.get(self.password_env)
-        if value is None:
-            raise BadInput(f"environment variable {self.password_env} (password of user {self.user!r}) is not set")
-        return value
-
-
-class Endpoint(_Strict):
-    host: str = Field(min_length=1)
-    port: int = Field(default=3306, ge=1, le=65535)
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
 
 
 class ThresholdOverrides(_Strict):
@@ -55,6 +33,10 @@ class ThresholdOverrides(_Strict):
     catchup_timeout_s: float | None = Field(default=None, gt=0, le=300)
     monitor_window_s: float | None = Field(default=None, ge=0)
     connect_timeout_s: float | None = Field(default=None, gt=0, le=60)
+    lag_window_s: float | None = Field(default=None, ge=0)
+    validation_timeout_s: float | None = Field(default=None, gt=0)
+    validation_poll_s: float | None = Field(default=None, gt=0, le=300)
+    max_trx_age_s: float | None = Field(default=None, gt=0)
 
 
 class Thresholds(_Strict):
@@ -69,6 +51,10 @@ class Thresholds(_Strict):
     )
     monitor_window_s: float = Field(default=0.0, ge=0, description="watch period after the switchover")
     connect_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    lag_window_s: float = Field(default=120.0, ge=0, description="gate: lag must stay below max_lag_s this long")
+    validation_timeout_s: float = Field(default=600.0, gt=0, description="a WAIT verdict turns NO_GO after this")
+    validation_poll_s: float = Field(default=5.0, gt=0, le=300, description="re-check interval after WAIT")
+    max_trx_age_s: float = Field(default=60.0, gt=0, description="gate: no transaction on blue open longer")
 
 
 class Change(_Strict):
@@ -78,6 +64,11 @@ class Change(_Strict):
     engine_version: str | None = None
     instance_class: str | None = None
     parameters: dict[str, str | int | float] = Field(default_factory=dict)
+
+
+def change_key(change: "Change") -> str:
+    canonical = json.dumps(change.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 class ClusterSpec(_Strict):
@@ -90,6 +81,10 @@ class ClusterSpec(_Strict):
     green: Endpoint
     admin: Credentials
     replication: Credentials
+    monitor: Credentials | None = Field(
+        default=None,
+        description="sampler user: heartbeat writes and status reads; must NOT be exempt from read_only",
+    )
     app_users: list[str] = Field(
         default_factory=list,
         description="sessions of these users are ended at the fence; empty means every session but ours",
@@ -99,6 +94,10 @@ class ClusterSpec(_Strict):
         default="preferred", description="TLS to the servers; 'disabled' only on loopback/test networks",
     )
     change: Change = Field(default_factory=Change)
+    signoffs: list[str] = Field(default_factory=list, description="teams that must sign off this change")
+    staging: str | None = Field(default=None, pattern=NAME_RE,
+                                description="staging twin: its latest deployment of the same change must have completed")
+    pipelines: list[PipelineSpec] = Field(default_factory=list)
     thresholds: Thresholds = Field(default_factory=Thresholds)
 
     @field_validator("critical_tables")
@@ -116,7 +115,18 @@ class ClusterSpec(_Strict):
         return self
 
     def credential_envs(self) -> list[tuple[str, Credentials]]:
-        return [("admin", self.admin), ("replication", self.replication)]
+        out = [("admin", self.admin), ("replication", self.replication)]
+        if self.monitor is not None:
+            out.append(("monitor", self.monitor))
+        for i, p in enumerate(self.pipelines):
+            user = getattr(p, "user", None)
+            if user is not None:
+                out.append((f"pipelines.{i}.user", user))
+        return out
+
+    def change_key(self) -> str:
+        """Fingerprint of the change green carries: sign-offs and the staging gate are per change."""
+        return change_key(self.change)
 
 
 class Defaults(_Strict):

@@ -17,6 +17,11 @@ APP_DATABASE = "appdb"
 ADMIN_PASSWORD_ENV = "BGQ_SANDBOX_ADMIN_PASSWORD"
 REPL_PASSWORD_ENV = "BGQ_SANDBOX_REPL_PASSWORD"
 APP_PASSWORD_ENV = "BGQ_SANDBOX_APP_PASSWORD"
+MONITOR_USER = "bgq_monitor"
+MONITOR_PASSWORD_ENV = "BGQ_SANDBOX_MONITOR_PASSWORD"
+META_DATABASE = "bgq_meta"
+# Reads status and writes heartbeats; NOT exempt from read_only, so a fenced server refuses it.
+MONITOR_PRIVILEGES = "PROCESS, REPLICATION CLIENT, SLAVE MONITOR, SELECT"
 # Both: TCP clients connect as 127.0.0.1 (skip-name-resolve), socket clients as localhost.
 USER_HOSTS = ("127.0.0.1", "localhost")
 REPL_PRIVILEGES = "REPLICATION SLAVE, REPLICATION CLIENT, SLAVE MONITOR, BINLOG MONITOR, SELECT"
@@ -30,24 +35,27 @@ class SandboxPasswords:
     admin: str
     repl: str
     app: str
+    monitor: str
 
     @classmethod
     def generate(cls) -> "SandboxPasswords":
         """Fresh random passwords."""
-        return cls(*(secrets.token_urlsafe(18) for _ in range(3)))
+        return cls(*(secrets.token_urlsafe(18) for _ in range(4)))
 
     def env(self) -> dict[str, str]:
         """The environment variables the fleet file's ``password_env`` entries name."""
-        return {ADMIN_PASSWORD_ENV: self.admin, REPL_PASSWORD_ENV: self.repl, APP_PASSWORD_ENV: self.app}
+        return {ADMIN_PASSWORD_ENV: self.admin, REPL_PASSWORD_ENV: self.repl, APP_PASSWORD_ENV: self.app,
+                MONITOR_PASSWORD_ENV: self.monitor}
 
     def export_env(self) -> None:
-        """Set the three variables in this process's environment (inherited by children)."""
+        """Set the variables in this process's environment (inherited by children)."""
         os.environ.update(self.env())
 
     @classmethod
     def from_env(cls) -> "SandboxPasswords":
         """Read them back from the environment (e.g. after ``source sandbox.env``)."""
-        return cls(os.environ[ADMIN_PASSWORD_ENV], os.environ[REPL_PASSWORD_ENV], os.environ[APP_PASSWORD_ENV])
+        return cls(os.environ[ADMIN_PASSWORD_ENV], os.environ[REPL_PASSWORD_ENV], os.environ[APP_PASSWORD_ENV],
+                   os.environ[MONITOR_PASSWORD_ENV])
 
 
 class ClusterPair:
@@ -103,6 +111,11 @@ class ClusterPair:
                 # Unprivileged on purpose: read_only must stop it (root/SUPER would bypass it).
                 bc.execute(f"CREATE USER '{APP_USER}'@'{host}' IDENTIFIED BY %s", (self.passwords.app,))
                 bc.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON `{APP_DATABASE}`.* TO '{APP_USER}'@'{host}'")
+            bc.execute(f"CREATE DATABASE `{META_DATABASE}`")
+            for host in USER_HOSTS:
+                bc.execute(f"CREATE USER '{MONITOR_USER}'@'{host}' IDENTIFIED BY %s", (self.passwords.monitor,))
+                bc.execute(f"GRANT {MONITOR_PRIVILEGES} ON *.* TO '{MONITOR_USER}'@'{host}'")
+                bc.execute(f"GRANT INSERT, UPDATE, DELETE, CREATE ON `{META_DATABASE}`.* TO '{MONITOR_USER}'@'{host}'")
             self.wait_green_synced(bc, gc)
 
     def wait_green_synced(self, blue_cur=None, green_cur=None, timeout: float = SYNC_TIMEOUT_S) -> str:
@@ -136,6 +149,7 @@ class ClusterPair:
             "green": {"host": self.green.host, "port": self.green.port},
             "admin": {"user": ADMIN_USER, "password_env": ADMIN_PASSWORD_ENV},
             "replication": {"user": REPL_USER, "password_env": REPL_PASSWORD_ENV},
+            "monitor": {"user": MONITOR_USER, "password_env": MONITOR_PASSWORD_ENV},
             "app_users": [APP_USER], "critical_tables": [],
             "tls": "disabled",  # loopback sandbox: TLS setup would cost ~30 ms per connect
         }

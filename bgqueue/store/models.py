@@ -100,3 +100,72 @@ class Checkpoint(Base):
     new_binlog_pos: Mapped[int | None] = mapped_column(Integer, nullable=True)
     captured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     promoted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Signoff(Base):
+    """A team's sign-off on one change of one cluster (keyed by the change's fingerprint)."""
+
+    __tablename__ = "signoffs"
+    __table_args__ = (Index("ix_signoffs_cluster_change", "cluster", "change_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cluster: Mapped[str] = mapped_column(String(64))
+    change_key: Mapped[str] = mapped_column(String(64))
+    team: Mapped[str] = mapped_column(String(64))
+    signed_by: Mapped[str] = mapped_column(String(128))
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CheckResultRow(Base):
+    """One check's structured result in one validation round."""
+
+    __tablename__ = "check_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"), index=True)
+    round: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(48))
+    status: Mapped[str] = mapped_column(String(8))  # pass | fail | error | wait
+    retryable: Mapped[bool] = mapped_column(default=False)
+    value: Mapped[str | None] = mapped_column(Text, nullable=True)
+    threshold: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    evidence: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    duration_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DecisionRow(Base):
+    """The go/no-go engine's verdict for one round, with every reason."""
+
+    __tablename__ = "decisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16), default="pre_switch")  # pre_switch | monitor
+    round: Mapped[int] = mapped_column(Integer)
+    verdict: Mapped[str] = mapped_column(String(8))  # GO | NO_GO | WAIT | ROLLBACK | HOLD
+    reasons: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class MetricSummary(Base):
+    """Per-phase summary of one sampled metric of one deployment (the samples live in Redis)."""
+
+    __tablename__ = "metric_summaries"
+    __table_args__ = (Index("ix_metric_summaries_dep", "deployment_id", "phase"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"))
+    phase: Mapped[str] = mapped_column(String(24))
+    metric: Mapped[str] = mapped_column(String(48))
+    count: Mapped[int] = mapped_column(Integer)
+    min: Mapped[float | None] = mapped_column(Float, nullable=True)
+    max: Mapped[float | None] = mapped_column(Float, nullable=True)
+    mean: Mapped[float | None] = mapped_column(Float, nullable=True)
+    p50: Mapped[float | None] = mapped_column(Float, nullable=True)
+    p95: Mapped[float | None] = mapped_column(Float, nullable=True)
+    p99: Mapped[float | None] = mapped_column(Float, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

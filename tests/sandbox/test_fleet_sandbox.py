@@ -58,7 +58,7 @@ def test_up_outlives_its_process_and_writes_a_usable_fleet(started, monkeypatch)
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     env = read_env_file(sb.env_path)
     secrets = [env[k] for k in info["password_envs"]]
-    assert len(secrets) == 3 and all(len(s) >= 16 for s in secrets)
+    assert len(secrets) == 4 and all(len(s) >= 16 for s in secrets)
     for text in (sb.json_path.read_text(), sb.fleet_path.read_text()):
         assert not any(s in text for s in secrets), "a password was written outside sandbox.env"
     assert env["BGQUEUE_REDIS_URL"] == info["redis"]["url"]

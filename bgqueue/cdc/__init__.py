@@ -1,0 +1,1 @@
+"""Change data capture pipelines that must cross a switchover without losing or repeating events."""
