@@ -136,6 +136,36 @@ def status(ref: str | None, as_json: bool) -> None:
     click.echo(json.dumps(d, indent=2)) if as_json else print_deployment(out, d)
 
 
+@main.command("signoff")
+@click.argument("cluster")
+@click.option("--team", required=True)
+@click.option("--by", "by", required=True, help="who signs")
+@click.option("--fleet", "fleet_file", type=click.Path(dir_okay=False),
+              help="take the change from this fleet file (default: the cluster's deployment in flight)")
+@click.option("--note", default=None)
+def signoff(cluster: str, team: str, by: str, fleet_file: str | None, note: str | None) -> None:
+    """Record TEAM's sign-off of the change CLUSTER is to receive (valid for that change only)."""
+    from bgqueue.fleet import ClusterSpec, load_fleet
+    from bgqueue.runtime import get_runtime
+    from bgqueue.store import deployments as deps
+    from bgqueue.store import validation as records
+
+    rt = get_runtime()
+    if fleet_file:
+        spec = load_fleet(fleet_file).cluster(cluster)
+    else:
+        dep = deps.active_deployment(rt.store, cluster)
+        if dep is None:
+            raise BadInput(f"cluster {cluster!r} has no deployment in flight; name the change with --fleet FILE")
+        spec = ClusterSpec.model_validate(dep.spec)
+    if team not in spec.signoffs:
+        raise BadInput(f"team {team!r} is not a sign-off team of cluster {cluster!r} "
+                       f"(teams: {', '.join(spec.signoffs) or 'none'})")
+    key = spec.change_key()
+    records.add_signoff(rt.store, cluster, key, team, by, note)
+    out.print(f"{cluster}: {team} signed off change {key} ({spec.change.description or 'no description'}) by {by}")
+
+
 # --- sandbox -------------------------------------------------------------------------
 
 
@@ -165,6 +195,33 @@ def sandbox_down(directory: str) -> None:
 
     Sandbox.load(Path(directory)).down()
     out.print(f"sandbox in {directory} stopped")
+
+
+# --- long-running processes ------------------------------------------------------------
+
+
+@main.group(cls=_Group)
+def sampler() -> None:
+    """The metrics sampler (heartbeat lag, status counters, probe latency) → Redis."""
+
+
+@sampler.command("run")
+@click.option("--fleet", "fleet_file", type=click.Path(dir_okay=False),
+              help="sample these clusters (default: every deployment in flight, from the store)")
+@click.option("--shard", default=None, help="i/n: this process samples its share of the clusters")
+def sampler_run(fleet_file: str | None, shard: str | None) -> None:
+    from bgqueue.metrics.sampler import run_sampler
+    from config.settings import get_settings
+
+    parsed = None
+    if shard:
+        try:
+            i, n = (int(x) for x in shard.split("/"))
+            assert 0 <= i < n
+        except (ValueError, AssertionError):
+            raise BadInput(f"--shard {shard!r}: expected i/n with 0 <= i < n") from None
+        parsed = (i, n)
+    run_sampler(get_settings(), fleet_path=fleet_file, shard=parsed)
 
 
 # --- demo ----------------------------------------------------------------------------

@@ -48,7 +48,7 @@ def _spec(dep) -> ClusterSpec:
     return ClusterSpec.model_validate(dep.spec)
 
 
-def _end(rt: Runtime, claim: Claim, target: Phase, reason: str | None, **fields) -> None:
+def end(rt: Runtime, claim: Claim, target: Phase, reason: str | None, **fields) -> None:
     """Terminal (or side-exit) transition; releases the cluster lock when the deployment is over."""
     deps.transition(rt.store, claim, target, reason=reason, **fields)
     if target in TERMINAL:
@@ -66,7 +66,7 @@ def fail(rt: Runtime, deployment_id: str, reason: str) -> bool:
     claim = deps.claim(rt.store, deployment_id, OWNER, live)
     if claim is None:
         return False
-    _end(rt, claim, Phase.FAILED, reason)
+    end(rt, claim, Phase.FAILED, reason)
     return True
 
 
@@ -102,7 +102,7 @@ def prepare(rt: Runtime, deployment_id: str) -> Next:
             problems.append(f"routing names {route.host}:{route.port} as the writer, not blue {spec.blue}")
         journal.note("topology", "done" if not problems else "failed", problems=problems, route_version=route.version)
         if problems:
-            _end(rt, claim, Phase.NO_GO, "; ".join(problems), facts=facts)
+            end(rt, claim, Phase.NO_GO, "; ".join(problems), facts=facts)
             return DONE
         deadline = utcnow() + timedelta(seconds=spec.thresholds.sync_timeout_s)
         deps.transition(rt.store, claim, Phase.SYNCING, facts=facts, phase_deadline=deadline)
@@ -110,7 +110,7 @@ def prepare(rt: Runtime, deployment_id: str) -> Next:
     except FencedOut:
         raise
     except BgqueueError as e:
-        _end(rt, claim, Phase.NO_GO, str(e))
+        end(rt, claim, Phase.NO_GO, str(e))
         return DONE
     finally:
         blue.close()
@@ -136,49 +136,16 @@ def wait_for_sync(rt: Runtime, deployment_id: str) -> Next:
     t = spec.thresholds
     if state.in_sync(t.max_lag_s):
         Journal(rt.store, claim, "sync").note("in_sync", **state.as_dict())
-        deps.transition(rt.store, claim, Phase.VALIDATING, phase_deadline=None)
+        deps.transition(rt.store, claim, Phase.VALIDATING,
+                        phase_deadline=utcnow() + timedelta(seconds=t.validation_timeout_s))
         return DONE
     deadline = deps.as_aware(dep.phase_deadline)
     if deadline is not None and utcnow() >= deadline:
         Journal(rt.store, claim, "sync").note("timeout", "failed", **state.as_dict())
         why = "; ".join(state.problems) or f"lag {state.lag_s}s above {t.max_lag_s}s"
-        _end(rt, claim, Phase.NO_GO, f"green not in sync after {t.sync_timeout_s:g}s: {why}")
+        end(rt, claim, Phase.NO_GO, f"green not in sync after {t.sync_timeout_s:g}s: {why}")
         return DONE
     return Next(wait_s=t.sync_poll_s, detail=f"lag={state.lag_s} behind={state.transactions_behind}")
-
-
-def gate(rt: Runtime, deployment_id: str) -> Next:
-    """VALIDATING → READY (GO) or NO_GO with every reason. Changes nothing on any server."""
-    claim = deps.claim(rt.store, deployment_id, OWNER, [Phase.VALIDATING])
-    if claim is None:
-        return DONE
-    dep = deps.get_deployment(rt.store, deployment_id)
-    _refresh_lock(rt, dep)
-    spec = _spec(dep)
-    blue, green = servers(spec)
-    reasons: list[str] = []
-    try:
-        state = sync.assess(blue, green, spec.blue)
-        reasons += state.problems
-        if state.replicating and not state.in_sync(spec.thresholds.max_lag_s):
-            reasons.append(f"replication lag {state.lag_s}s is above {spec.thresholds.max_lag_s:g}s")
-        if blue.is_read_only():
-            reasons.append("blue is read-only")
-        detail = state.as_dict()
-    except BgqueueError as e:
-        reasons.append(str(e))
-        detail = {}
-    finally:
-        blue.close()
-        green.close()
-    decision = "GO" if not reasons else "NO_GO"
-    Journal(rt.store, claim, "gate").note("decision", "done" if decision == "GO" else "failed",
-                                          decision=decision, reasons=reasons, **detail)
-    if reasons:
-        _end(rt, claim, Phase.NO_GO, "; ".join(reasons))
-    else:
-        deps.transition(rt.store, claim, Phase.READY, reason="GO: replication running, lag below threshold")
-    return DONE
 
 
 def switch(rt: Runtime, deployment_id: str) -> Next:
@@ -206,9 +173,9 @@ def switch(rt: Runtime, deployment_id: str) -> Next:
         raise
     except BgqueueError as e:  # could not even connect: nothing was changed on this attempt
         if resume:
-            _end(rt, claim, Phase.FAILED, f"resume could not observe the servers: {e}")
+            end(rt, claim, Phase.FAILED, f"resume could not observe the servers: {e}")
         else:
-            _end(rt, claim, Phase.SWITCHOVER_FAILED, f"not started: {e}")
+            end(rt, claim, Phase.SWITCHOVER_FAILED, f"not started: {e}")
         return DONE
     finally:
         blue.close()
@@ -218,9 +185,9 @@ def switch(rt: Runtime, deployment_id: str) -> Next:
     if result.switched:
         deps.transition(rt.store, claim, Phase.CDC_MIGRATING, reason=result.reason or None, **timing)
     elif result.undone:
-        _end(rt, claim, Phase.SWITCHOVER_FAILED, result.reason, **timing)
+        end(rt, claim, Phase.SWITCHOVER_FAILED, result.reason, **timing)
     else:
-        _end(rt, claim, Phase.FAILED, result.reason, **timing)
+        end(rt, claim, Phase.FAILED, result.reason, **timing)
     return DONE
 
 
@@ -256,6 +223,6 @@ def monitor(rt: Runtime, deployment_id: str) -> Next:
         green.close()
     Journal(rt.store, claim, "monitor").note("reverse_replication", "done" if state.get("replicating") else "failed",
                                              **state)
-    _end(rt, claim, Phase.COMPLETED, None if state.get("replicating") else
+    end(rt, claim, Phase.COMPLETED, None if state.get("replicating") else
          "completed; reverse replication is not healthy: " + "; ".join(state.get("problems", [])))
     return DONE

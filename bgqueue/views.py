@@ -9,7 +9,7 @@ from rich.table import Table
 from bgqueue.phases import SWITCHED, Phase
 from bgqueue.runtime import Runtime
 from bgqueue.store import deployments as deps
-from bgqueue.store import journal
+from bgqueue.store import journal, validation
 
 PHASE_STYLE = {
     "COMPLETED": "green", "MONITORING": "green", "CDC_MIGRATING": "cyan", "SWITCHING": "yellow",
@@ -44,6 +44,12 @@ def deployment_dict(rt: Runtime, dep, detail: bool = False) -> dict:
                                "new_gtid": c.new_gtid, "new_binlog": f"{c.new_binlog_file}:{c.new_binlog_pos}",
                                "captured_at": _iso(c.captured_at)}
                               for c in journal.checkpoints(rt.store, dep.id)]
+        decisions = validation.decisions(rt.store, dep.id)
+        out["decisions"] = [{"kind": d.kind, "round": d.round, "verdict": d.verdict, "reasons": d.reasons,
+                             "at": _iso(d.at)} for d in decisions[-5:]]
+        out["checks"] = [{"name": c.name, "status": c.status, "retryable": c.retryable, "value": c.value,
+                          "threshold": c.threshold, "reason": c.reason, "duration_ms": c.duration_ms,
+                          "round": c.round} for c in validation.check_results(rt.store, dep.id)]
         route = rt.routing.get(dep.cluster)
         out["route"] = None if route is None else {"writer": f"{route.host}:{route.port}", "version": route.version}
     return out
@@ -80,6 +86,18 @@ def print_deployment(console: Console, d: dict) -> None:
                   + (f"  route → {d['route']['writer']} (v{d['route']['version']})" if d.get("route") else ""))
     if d["reason"]:
         console.print(f"reason: {d['reason']}")
+    if d.get("checks"):
+        t = Table(title=f"checks (round {d['checks'][0]['round']})", title_justify="left")
+        for col in ("check", "status", "value", "threshold", "reason"):
+            t.add_column(col, overflow="fold")
+        for c in d["checks"]:
+            style = {"pass": "green", "fail": "red", "error": "red", "wait": "yellow"}.get(c["status"], "")
+            t.add_row(c["name"], f"[{style}]{c['status']}[/]", c["value"] or "", c["threshold"] or "",
+                      (c["reason"] or "")[:300])
+        console.print(t)
+    for dec in d.get("decisions", [])[-1:]:
+        console.print(f"decision ({dec['kind']}, round {dec['round']}): [bold]{dec['verdict']}[/]"
+                      + "".join(f"\n  - {r}" for r in dec["reasons"] or []))
     t = Table(title="journal", title_justify="left")
     for col in ("procedure", "step", "status", "ms", "detail"):
         t.add_column(col, overflow="fold")

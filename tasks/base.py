@@ -1,19 +1,20 @@
-"""The one way tasks are declared: dotted name, queue, acks, time limits, retries, logging.
+"""The one way tasks are declared: dotted name, acks, time limits, retries, logging.
 
-A deployment task is a thin wrapper around one ``bgqueue.lifecycle`` step: it loads nothing
-but the id, calls the step, and either returns (the chain goes on) or re-enqueues itself
-with a countdown when the step says it must wait. It never sleeps.
+``bgqueue_task`` fixes the options every task shares. ``deployment_task`` wraps one
+``bgqueue.lifecycle`` step: it passes only the id, calls the step, and either returns (the
+chain goes on) or re-enqueues itself with a countdown when the step must wait. No task sleeps.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Callable
 
 import redis.exceptions
 import sqlalchemy.exc
 
-from bgqueue.errors import FencedOut
 from bgqueue import lifecycle
+from bgqueue.errors import FencedOut
 from bgqueue.lifecycle import Next
 from bgqueue.runtime import Runtime, get_runtime
 from tasks.application import app
@@ -28,27 +29,51 @@ MAX_TRANSIENT_RETRIES = 5
 Step = Callable[[Runtime, str], Next]
 
 
-def deployment_task(name: str, *, time_limit: int = 120) -> Callable[[Step], object]:
-    """Declare ``bgqueue.deployment.<name>`` around a lifecycle step ``step(runtime, deployment_id)``."""
+def bgqueue_task(name: str, *, time_limit: int = 120, **options):
+    """``@app.task`` with the project's fixed options: late acks, explicit limits, unlimited
+    countdown re-enqueues (each step bounds its own waiting by a deadline in the store)."""
+    return app.task(name=name, acks_late=True, max_retries=None, time_limit=time_limit,
+                    soft_time_limit=max(10, time_limit - 15), **options)
 
-    def decorate(step: Step):
-        @app.task(name=f"bgqueue.deployment.{name}", bind=True, acks_late=True, max_retries=None,
-                  time_limit=time_limit, soft_time_limit=max(10, time_limit - 15))
-        def run(self, deployment_id: str) -> str:
-            rt = get_runtime()
+
+def guarded(name: str):
+    """Turn what escapes a deployment task into a recorded outcome: FencedOut stops quietly,
+    transient errors retry a few times, anything else marks the deployment FAILED (known state)."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def run(self, *args):
+            deployment_id = args[-1]
             try:
-                nxt = step(rt, deployment_id)
+                return fn(self, *args)
             except FencedOut as e:
-                log.info("deployment=%s step=%s fenced out: %s", deployment_id, name, e)
+                log.info("deployment=%s task=%s fenced out: %s", deployment_id, name, e)
                 return deployment_id
             except TRANSIENT as e:
                 attempt = self.request.retries or 0
                 if attempt < MAX_TRANSIENT_RETRIES:
-                    log.warning("deployment=%s step=%s transient error, retry %d: %s", deployment_id, name,
+                    log.warning("deployment=%s task=%s transient error, retry %d: %s", deployment_id, name,
                                 attempt + 1, e)
                     raise self.retry(countdown=min(2 ** attempt, 30))
-                lifecycle.fail(rt, deployment_id, f"{name}: gave up after {attempt} transient errors: {e}")
+                lifecycle.fail(get_runtime(), deployment_id, f"{name}: gave up after {attempt} transient errors: {e}")
                 return deployment_id
+        return run
+
+    return decorate
+
+
+def deployment_task(name: str, *, time_limit: int = 120) -> Callable[[Step], object]:
+    """Declare ``bgqueue.deployment.<name>`` around a lifecycle step ``step(runtime, deployment_id)``."""
+
+    def decorate(step: Step):
+        @bgqueue_task(f"bgqueue.deployment.{name}", time_limit=time_limit, bind=True)
+        @guarded(name)
+        def run(self, deployment_id: str) -> str:
+            rt = get_runtime()
+            try:
+                nxt = step(rt, deployment_id)
+            except (FencedOut, *TRANSIENT):
+                raise
             except Exception as e:  # a bug: leave the deployment in a known, recorded state
                 log.exception("deployment=%s step=%s failed", deployment_id, name)
                 lifecycle.fail(rt, deployment_id, f"{name}: unexpected {type(e).__name__}: {e}")

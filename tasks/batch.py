@@ -12,11 +12,11 @@ from bgqueue.batches import OpenedBatch, open_batch, summarize
 from bgqueue.phases import Phase
 from bgqueue.runtime import get_runtime
 from bgqueue.store import deployments as deps
-from tasks.application import app
+from tasks.base import bgqueue_task
 from tasks.deployment import CHAIN
 
 
-@app.task(name="bgqueue.batch.summarize", acks_late=True, time_limit=60, soft_time_limit=50, ignore_result=True)
+@bgqueue_task("bgqueue.batch.summarize", time_limit=60, ignore_result=True)
 def summarize_batch(_results, batch_id: str) -> dict:
     return summarize(get_runtime(), batch_id)
 
@@ -25,7 +25,7 @@ def cluster_chain(deployment_id: str):
     return chain(*(t.si(deployment_id) for t in CHAIN))
 
 
-@app.task(name="bgqueue.batch.start", acks_late=True, time_limit=60, soft_time_limit=50, ignore_result=True)
+@bgqueue_task("bgqueue.batch.start", time_limit=60, ignore_result=True)
 def start_batch(batch_id: str) -> int:
     """Fan out one chain per PENDING deployment of the batch under a summarising chord."""
     rows = [d for d in deps.batch_deployments(get_runtime().store, batch_id) if d.phase == Phase.PENDING]

@@ -1,0 +1,1 @@
+"""Pre-switchover checks: each returns a structured CheckResult; none raises to its caller."""

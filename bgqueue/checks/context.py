@@ -1,0 +1,43 @@
+"""What a check may look at: the cluster spec, admin sessions on blue and green, the store,
+the metrics samples, and the time (injected, so tests control it)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from bgqueue.checks.result import CheckResult, errored
+from bgqueue.fleet import ClusterSpec
+from bgqueue.providers.mysql import Server
+from bgqueue.store.db import Store
+
+
+@dataclass
+class CheckContext:
+    spec: ClusterSpec
+    blue: Server
+    green: Server
+    store: Store
+    deployment_id: str | None = None
+    metrics: Any = None  # bgqueue.metrics.samples.MetricsStore (None: no samples available)
+    now: Callable[[], float] = time.time
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def close(self) -> None:
+        self.blue.close()
+        self.green.close()
+
+
+Check = Callable[[CheckContext], CheckResult]
+
+
+def run_check(name: str, check: Check, ctx: CheckContext) -> CheckResult:
+    """Run one check; a crash becomes an ``error`` result. Adds the duration."""
+    t0 = time.perf_counter()
+    try:
+        result = check(ctx)
+    except Exception as e:  # a check never breaks the chord
+        result = errored(name, e)
+    result.name = name
+    result.duration_ms = round((time.perf_counter() - t0) * 1000, 2)
+    return result

@@ -1,0 +1,39 @@
+"""Every pre-switchover check by name: the validation chord runs one task per entry."""
+from __future__ import annotations
+
+from bgqueue.checks.activity import blue_activity
+from bgqueue.checks.context import Check, CheckContext
+from bgqueue.checks.drift import parameter_drift
+from bgqueue.checks.governance import signoffs, staging_gate
+from bgqueue.checks.readiness import event_scheduler, reverse_readiness
+from bgqueue.checks.replication import replication_health, replication_lag
+from bgqueue.checks.result import CheckResult, passed
+from bgqueue.fleet import ClusterSpec
+
+
+def checksum(ctx: CheckContext) -> CheckResult:
+    """Critical tables compared chunk by chunk at one point of the replication stream."""
+    if not ctx.spec.critical_tables:
+        return passed("checksum", "no critical tables named")
+    from bgqueue.checks.checksum import check_checksums
+
+    return check_checksums(ctx.blue, ctx.green, ctx.spec.critical_tables,
+                           catchup_timeout_s=max(30.0, ctx.spec.thresholds.catchup_timeout_s))
+
+
+CHECKS: dict[str, Check] = {
+    "replication_health": replication_health,
+    "replication_lag": replication_lag,
+    "checksum": checksum,
+    "parameter_drift": parameter_drift,
+    "blue_activity": blue_activity,
+    "event_scheduler": event_scheduler,
+    "reverse_readiness": reverse_readiness,
+    "signoffs": signoffs,
+    "staging": staging_gate,
+}
+
+
+def checks_for(spec: ClusterSpec) -> list[str]:
+    """The checks a cluster's validation runs (all of them: a check with nothing to do passes)."""
+    return list(CHECKS)

@@ -1,0 +1,79 @@
+"""Pre-switchover validation: run the checks, decide, record, move the deployment on.
+
+The Celery layer runs ``run_named_check`` once per check in a chord header and
+``conclude`` as the chord body; on WAIT it starts another round after ``retry_in_s``.
+Validation changes nothing on any server except the checksum bookkeeping table; a NO_GO
+releases the cluster.
+"""
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+
+from bgqueue import lifecycle
+from bgqueue.checks.context import CheckContext, run_check
+from bgqueue.checks.registry import CHECKS, checks_for
+from bgqueue.checks.result import CheckResult, errored
+from bgqueue.decision import GO, NO_GO, Decision, decide
+from bgqueue.fleet import ClusterSpec
+from bgqueue.phases import Phase
+from bgqueue.runtime import Runtime
+from bgqueue.store import deployments as deps
+from bgqueue.store import validation as records
+from bgqueue.store.models import utcnow
+
+
+def metrics_store(rt: Runtime):
+    """The sampler's samples in Redis, or None when the metrics package is unavailable."""
+    try:
+        from bgqueue.metrics.samples import MetricsStore
+    except ImportError:
+        return None
+    return MetricsStore(rt.redis)
+
+
+def begin(rt: Runtime, deployment_id: str) -> list[str] | None:
+    """The checks to run, or None when the deployment is not VALIDATING (nothing to do)."""
+    dep = deps.get_deployment(rt.store, deployment_id)
+    if dep.phase != Phase.VALIDATING:
+        return None
+    return checks_for(ClusterSpec.model_validate(dep.spec))
+
+
+def run_named_check(rt: Runtime, deployment_id: str, name: str) -> dict:
+    """One check against the deployment's servers; always returns a JSON-safe result dict."""
+    try:
+        dep = deps.get_deployment(rt.store, deployment_id)
+        spec = ClusterSpec.model_validate(dep.spec)
+        blue, green = lifecycle.servers(spec)
+        ctx = CheckContext(spec=spec, blue=blue, green=green, store=rt.store, deployment_id=deployment_id,
+                           metrics=metrics_store(rt))
+        try:
+            result = run_check(name, CHECKS[name], ctx)
+        finally:
+            ctx.close()
+    except Exception as e:  # unknown deployment, bad spec, unreachable server: still a result
+        result = errored(name, e)
+    # Evidence travels through the result backend: keep it JSON (datetimes become strings).
+    return json.loads(json.dumps(result.as_dict(), default=str))
+
+
+def conclude(rt: Runtime, deployment_id: str, results: list[dict]) -> Decision | None:
+    """Decide on one round, record it, and move the deployment: READY (GO), NO_GO, or stay (WAIT).
+    None when the deployment is no longer VALIDATING."""
+    claim = deps.claim(rt.store, deployment_id, lifecycle.OWNER, [Phase.VALIDATING])
+    if claim is None:
+        return None
+    dep = deps.get_deployment(rt.store, deployment_id)
+    spec = ClusterSpec.model_validate(dep.spec)
+    checks = [CheckResult.from_dict(r) for r in results]
+    deadline_dt = deps.as_aware(dep.phase_deadline) or (utcnow() + timedelta(seconds=spec.thresholds.validation_timeout_s))
+    decision = decide(checks, now=time.time(), deadline=deadline_dt.timestamp(), poll_s=spec.thresholds.validation_poll_s)
+    round_ = records.next_round(rt.store, deployment_id)
+    records.record_round(rt.store, deployment_id, round_, checks, decision.verdict, decision.reasons)
+    if decision.verdict == GO:
+        deps.transition(rt.store, claim, Phase.READY, reason=f"GO after {round_} round(s): every check passed")
+    elif decision.verdict == NO_GO:
+        lifecycle.end(rt, claim, Phase.NO_GO, "; ".join(decision.reasons))
+    return decision

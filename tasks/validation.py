@@ -1,0 +1,50 @@
+"""Validation = a chord: one task per check (results, not exceptions, carry failures) → decide.
+
+``validate`` sits in the per-cluster chain and replaces itself with the chord; on WAIT the
+decide task replaces itself with the next round (its header delayed by the countdown), so the
+chain goes on to the switchover only after GO.
+"""
+from __future__ import annotations
+
+from celery import chord
+
+from bgqueue import validation
+from bgqueue.decision import WAIT
+from bgqueue.runtime import get_runtime
+from tasks.base import bgqueue_task, guarded
+
+# A checksum of large critical tables is the longest check.
+CHECK_TIME_LIMIT = 1800
+
+
+@bgqueue_task("bgqueue.validation.check", time_limit=CHECK_TIME_LIMIT)
+def run_check(deployment_id: str, name: str) -> dict:
+    return validation.run_named_check(get_runtime(), deployment_id, name)
+
+
+def validation_round(deployment_id: str, names: list[str], countdown: float = 0.0):
+    header = [run_check.si(deployment_id, n).set(countdown=countdown) if countdown else run_check.si(deployment_id, n)
+              for n in names]
+    return chord(header, decide.s(deployment_id))
+
+
+@bgqueue_task("bgqueue.validation.decide", time_limit=60, bind=True)
+@guarded("decide")
+def decide(self, results: list[dict], deployment_id: str) -> str:
+    rt = get_runtime()
+    decision = validation.conclude(rt, deployment_id, results)
+    if decision is not None and decision.verdict == WAIT:
+        names = validation.begin(rt, deployment_id)
+        if names:
+            countdown = min(decision.retry_in_s or 1.0, rt.settings.max_countdown_s)
+            raise self.replace(validation_round(deployment_id, names, countdown=countdown))
+    return deployment_id
+
+
+@bgqueue_task("bgqueue.deployment.validate", time_limit=60, bind=True)
+@guarded("validate")
+def validate(self, deployment_id: str) -> str:
+    names = validation.begin(get_runtime(), deployment_id)
+    if not names:
+        return deployment_id  # not VALIDATING (NO_GO earlier, or already decided): the chain goes on
+    raise self.replace(validation_round(deployment_id, names))
