@@ -14,6 +14,10 @@ test: system-deps venv
 
 bench: system-deps venv
 	$(BIN)/python bench/switchover.py
+	$(BIN)/python bench/checksum.py
+	$(BIN)/python bench/sampler.py
+	$(BIN)/python bench/cdc.py
+	$(BIN)/python bench/rollback.py
 
 system-deps:
 	@scripts/ensure-system-deps.sh

@@ -166,6 +166,72 @@ def signoff(cluster: str, team: str, by: str, fleet_file: str | None, note: str 
     out.print(f"{cluster}: {team} signed off change {key} ({spec.change.description or 'no description'}) by {by}")
 
 
+@main.command("rollback")
+@click.argument("cluster")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@click.option("--no-wait", is_flag=True, help="enqueue and return")
+@click.option("--timeout", type=float, default=600.0, show_default=True)
+def rollback_cmd(cluster: str, yes: bool, no_wait: bool, timeout: float) -> None:
+    """Switch CLUSTER back to blue (possible while reverse replication keeps blue current)."""
+    import getpass
+
+    from bgqueue.errors import ClusterBusy
+    from bgqueue.rollback import preconditions
+    from bgqueue.runtime import get_runtime
+    from bgqueue.store import deployments as deps
+    from bgqueue.store import journal
+
+    rt = get_runtime()
+    dep = deps.latest_deployment(rt.store, cluster)
+    if dep is None:
+        raise BadInput(f"cluster {cluster!r} has no deployment")
+    problems = preconditions(rt, dep)
+    if problems:
+        raise ClusterBusy(f"rollback of {cluster!r} refused: " + "; ".join(problems))
+    if not yes:
+        if not sys.stdin.isatty():
+            raise BadInput("rollback needs --yes when not run from a terminal")
+        click.confirm(f"Roll {cluster} back to blue {dep.spec['blue']['host']}:{dep.spec['blue']['port']}?",
+                      abort=True)
+    from tasks.deployment import rollback as rollback_task
+
+    rollback_task.apply_async((f"manual rollback by {getpass.getuser()}", dep.id), ignore_result=True)
+    if no_wait:
+        out.print(f"rollback of {cluster} enqueued (deployment {dep.id})")
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        d = deps.get_deployment(rt.store, dep.id)
+        if d.phase in ("ROLLED_BACK", "FAILED"):
+            break
+        refused = [s for s in journal.steps(rt.store, dep.id, "rollback") if s.name == "refused"]
+        if refused:
+            raise ClusterBusy(f"rollback of {cluster!r} refused: " + "; ".join(refused[-1].detail["problems"]))
+        time.sleep(0.1)
+    d = deps.get_deployment(rt.store, dep.id)
+    out.print(f"{cluster}: {d.phase}" + (f" — {d.reason}" if d.reason else ""))
+    sys.exit(0 if d.phase == "ROLLED_BACK" else 1)
+
+
+@main.command("decommission")
+@click.argument("cluster")
+@click.option("--force", is_flag=True, help="before the retention period ends (rollback becomes impossible)")
+@click.option("--yes", is_flag=True)
+def decommission_cmd(cluster: str, force: bool, yes: bool) -> None:
+    """Stop reverse replication on CLUSTER's old primary and report it free."""
+    from bgqueue.retention import decommission
+    from bgqueue.runtime import get_runtime
+    from bgqueue.store import deployments as deps
+
+    rt = get_runtime()
+    dep = deps.latest_deployment(rt.store, cluster)
+    if dep is None:
+        raise BadInput(f"cluster {cluster!r} has no deployment")
+    if force and not yes:
+        raise BadInput("--force ends the possibility of a rollback: confirm with --yes")
+    out.print(f"{cluster}: {decommission(rt, dep.id, force=force)}")
+
+
 # --- sandbox -------------------------------------------------------------------------
 
 

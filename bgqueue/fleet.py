@@ -37,6 +37,14 @@ class ThresholdOverrides(_Strict):
     validation_timeout_s: float | None = Field(default=None, gt=0)
     validation_poll_s: float | None = Field(default=None, gt=0, le=300)
     max_trx_age_s: float | None = Field(default=None, gt=0)
+    monitor_tick_s: float | None = Field(default=None, gt=0, le=300)
+    monitor_eval_s: float | None = Field(default=None, gt=0)
+    rollback_error_rate: float | None = Field(default=None, ge=0)
+    rollback_p99_ratio: float | None = Field(default=None, gt=1)
+    rollback_p99_floor_ms: float | None = Field(default=None, ge=0)
+    rollback_max_lag_s: float | None = Field(default=None, gt=0)
+    auto_rollback: bool | None = None
+    retention_s: float | None = Field(default=None, ge=0)
 
 
 class Thresholds(_Strict):
@@ -49,12 +57,20 @@ class Thresholds(_Strict):
         default=5.0, gt=0, le=300,
         description="switchover: bound for green to reach blue's fenced position, else the fence is lifted",
     )
-    monitor_window_s: float = Field(default=0.0, ge=0, description="watch period after the switchover")
+    monitor_window_s: float = Field(default=1800.0, ge=0, description="watch period after the switchover")
     connect_timeout_s: float = Field(default=5.0, gt=0, le=60)
     lag_window_s: float = Field(default=120.0, ge=0, description="gate: lag must stay below max_lag_s this long")
     validation_timeout_s: float = Field(default=600.0, gt=0, description="a WAIT verdict turns NO_GO after this")
     validation_poll_s: float = Field(default=5.0, gt=0, le=300, description="re-check interval after WAIT")
     max_trx_age_s: float = Field(default=60.0, gt=0, description="gate: no transaction on blue open longer")
+    monitor_tick_s: float = Field(default=5.0, gt=0, le=300, description="monitoring: evaluation interval")
+    monitor_eval_s: float = Field(default=15.0, gt=0, description="monitoring: figures are averaged over this")
+    rollback_error_rate: float = Field(default=1.0, ge=0, description="rollback when errors/s on green exceed this")
+    rollback_p99_ratio: float = Field(default=3.0, gt=1, description="rollback when p99 exceeds blue's baseline × this")
+    rollback_p99_floor_ms: float = Field(default=50.0, ge=0, description="… and exceeds the baseline by at least this")
+    rollback_max_lag_s: float = Field(default=30.0, gt=0, description="rollback refused when reverse lag is above")
+    auto_rollback: bool = Field(default=True, description="roll back by itself on a breach in the window")
+    retention_s: float = Field(default=86400.0, ge=0, description="old primary kept as reverse replica after COMPLETED")
 
 
 class Change(_Strict):

@@ -56,8 +56,12 @@ def end(rt: Runtime, claim: Claim, target: Phase, reason: str | None, **fields) 
         rt.locks.release(dep.cluster, dep.batch_id)
 
 
-def _refresh_lock(rt: Runtime, dep) -> None:
+def refresh_lock(rt: Runtime, dep) -> None:
     rt.locks.refresh(dep.cluster, dep.batch_id, rt.settings.lock_ttl_s)
+
+
+def claim_in(rt: Runtime, deployment_id: str, phases: list[Phase]) -> Claim | None:
+    return deps.claim(rt.store, deployment_id, OWNER, phases)
 
 
 def fail(rt: Runtime, deployment_id: str, reason: str) -> bool:
@@ -77,7 +81,7 @@ def prepare(rt: Runtime, deployment_id: str) -> Next:
         return DONE
     claim = deps.transition(rt.store, claim, Phase.PREPARING)
     dep = deps.get_deployment(rt.store, deployment_id)
-    _refresh_lock(rt, dep)
+    refresh_lock(rt, dep)
     spec = _spec(dep)
     journal = Journal(rt.store, claim, "prepare")
     blue, green = servers(spec)
@@ -123,7 +127,7 @@ def wait_for_sync(rt: Runtime, deployment_id: str) -> Next:
     if claim is None:
         return DONE
     dep = deps.get_deployment(rt.store, deployment_id)
-    _refresh_lock(rt, dep)
+    refresh_lock(rt, dep)
     spec = _spec(dep)
     blue, green = servers(spec)
     try:
@@ -160,7 +164,7 @@ def switch(rt: Runtime, deployment_id: str) -> Next:
     if not resume:
         claim = deps.transition(rt.store, claim, Phase.SWITCHING, switch_started_at=utcnow())
     dep = deps.get_deployment(rt.store, deployment_id)
-    _refresh_lock(rt, dep)
+    refresh_lock(rt, dep)
     spec = _spec(dep)
     blue, green = servers(spec)
     journal = Journal(rt.store, claim, "switchover")
@@ -191,38 +195,28 @@ def switch(rt: Runtime, deployment_id: str) -> Next:
     return DONE
 
 
+def move_pipelines(rt: Runtime, claim: Claim, spec: ClusterSpec, kind: str) -> Next:
+    """Move the cluster's CDC pipelines to the new primary from the latest ``kind`` checkpoint.
+    Re-entrant: returns a wait while a pipeline is still moving."""
+    journal = Journal(rt.store, claim, "cdc")
+    if not spec.pipelines:
+        journal.note(f"{kind}_pipelines", "skipped", pipelines=0)
+        return DONE
+    from bgqueue.cdc.phase import advance_pipelines  # the CDC package is optional at import time
+
+    return advance_pipelines(rt, claim, spec, kind, journal)
+
+
 def migrate_cdc(rt: Runtime, deployment_id: str) -> Next:
     """CDC_MIGRATING → MONITORING: move the cluster's CDC pipelines to the new primary."""
     claim = deps.claim(rt.store, deployment_id, OWNER, [Phase.CDC_MIGRATING])
     if claim is None:
         return DONE
-    Journal(rt.store, claim, "cdc").note("pipelines", "skipped", pipelines=0)
-    deps.transition(rt.store, claim, Phase.MONITORING,
-                    phase_deadline=utcnow() + timedelta(seconds=_spec(deps.get_deployment(rt.store, deployment_id)).thresholds.monitor_window_s))
-    return DONE
-
-
-def monitor(rt: Runtime, deployment_id: str) -> Next:
-    """MONITORING → COMPLETED when the window has passed; meanwhile watch reverse replication."""
-    claim = deps.claim(rt.store, deployment_id, OWNER, [Phase.MONITORING])
-    if claim is None:
-        return DONE
     dep = deps.get_deployment(rt.store, deployment_id)
-    _refresh_lock(rt, dep)
     spec = _spec(dep)
-    deadline = deps.as_aware(dep.phase_deadline)
-    if deadline is not None and utcnow() < deadline:
-        return Next(wait_s=min(5.0, max(0.1, (deadline - utcnow()).total_seconds())))
-    blue, green = servers(spec)
-    try:
-        state = sync.assess(green, blue, spec.green).as_dict()
-    except BgqueueError as e:
-        state = {"replicating": False, "problems": [str(e)]}
-    finally:
-        blue.close()
-        green.close()
-    Journal(rt.store, claim, "monitor").note("reverse_replication", "done" if state.get("replicating") else "failed",
-                                             **state)
-    end(rt, claim, Phase.COMPLETED, None if state.get("replicating") else
-         "completed; reverse replication is not healthy: " + "; ".join(state.get("problems", [])))
+    nxt = move_pipelines(rt, claim, spec, "switchover")
+    if nxt.wait_s:
+        return nxt
+    deps.transition(rt.store, claim, Phase.MONITORING,
+                    phase_deadline=utcnow() + timedelta(seconds=spec.thresholds.monitor_window_s))
     return DONE

@@ -27,4 +27,9 @@ def celery_config(s: Settings) -> dict:
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
         "task_default_queue": "bgqueue",
+        "beat_schedule": {
+            # Old primaries whose retention ended stop replicating and are reported free.
+            "decommission-due": {"task": "bgqueue.maintenance.decommission_due", "schedule": 600.0,
+                                 "options": {"expires": 540}},
+        },
     }

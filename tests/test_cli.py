@@ -89,7 +89,7 @@ def test_green_not_replicating_is_refused_before_anything_is_enqueued(cluster_pa
 
 
 def test_run_wait_json_status_and_the_cluster_lock(cluster_pair_factory, fleet_file, unique_name, bgq_env, runtime,
-                                                   celery_workers):
+                                                   celery_workers, sampler_process):
     """A first batch waits for green to get in sync (its SQL thread is blocked by a lock); a second
     batch naming the same cluster is refused; the first is not disturbed and completes."""
     pair = cluster_pair_factory(unique_name("lock"))

@@ -38,3 +38,19 @@ def test_decision_is_pure():
 def test_check_result_round_trips_through_json_shape():
     r = failed("checksum", "appdb.t chunk 3 (id 10..20) differs", value=1, threshold=0, evidence={"chunks": 9})
     assert CheckResult.from_dict(r.as_dict()) == r
+
+
+def test_monitoring_holds_on_healthy_figures_and_names_every_breach():
+    from bgqueue.decision import HOLD, ROLLBACK, MonitorFigures, decide_monitoring
+
+    base = {"probe_p99_ms": 2.0, "errors_per_s": 0.0}
+    kw = dict(error_rate=1.0, p99_ratio=3.0, p99_floor_ms=50.0)
+    assert decide_monitoring(MonitorFigures(10, 0.0, 3.0, True, 0.0), base, **kw).verdict == HOLD
+    # 3× of a tiny baseline is noise: the floor keeps 40 ms from rolling back
+    assert decide_monitoring(MonitorFigures(10, 0.0, 40.0, True, 0.0), base, **kw).verdict == HOLD
+    d = decide_monitoring(MonitorFigures(10, 5.0, 80.0, True, 0.0, ("cdc1",)), base, **kw)
+    assert d.verdict == ROLLBACK and len(d.reasons) == 3
+    assert d.reasons[0].startswith("error rate 5.00/s on the new primary is above 1/s")
+    assert "p99 latency 80.0 ms is above 52.0 ms" in d.reasons[1]
+    # too few samples: no verdict on figures alone
+    assert decide_monitoring(MonitorFigures(2, 50.0, 900.0), base, **kw).verdict == HOLD

@@ -28,7 +28,7 @@ def _workloads(specs: list[ClusterSpec], runtime, redis_url, sandbox_passwords, 
 
 
 def test_three_cluster_batch_switches_with_zero_lost_writes(cluster_pair_factory, fleet_file, unique_name,
-                                                            runtime, celery_workers, redis_url, sandbox_passwords):
+                                                            runtime, celery_workers, sampler_process, redis_url, sandbox_passwords):
     from tasks.batch import enqueue_fleet
 
     pairs = [cluster_pair_factory(unique_name("e2e")) for _ in range(3)]
@@ -85,7 +85,8 @@ def test_three_cluster_batch_switches_with_zero_lost_writes(cluster_pair_factory
 
 
 def test_green_that_cannot_catch_up_fails_the_switchover_and_blue_stays_writable(
-        cluster_pair_factory, fleet_file, unique_name, runtime, celery_workers, redis_url, sandbox_passwords):
+        cluster_pair_factory, fleet_file, unique_name, runtime, celery_workers, sampler_process, redis_url,
+        sandbox_passwords):
     """Green's SQL thread is blocked by a table lock: the gate passes (lag allowed), the bounded wait
     at the switchover times out, the fence is lifted and blue takes writes again."""
     from tasks.batch import enqueue_fleet

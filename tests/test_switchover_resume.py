@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from bgqueue import lifecycle
+from bgqueue import lifecycle, validation
 from bgqueue.batches import open_batch
 from bgqueue.fleet import load_fleet
 from bgqueue.phases import Phase
@@ -20,12 +20,21 @@ from tests.fixtures.bgq import REPO
 
 
 def _drive_to_ready(runtime, dep_id: str) -> None:
-    for step in (lifecycle.prepare, lifecycle.wait_for_sync, lifecycle.gate):
+    """The chain up to READY, in this process (no Celery): the switchover is what is under test."""
+    for step in (lifecycle.prepare, lifecycle.wait_for_sync):
         for _ in range(100):
             nxt = step(runtime, dep_id)
             if not nxt.wait_s:
                 break
             time.sleep(nxt.wait_s)
+    for _ in range(100):
+        names = validation.begin(runtime, dep_id)
+        if not names:
+            break
+        decision = validation.conclude(runtime, dep_id, [validation.run_named_check(runtime, dep_id, n)
+                                                          for n in names])
+        if decision.verdict == "WAIT":
+            time.sleep(decision.retry_in_s)
     dep = deps.get_deployment(runtime.store, dep_id)
     assert dep.phase == Phase.READY, dep.reason
 
@@ -46,7 +55,7 @@ def _crash_in_switch(dep_id: str, env: dict, failpoint: str) -> int:
 ])
 def test_next_worker_finishes_a_switchover_after_a_crash(failpoint, first_resume_steps, cluster_pair_factory,
                                                          fleet_file, unique_name, runtime, bgq_env, redis_url,
-                                                         sandbox_passwords):
+                                                         sandbox_passwords, sampler_process):
     pair = cluster_pair_factory(unique_name("crash"))
     path = fleet_file([pair])
     spec = load_fleet(path).clusters[0]

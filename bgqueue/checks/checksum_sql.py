@@ -1,14 +1,18 @@
-"""The SQL of the checksum check: table description, the row hash, primary-key range predicates.
+"""The tables the checksum check reads and the SQL it sends: what a table looks like on blue and
+green, the row hash, primary-key range predicates, the chunk statement.
 
-Everything here builds statement text; nothing here talks to a server except ``describe_table``,
-which reads information_schema through the ``Server`` adapter. Every statement is meant to be
-sent WITH an args tuple (possibly empty), so a literal ``%`` in an identifier is doubled here.
+Only ``describe_table`` and ``checkable_table`` talk to a server (through the ``Server`` adapter);
+the rest builds statement text. Every statement is meant to be sent WITH an args tuple (possibly
+empty), so a literal ``%`` in an identifier is doubled here.
 """
 from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Callable
+
+import pymysql
 
 META_DB = "bgq_meta"
 META_TABLE = "checksums"
@@ -28,6 +32,15 @@ META_DDL = (
 )
 PURGE_SQL = f"DELETE FROM `{META_DB}`.`{META_TABLE}` WHERE ts < NOW() - INTERVAL 1 DAY"
 RESULTS_SQL = f"SELECT db, tbl, chunk, this_cnt, this_crc FROM `{META_DB}`.`{META_TABLE}` WHERE run = %s"
+
+
+class ChecksumError(Exception):
+    """The checksum could not be taken (not a difference). ``retryable``: may clear by itself."""
+
+    def __init__(self, reason: str, retryable: bool = False):
+        super().__init__(reason)
+        self.reason, self.retryable = reason, retryable
+
 
 # Rendered as numbers by UNIX_TIMESTAMP so the session time zone of whoever recomputes cannot matter.
 _TIMESTAMP_TYPES = {"timestamp"}
@@ -65,8 +78,9 @@ class TableInfo:
     def row_hash(self) -> str:
         """CRC32 of one row: every column, '#'-separated, plus ISNULL markers of nullable columns.
 
-        CONCAT_WS skips NULLs, so without the markers NULL and '' (or a NULL moving between
-        columns) would hash alike.
+        CONCAT_WS skips NULLs, so without the markers a NULL moving between columns, or NULL
+        against '' in a one-column row, would hash alike. TIMESTAMPs are hashed as epoch numbers.
+        Caveat (as pt's): '#' inside values is not escaped, so ('a#', 'b') and ('a', '#b') collide.
         """
         parts = []
         for c in self.columns:
@@ -94,6 +108,38 @@ def describe_table(server, qualified: str) -> TableInfo | None:
         "AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX", (db, name))
     columns = tuple(Column(str(n), str(t).lower(), str(nl).upper() == "YES") for n, t, nl in rows)
     return TableInfo(db, name, columns, tuple(str(k) for (k,) in key))
+
+
+def checkable_table(blue, green, name: str) -> TableInfo:
+    """``name`` described on blue, after proving green can recompute its checksum; else ChecksumError."""
+    if name.count(".") != 1 or not all(name.split(".")):
+        raise ChecksumError(f"{name!r} is not of the form database.table")
+    info = describe_table(blue, name)
+    if info is None:
+        raise ChecksumError(f"table {name} does not exist on blue")
+    if not info.key:
+        raise ChecksumError(f"table {name} has no primary key: it cannot be chunked (add one, or drop it "
+                            "from critical_tables)")
+    theirs = describe_table(green, name)
+    # A replicated checksum statement that fails on green would stop green's replication: refuse first.
+    if theirs is None:
+        raise ChecksumError(f"table {name} does not exist on green")
+    missing = [c.name for c in info.columns if c.name not in {t.name for t in theirs.columns}]
+    if missing:
+        raise ChecksumError(f"table {name} on green lacks column(s) {', '.join(missing)}")
+    if theirs.key != info.key:
+        raise ChecksumError(f"table {name}: primary key differs (blue {info.key}, green {theirs.key})")
+    for server, side in ((blue, "blue"), (green, "green")):
+        try:
+            server.rows(probe_sql(info), ())
+        except pymysql.err.MySQLError as e:
+            raise ChecksumError(f"table {name}: the checksum expression fails on {side}: {mysql_error(e)}") from None
+    return info
+
+
+def mysql_error(e: Exception) -> str:
+    """A server error as ``error CODE: message``."""
+    return f"error {e.args[0]}: {e.args[1]}" if len(e.args) >= 2 else str(e)
 
 
 # --- primary-key ranges -----------------------------------------------------------------
@@ -165,6 +211,29 @@ def probe_sql(info: TableInfo) -> str:
 def row_hashes_sql(info: TableInfo, where: str) -> str:
     """Per-row key and hash of a range: used only to locate the rows of a chunk that differs."""
     return f"SELECT {info.key_list()}, {info.row_hash()} FROM {info.sql_name} FORCE INDEX (PRIMARY) WHERE {where}"
+
+
+def differing_keys(blue, green, info: TableInfo, after: tuple | None, upto: tuple | None,
+                   reached: Callable[[str], bool]) -> list[tuple] | None:
+    """Keys of the rows of ``after < key <= upto`` whose hash differs, read from both servers twice;
+    None when green could not be caught up (``reached(position)`` is a bounded wait) or none persisted.
+
+    Unlike the chunk statement these reads are not at one replication point, so a row written
+    during a pass may look different: only rows that differ in both passes are named.
+    """
+    where, args = range_predicate(info.key, after, upto)
+    sql = row_hashes_sql(info, where)
+    found: set | None = None
+    for _ in range(2):
+        ours = {tuple(r[:-1]): r[-1] for r in blue.rows(sql, args)}
+        if not reached(blue.gtid_position()):
+            return None
+        theirs = {tuple(r[:-1]): r[-1] for r in green.rows(sql, args)}
+        diff = {k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k)}
+        found = diff if found is None else found & diff
+        if not found:
+            return None
+    return sorted(found)
 
 
 def render_key(values: tuple | None) -> str:

@@ -26,7 +26,8 @@ from bgqueue.sandbox.redis_server import RedisServer
 
 # Seconds, not minutes: a sandbox is for trying things out.
 THRESHOLDS = {"max_lag_s": 1.0, "sync_timeout_s": 60, "sync_poll_s": 0.5, "catchup_timeout_s": 5, "lag_window_s": 2,
-              "validation_timeout_s": 30, "validation_poll_s": 0.5}
+              "validation_timeout_s": 30, "validation_poll_s": 0.5, "monitor_window_s": 3, "monitor_tick_s": 0.5,
+              "monitor_eval_s": 2}
 REDIS_URL_ENV = "BGQUEUE_REDIS_URL"
 
 

@@ -51,6 +51,10 @@ class Deployment(Base):
     switch_duration_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     writes_blocked_ms: Mapped[float | None] = mapped_column(Float, nullable=True)  # fence → route flip
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # After COMPLETED the old primary stays a reverse replica (rollback possible) until then.
+    retention_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    decommissioned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    baseline: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # blue's figures before the switch
 
 
 class PhaseChange(Base):

@@ -1,0 +1,93 @@
+"""The monitoring window after a switchover: watch green against blue's baseline, roll back on a
+breach, finish (COMPLETED, retention starts) when the window ends. Driven by re-enqueued ticks."""
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+from bgqueue import lifecycle, monitoring, rollback
+from bgqueue.decision import HOLD, ROLLBACK, decide_monitoring
+from bgqueue.errors import BgqueueError
+from bgqueue.fleet import ClusterSpec
+from bgqueue.lifecycle import DONE, Next
+from bgqueue.phases import Phase
+from bgqueue.runtime import Runtime
+from bgqueue.store import deployments as deps
+from bgqueue.store import validation as records
+from bgqueue.store.journal import Journal
+from bgqueue.store.models import utcnow
+
+
+def _unhealthy_pipelines(rt: Runtime, spec: ClusterSpec) -> tuple[str, ...]:
+    if not spec.pipelines:
+        return ()
+    try:
+        from bgqueue.cdc.pipeline import pipeline_health
+    except ImportError:
+        return ()
+    return tuple(h.name for h in pipeline_health(spec, rt.redis) if not h.healthy)
+
+
+def _record(rt: Runtime, deployment_id: str, verdict: str, reasons: list[str]) -> None:
+    records.record_round(rt.store, deployment_id, records.next_round(rt.store, deployment_id, "monitor"), [],
+                         verdict, reasons, kind="monitor")
+
+
+def monitor(rt: Runtime, deployment_id: str) -> Next:
+    """One tick of the window (MONITORING): HOLD and tick again, roll back, or complete."""
+    claim = lifecycle.claim_in(rt, deployment_id, [Phase.MONITORING])
+    if claim is None:
+        return DONE
+    dep = deps.get_deployment(rt.store, deployment_id)
+    spec = ClusterSpec.model_validate(dep.spec)
+    t = spec.thresholds
+    lifecycle.refresh_lock(rt, dep)
+    from bgqueue.validation import metrics_store
+
+    metrics = metrics_store(rt)
+    switched_at = (deps.as_aware(dep.switch_ended_at) or utcnow()).timestamp()
+    base = dep.baseline
+    if base is None:
+        started = (deps.as_aware(dep.switch_started_at) or utcnow()).timestamp()
+        base = monitoring.baseline(metrics, spec, started)
+        deps.update_fenced(rt.store, claim, baseline=base)
+    fig = monitoring.figures(metrics, spec, spec.green, since=switched_at, now=time.time(), eval_s=t.monitor_eval_s,
+                             unhealthy_pipelines=_unhealthy_pipelines(rt, spec))
+    decision = decide_monitoring(fig, base, error_rate=t.rollback_error_rate, p99_ratio=t.rollback_p99_ratio,
+                                 p99_floor_ms=t.rollback_p99_floor_ms)
+    if decision.verdict == ROLLBACK:
+        _record(rt, deployment_id, ROLLBACK, decision.reasons)
+        Journal(rt.store, claim, "monitor").note("breach", "failed", figures=fig.as_dict(), baseline=base,
+                                                 reasons=decision.reasons, auto_rollback=t.auto_rollback)
+        if t.auto_rollback:
+            problems = rollback.preconditions(rt, dep)
+            if problems:
+                lifecycle.end(rt, claim, Phase.FAILED, "breach: " + "; ".join(decision.reasons) +
+                              " — and rollback is not possible: " + "; ".join(problems))
+                return DONE
+            return rollback.roll_back(rt, deployment_id, "automatic rollback: " + "; ".join(decision.reasons))
+    deadline = deps.as_aware(dep.phase_deadline)
+    if deadline is not None and utcnow() < deadline:
+        return Next(wait_s=min(t.monitor_tick_s, max(0.05, (deadline - utcnow()).total_seconds())))
+    return _complete(rt, claim, spec, fig.as_dict(), base)
+
+
+def _complete(rt: Runtime, claim, spec: ClusterSpec, figures: dict, base: dict) -> Next:
+    from bgqueue import sync
+
+    blue, green = lifecycle.servers(spec)
+    try:
+        state = sync.assess(green, blue, spec.green).as_dict()
+    except BgqueueError as e:
+        state = {"replicating": False, "problems": [str(e)]}
+    finally:
+        blue.close()
+        green.close()
+    reasons = [] if state.get("replicating") else ["reverse replication is not healthy: " +
+                                                   "; ".join(state.get("problems", []))]
+    _record(rt, claim.deployment_id, HOLD, reasons)
+    Journal(rt.store, claim, "monitor").note("window_ended", "done" if not reasons else "failed",
+                                             figures=figures, baseline=base, reverse_replication=state)
+    until = utcnow() + timedelta(seconds=spec.thresholds.retention_s)
+    lifecycle.end(rt, claim, Phase.COMPLETED, "; ".join(reasons) or None, retention_until=until)
+    return DONE

@@ -1,0 +1,114 @@
+"""Rollback: the switchover procedure in the other direction (green → blue).
+
+Possible while reverse replication keeps blue current: from CDC_MIGRATING, MONITORING, or
+COMPLETED until the retention period ends. Same journaling and crash-safety as the
+switchover (``switch_writer`` with kind="rollback"): fence green, wait (bounded) for blue to
+reach green's final position, promote blue, flip routing, green replicates from blue again;
+then the CDC pipelines move back from the rollback checkpoint.
+"""
+from __future__ import annotations
+
+from bgqueue import gtid, lifecycle
+from bgqueue.errors import BgqueueError
+from bgqueue.fleet import ClusterSpec
+from bgqueue.lifecycle import DONE, Next
+from bgqueue.phases import Phase
+from bgqueue.runtime import Runtime
+from bgqueue.store import deployments as deps
+from bgqueue.store import journal as journals
+from bgqueue.store.journal import Journal
+from bgqueue.store.models import Deployment, utcnow
+from bgqueue.switchover import SwitchPlan, switch_writer
+
+ROLLBACK_FROM = (Phase.CDC_MIGRATING, Phase.MONITORING, Phase.COMPLETED)
+
+
+def preconditions(rt: Runtime, dep: Deployment) -> list[str]:
+    """Why a rollback of ``dep`` would be refused now (empty: it may go). Observes, changes nothing."""
+    spec = ClusterSpec.model_validate(dep.spec)
+    if Phase(dep.phase) not in ROLLBACK_FROM:
+        return [f"deployment {dep.id} is {dep.phase}: rollback is possible only after a switchover "
+                f"({', '.join(ROLLBACK_FROM)})"]
+    problems: list[str] = []
+    if dep.decommissioned_at is not None:
+        problems.append(f"blue was decommissioned at {deps.as_aware(dep.decommissioned_at).isoformat()}")
+    until = deps.as_aware(dep.retention_until)
+    if dep.phase == Phase.COMPLETED and until is not None and utcnow() >= until:
+        problems.append(f"the retention period ended at {until.isoformat()}")
+    holder = rt.locks.holder(spec.name)
+    if holder not in (None, dep.batch_id):
+        problems.append(f"another operation holds cluster {spec.name!r} (lock held by {holder})")
+    active = deps.active_deployment(rt.store, spec.name)
+    if active is not None and active.id != dep.id:
+        problems.append(f"deployment {active.id} of cluster {spec.name!r} is in flight ({active.phase})")
+    blue, green = lifecycle.servers(spec)
+    try:
+        status = blue.replica_status()
+        if status is None:
+            problems.append(f"reverse replication is not configured on blue {spec.blue}")
+        else:
+            if (status.source_port, status.source_host) != (spec.green.port, spec.green.host):
+                problems.append(f"blue replicates from {status.source_host}:{status.source_port}, not green")
+            if not status.healthy:
+                problems.append("reverse replication is broken: " +
+                                (status.last_error or f"IO {status.io_running}, SQL {status.sql_running}"))
+            elif status.seconds_behind is not None and status.seconds_behind > spec.thresholds.rollback_max_lag_s:
+                problems.append(f"reverse replication lags {status.seconds_behind}s, above the bound "
+                                f"{spec.thresholds.rollback_max_lag_s:g}s")
+            else:
+                behind = gtid.transactions_behind(blue.flavour, blue.applied_position(), green.gtid_position())
+                if behind and status.seconds_behind is None:
+                    problems.append(f"reverse replication is {behind} transactions behind and its lag is unknown")
+    except BgqueueError as e:
+        problems.append(str(e))
+    finally:
+        blue.close()
+        green.close()
+    return problems
+
+
+def roll_back(rt: Runtime, deployment_id: str, reason: str = "manual rollback") -> Next:
+    """Run (or resume) the rollback of one deployment. Records ROLLED_BACK, or FAILED with why."""
+    claim = deps.claim(rt.store, deployment_id, lifecycle.OWNER, [*ROLLBACK_FROM, Phase.ROLLING_BACK])
+    if claim is None:
+        return DONE
+    dep = deps.get_deployment(rt.store, deployment_id)
+    spec = ClusterSpec.model_validate(dep.spec)
+    resume = claim.phase == Phase.ROLLING_BACK
+    if not resume:
+        problems = preconditions(rt, dep)
+        if not problems and not rt.locks.acquire(spec.name, dep.batch_id, rt.settings.lock_ttl_s):
+            problems.append(f"another operation took cluster {spec.name!r} (lock held by {rt.locks.holder(spec.name)})")
+        if problems:
+            Journal(rt.store, claim, "rollback").note("refused", "failed", reason=reason, problems=problems)
+            return DONE
+        claim = deps.transition(rt.store, claim, Phase.ROLLING_BACK, reason=reason)
+    journal = Journal(rt.store, claim, "rollback")
+    done_steps = {s.name for s in journals.steps(rt.store, deployment_id, "rollback") if s.status == "done"}
+    if "reverse_replication" not in done_steps:
+        blue, green = lifecycle.servers(spec)
+        try:
+            blue.connect()
+            green.connect()
+            plan = SwitchPlan(cluster=spec, old=green, new=blue, repl=spec.replication, kind="rollback")
+            result = switch_writer(plan, rt.store, journal, rt.routing, spec.thresholds.catchup_timeout_s,
+                                   resume=resume)
+        except BgqueueError as e:
+            lifecycle.end(rt, claim, Phase.FAILED, f"rollback could not reach the servers: {e}")
+            return DONE
+        finally:
+            blue.close()
+            green.close()
+        if not result.switched:
+            # Fence undone or not: green is (still) the writer; a human decides what next.
+            lifecycle.end(rt, claim, Phase.FAILED,
+                          f"rollback did not happen: {result.reason}" +
+                          ("; the fence on green was lifted, green is still the primary" if result.undone else ""))
+            return DONE
+        journal.note("rolled_back", reason=reason, writes_blocked_ms=result.writes_blocked_ms,
+                     duration_ms=result.duration_ms, reverse_replication=result.reverse_replication)
+    nxt = lifecycle.move_pipelines(rt, claim, spec, kind="rollback")
+    if nxt.wait_s:
+        return nxt
+    lifecycle.end(rt, claim, Phase.ROLLED_BACK, reason)
+    return DONE
