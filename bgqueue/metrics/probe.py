@@ -11,6 +11,11 @@ Per tick, in this order:
 Reading the replica before writing keeps one tick between a heartbeat and its read, so a healthy
 replica holds the newest heartbeat written and ``lag_ms`` is 0; otherwise ``lag_ms`` is the
 sampler's clock minus the heartbeat the replica holds (one process writes and reads: no skew).
+SHOW SLAVE STATUS is read every ``replica_status_s`` (default 1 s) and its values are carried in
+every sample until the next read: Seconds_Behind_Master only has 1-second resolution, and that
+statement (54 columns of metadata to parse) costs half of all the sampler's query CPU.
+Rates are the server's: ``qps`` includes the sampler's own 3 statements and ``writes_per_s`` its
+1 heartbeat per tick on the primary (12 and 4 per second at 4 Hz).
 
 Heartbeats are written ONLY with the cluster's ``monitor`` user, which read_only stops: a write
 landing on a fenced primary would be an errant GTID that breaks reverse replication. A write
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 from collections import deque
 
@@ -106,6 +112,7 @@ class _Link:
         self._server = Server(endpoint, creds, label=f"{spec.name} {label}", connect_timeout=timeout_s,
                               tls=spec.tls, read_timeout=timeout_s)
         self._connected = False
+        self._last_error: str | None = None
         self._retry_at = 0.0
         self.table_ready = False
         self.table_retry_at = 0.0
@@ -120,9 +127,14 @@ class _Link:
             self._server.connect()
         except (BgqueueError, pymysql.err.MySQLError, OSError) as e:
             self._retry_at = time.monotonic() + _RECONNECT_AFTER_S
-            log.debug("%s: %s", self._server.label, e)
+            # Once per distinct error, not 4 times a second (messages name users and env vars, never passwords).
+            message = str(e)
+            (log.debug if message == self._last_error else log.warning)("sampler: %s", message)
+            self._last_error = message
             return None
-        self._connected, self.table_ready = True, False
+        if self._last_error is not None:
+            log.info("sampler: %s %s: connected again", self._server.label, self.endpoint)
+        self._connected, self.table_ready, self._last_error = True, False, None
         return self._server
 
     def failed(self, exc: BaseException) -> None:
@@ -140,8 +152,12 @@ class _Link:
 class ClusterProbe:
     """Samples one cluster. Not thread-safe: the sampler runs one ``sample()`` at a time per cluster."""
 
-    def __init__(self, spec: ClusterSpec, *, window_s: float = 30.0, timeout_s: float = 2.0):
+    def __init__(self, spec: ClusterSpec, *, window_s: float = 30.0, timeout_s: float = 2.0,
+                 replica_status_s: float = 1.0):
         self.spec = spec
+        self.replica_status_s = replica_status_s
+        self._replica_status: dict[str, float] = {}  # the last SHOW SLAVE STATUS, carried forward
+        self._replica_status_at = -1e18
         self.heartbeat_id = spec.name
         self.writes_heartbeat = spec.monitor is not None
         self._links = {"blue": _Link(spec.blue, spec, "blue", timeout_s),
@@ -153,7 +169,9 @@ class ClusterProbe:
         self._last_written: float | None = None
 
     def set_route(self, endpoint: tuple[str, int] | None) -> None:
-        """Follow the routing registry: the endpoint it names is primary (None: blue)."""
+        """Follow the routing registry: the endpoint it names is primary (None: blue).
+
+        Call it between samples, never during one."""
         blue, green = self.spec.blue, self.spec.green
         primary = "green" if endpoint == (green.host, green.port) else "blue"
         # A route naming neither endpoint: we cannot tell the primary, so write nowhere.
@@ -161,16 +179,13 @@ class ClusterProbe:
         if primary != self._primary:
             self._primary = primary
             self._first_written = self._last_written = None
+            self._replica_status, self._replica_status_at = {}, -1e18
             for link in self._links.values():
                 link.prev = None
 
-    @property
-    def primary(self) -> str:
-        """"blue" or "green"."""
-        return self._primary
-
     def sample(self) -> tuple[float, dict[str, float]]:
-        """Take one sample: ``(ts, metrics)``. Never raises; what failed is absent or flagged."""
+        """Take one sample: ``(ts, metrics)``. Server and network errors do not raise: what could
+        not be measured is absent, and ``primary_up``/``replica_up`` say which side failed."""
         ts = time.time()
         primary = self._links[self._primary]
         replica = self._links["green" if self._primary == "blue" else "blue"]
@@ -199,17 +214,28 @@ class ClusterProbe:
                     held = (None if value is None else float(value), time.time())
                 except pymysql.err.ProgrammingError:  # 1146: the table has not reached it yet
                     held = (None, time.time())
-            status = srv.replica_status()
+            if time.monotonic() - self._replica_status_at >= self.replica_status_s:
+                first = not self._replica_status
+                self._replica_status = self._read_replica_status(srv)
+                # Spread the clusters' reads over the period instead of all in the same tick.
+                self._replica_status_at = time.monotonic() - (random.uniform(0, self.replica_status_s) if first else 0)
         except (pymysql.err.MySQLError, OSError) as e:
             link.failed(e)
             out["replica_up"] = 0.0
+            self._replica_status, self._replica_status_at = {}, -1e18
             return None
         out["replica_up"] = 1.0
-        out["replica_io_running"] = 1.0 if status and status.io_running else 0.0
-        out["replica_sql_running"] = 1.0 if status and status.sql_running else 0.0
+        out.update(self._replica_status)
+        return held
+
+    @staticmethod
+    def _read_replica_status(srv: Server) -> dict[str, float]:
+        status = srv.replica_status()
+        out = {"replica_io_running": 1.0 if status and status.io_running else 0.0,
+               "replica_sql_running": 1.0 if status and status.sql_running else 0.0}
         if status and status.seconds_behind is not None:
             out["seconds_behind"] = float(status.seconds_behind)
-        return held
+        return out
 
     # --- primary ----------------------------------------------------------------------------
     def _observe_primary(self, link: _Link, out: dict) -> None:
