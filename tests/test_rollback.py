@@ -118,6 +118,10 @@ def test_automatic_rollback_when_green_fails_for_the_application(cluster_pair_fa
         with pair.green.root() as c, c.cursor() as cur:
             cur.execute("SET SESSION sql_log_bin = 0")  # the fault is green's alone
             cur.execute("REVOKE INSERT ON appdb.* FROM 'app'@'127.0.0.1'")
+            # Database privileges reach a session at its next connect: end the application's sessions.
+            cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'app'")
+            for (pid,) in cur.fetchall():
+                cur.execute(f"KILL CONNECTION {int(pid)}")
         dep = _wait_phase(runtime, dep_id, {"ROLLED_BACK", "FAILED", "COMPLETED"}, timeout=40)
         time.sleep(0.5)
     finally:
