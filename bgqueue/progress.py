@@ -17,7 +17,9 @@ ORDER = [Phase.PENDING, Phase.PREPARING, Phase.SYNCING, Phase.VALIDATING, Phase.
 
 
 def _step(phase: Phase) -> int:
-    return len(ORDER) - 1 if phase in TERMINAL else ORDER.index(phase)
+    if phase in TERMINAL:
+        return len(ORDER) - 1
+    return ORDER.index(phase) if phase in ORDER else ORDER.index(Phase.MONITORING)  # ROLLING_BACK
 
 
 class BatchTimeout(BgqueueError):
