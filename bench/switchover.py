@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,20 +27,11 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.common import bare_sql_switch, start_sampler, summary  # noqa: E402
 from bgqueue.demo import _configure  # noqa: E402
-from bgqueue.fleet import ClusterSpec, load_fleet  # noqa: E402
+from bgqueue.fleet import load_fleet  # noqa: E402
 from bgqueue.sandbox import Sandbox  # noqa: E402
-from bgqueue.workload import admin_connection, start_workload, verify  # noqa: E402
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
-
-
-def summary(gaps: list[float]) -> dict:
-    return {"n": len(gaps), "median_ms": round(statistics.median(gaps), 2), "p95_ms": round(pct(gaps, 0.95), 2),
-            "max_ms": round(max(gaps), 2), "min_ms": round(min(gaps), 2)}
+from bgqueue.workload import start_workload, verify  # noqa: E402
 
 
 def fleet_file(workdir: Path, raw: dict, swapped: bool, i: int) -> Path:
@@ -63,39 +53,6 @@ def full_path_switch(path: Path, env: dict) -> dict:
     return json.loads(p.stdout)["clusters"][0]
 
 
-def bare_sql_switch(spec: ClusterSpec, old, new, routing, repl_password: str) -> None:
-    """The floor: the same SQL a careful DBA would type, with no journal, no store, no Celery."""
-    o = admin_connection(spec, old)
-    n = admin_connection(spec, new)
-    try:
-        with o.cursor() as oc, n.cursor() as nc:
-            oc.execute("SET GLOBAL read_only = ON")
-            oc.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'app'")
-            for (pid,) in oc.fetchall():
-                try:
-                    oc.execute(f"KILL CONNECTION {int(pid)}")
-                except Exception:
-                    pass
-            oc.execute("SELECT @@GLOBAL.gtid_binlog_pos")
-            pos = oc.fetchone()[0]
-            nc.execute("SELECT MASTER_GTID_WAIT(%s, 5)", (pos,))
-            if int(nc.fetchone()[0]) != 0:
-                raise SystemExit("floor: green did not catch up")
-            nc.execute("STOP SLAVE")
-            nc.execute("RESET SLAVE ALL")
-            nc.execute("SET GLOBAL read_only = OFF")
-            route = routing.get(spec.name)
-            routing.flip(spec.name, new.host, new.port, expect_version=route.version, reason="bench floor")
-            oc.execute("SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos")
-            oc.execute(f"CHANGE MASTER TO MASTER_HOST='{new.host}', MASTER_PORT={new.port}, "
-                       f"MASTER_USER='{spec.replication.user}', MASTER_PASSWORD='{repl_password}', "
-                       f"MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1")
-            oc.execute("START SLAVE")
-    finally:
-        o.close()
-        n.close()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--switchovers", type=int, default=20)
@@ -107,6 +64,7 @@ def main() -> None:
     sandbox = Sandbox(workdir / "sandbox", clusters=1, detach=False).up()
     workers = []
     load = None
+    sampler = None
     try:
         sandbox.passwords.export_env()
         redis_url = sandbox.info["redis"]["url"]
@@ -115,6 +73,7 @@ def main() -> None:
         from tasks.workers import start_workers
 
         workers = start_workers(env, redis_url, count=1, concurrency=2, logdir=workdir)
+        sampler = start_sampler(env, workdir)
         rt = get_runtime()
         raw = yaml.safe_load(sandbox.fleet_path.read_text())
         spec = load_fleet(sandbox.fleet_path).clusters[0]
@@ -176,6 +135,9 @@ def main() -> None:
             load.stop()
         for w in workers:
             w.stop()
+        if sampler is not None:
+            sampler.terminate()
+            sampler.wait(10)
         sandbox.down()
 
 
