@@ -32,6 +32,10 @@ def open_batch(rt: Runtime, fleet_path: str, only: list[str] | None = None, *, p
     fleet = load_fleet(fleet_path)
     specs = fleet.select(only)
     check_credentials(fleet, fleet_path, specs)
+    if any(s.provider == "rds" for s in specs):
+        from bgqueue.providers.rds.cost import check_budget
+
+        check_budget(fleet, specs, fleet_path)  # FleetFileError (exit 2) when the estimate is over budget
     if preflight:
         for result in check_clusters(specs):
             if result.problems:

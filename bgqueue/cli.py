@@ -64,9 +64,7 @@ def fleet_check(file: str, only: str | None, as_json: bool) -> None:
         for field, message in r.problems:
             err.print(f"{file}: cluster {r.cluster!r}: field {field}: {message}", highlight=False, soft_wrap=True)
         if r.ok and not as_json:
-            rep = r.facts.get("replication", {})
-            out.print(f"{r.cluster}: ok (blue {r.facts['blue']['version']}, green {r.facts['green']['version']}, "
-                      f"lag {rep.get('lag_s')}s)", highlight=False)
+            out.print(f"{r.cluster}: ok ({r.summary()})", highlight=False)
     if not all(r.ok for r in results):
         sys.exit(2)
 

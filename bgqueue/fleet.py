@@ -12,10 +12,10 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from bgqueue.cdc.config import PipelineSpec
 from bgqueue.errors import BadInput
@@ -145,6 +145,73 @@ class ClusterSpec(_Strict):
         return change_key(self.change)
 
 
+class RdsChange(Change):
+    """What the RDS green environment carries (CreateBlueGreenDeployment's Target* parameters)."""
+
+    parameter_group: str | None = None  # TargetDBParameterGroupName
+    cluster_parameter_group: str | None = None  # TargetDBClusterParameterGroupName (Aurora)
+    allocated_storage: int | None = Field(default=None, gt=0)  # TargetAllocatedStorage (GiB)
+    storage_type: str | None = None  # TargetStorageType
+    iops: int | None = Field(default=None, gt=0)  # TargetIops
+    storage_throughput: int | None = Field(default=None, gt=0)  # TargetStorageThroughput
+
+
+class RdsAlarms(_Strict):
+    """Which CloudWatch alarms belong to the cluster: by name prefix and/or by tag."""
+
+    prefix: str | None = None
+    tag: dict[str, str] = Field(default_factory=dict)
+
+
+class RdsClusterSpec(_Strict):
+    """A cluster on Amazon RDS / Aurora MySQL, switched by the RDS Blue/Green Deployments API.
+
+    Credentials come from the standard boto3 chain (profile, role, environment), never from here.
+    """
+
+    name: str = Field(pattern=NAME_RE)
+    provider: Literal["rds"]
+    tier: str = "default"
+    region: str = Field(min_length=1)
+    db_instance_identifier: str | None = None
+    db_cluster_identifier: str | None = None  # Aurora
+    change: RdsChange = Field(default_factory=RdsChange)
+    alarms: RdsAlarms = Field(default_factory=RdsAlarms)
+    app_config_parameter: str | None = Field(
+        default=None, description="SSM parameter holding the application's connection settings (JSON)")
+    signoffs: list[str] = Field(default_factory=list)
+    staging: str | None = Field(default=None, pattern=NAME_RE)
+    pipelines: list[PipelineSpec] = Field(default_factory=list)
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "RdsClusterSpec":
+        if bool(self.db_instance_identifier) == bool(self.db_cluster_identifier):
+            raise ValueError("name exactly one of db_instance_identifier and db_cluster_identifier")
+        return self
+
+    @property
+    def source_identifier(self) -> str:
+        return self.db_instance_identifier or self.db_cluster_identifier  # type: ignore[return-value]
+
+    def credential_envs(self) -> list[tuple[str, Credentials]]:
+        return [(f"pipelines.{i}.user", p.user) for i, p in enumerate(self.pipelines)
+                if getattr(p, "user", None) is not None]
+
+    def change_key(self) -> str:
+        return change_key(self.change)
+
+
+PROVIDERS = ("mysql", "rds")
+AnyClusterSpec = Annotated[Union[ClusterSpec, RdsClusterSpec], Field(discriminator="provider")]
+_ANY_CLUSTER = TypeAdapter(AnyClusterSpec)
+
+
+def cluster_spec(data: dict) -> "ClusterSpec | RdsClusterSpec":
+    """A stored cluster spec (a deployment's ``spec`` column) back as its provider's model."""
+    return _ANY_CLUSTER.validate_python(data)
+
+
 class Defaults(_Strict):
     thresholds: ThresholdOverrides = Field(default_factory=ThresholdOverrides)
 
@@ -154,15 +221,17 @@ class Fleet(_Strict):
     name: str = Field(default="fleet", pattern=NAME_RE)
     defaults: Defaults = Field(default_factory=Defaults)
     tiers: dict[str, ThresholdOverrides] = Field(default_factory=dict)
-    clusters: list[ClusterSpec] = Field(min_length=1)
+    budget_per_hour: float | None = Field(default=None, gt=0,
+                                          description="refuse a batch whose coexistence cost estimate is above")
+    clusters: list[AnyClusterSpec] = Field(min_length=1)
 
-    def cluster(self, name: str) -> ClusterSpec:
+    def cluster(self, name: str) -> "ClusterSpec | RdsClusterSpec":
         for c in self.clusters:
             if c.name == name:
                 return c
         raise BadInput(f"unknown cluster {name!r}; the fleet has: {', '.join(c.name for c in self.clusters)}")
 
-    def select(self, only: list[str] | None) -> list[ClusterSpec]:
+    def select(self, only: list[str] | None) -> list["ClusterSpec | RdsClusterSpec"]:
         if not only:
             return list(self.clusters)
         return [self.cluster(n) for n in only]
@@ -297,6 +366,8 @@ def _all_located(path: str, root: yaml.Node | None, raw: Any, errors: list[dict]
 def _located(path: str, root: yaml.Node | None, raw: Any, err: dict, *,
              cluster: str | None = None) -> FleetFileError:
     loc = tuple(err["loc"])
+    if len(loc) >= 3 and loc[0] == "clusters" and loc[2] in PROVIDERS:
+        loc = loc[:2] + loc[3:]  # the union's discriminator is not a key of the file
     node = _node_at(root, loc)
     field_loc = loc
     if cluster is None and len(loc) >= 2 and loc[0] == "clusters" and isinstance(loc[1], int):

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bgqueue.errors import BgqueueError, FencedOut
-from bgqueue.fleet import ClusterSpec
+from bgqueue.fleet import ClusterSpec, RdsClusterSpec, cluster_spec
+
+AnySpec = ClusterSpec | RdsClusterSpec
 from bgqueue.phases import TERMINAL, Phase
 from bgqueue.providers.mysql import Server
 from bgqueue.runtime import Runtime
@@ -48,11 +50,20 @@ def _spec(dep) -> ClusterSpec:
     return ClusterSpec.model_validate(dep.spec)
 
 
+def _rds_steps():
+    """The rds provider's versions of the steps (RDS Blue/Green Deployments API)."""
+    from bgqueue.providers.rds import steps
+
+    return steps
+
+
 def end(rt: Runtime, claim: Claim, target: Phase, reason: str | None, **fields) -> None:
     """Terminal (or side-exit) transition; releases the cluster lock when the deployment is over."""
     deps.transition(rt.store, claim, target, reason=reason, **fields)
     if target in TERMINAL:
         dep = deps.get_deployment(rt.store, claim.deployment_id)
+        if target == Phase.NO_GO and dep.provider == "rds":
+            _rds_steps().on_no_go(rt, dep)  # a green environment may exist already: remove it
         rt.locks.release(dep.cluster, dep.batch_id)
 
 
@@ -76,6 +87,8 @@ def fail(rt: Runtime, deployment_id: str, reason: str) -> bool:
 
 def prepare(rt: Runtime, deployment_id: str) -> Next:
     """PENDING → PREPARING → SYNCING: reach both servers, learn what they are, check the topology."""
+    if deps.get_deployment(rt.store, deployment_id).provider == "rds":
+        return _rds_steps().prepare(rt, deployment_id)
     claim = deps.claim(rt.store, deployment_id, OWNER, [Phase.PENDING])
     if claim is None:
         return DONE
@@ -123,6 +136,8 @@ def prepare(rt: Runtime, deployment_id: str) -> Next:
 
 def wait_for_sync(rt: Runtime, deployment_id: str) -> Next:
     """SYNCING → VALIDATING once green's lag is below the threshold; NO_GO at the deadline."""
+    if deps.get_deployment(rt.store, deployment_id).provider == "rds":
+        return _rds_steps().wait_for_sync(rt, deployment_id)
     claim = deps.claim(rt.store, deployment_id, OWNER, [Phase.SYNCING])
     if claim is None:
         return DONE
@@ -157,6 +172,8 @@ def switch(rt: Runtime, deployment_id: str) -> Next:
 
     Picked up in SWITCHING (a worker died mid-procedure): resume, observing the servers first.
     """
+    if deps.get_deployment(rt.store, deployment_id).provider == "rds":
+        return _rds_steps().switch(rt, deployment_id)
     claim = deps.claim(rt.store, deployment_id, OWNER, [Phase.READY, Phase.SWITCHING])
     if claim is None:
         return DONE
@@ -195,7 +212,7 @@ def switch(rt: Runtime, deployment_id: str) -> Next:
     return DONE
 
 
-def move_pipelines(rt: Runtime, claim: Claim, spec: ClusterSpec, kind: str) -> Next:
+def move_pipelines(rt: Runtime, claim: Claim, spec: AnySpec, kind: str) -> Next:
     """Move the cluster's CDC pipelines to the new primary from the latest ``kind`` checkpoint.
     Re-entrant: returns a wait while a pipeline is still moving."""
     journal = Journal(rt.store, claim, "cdc")
@@ -213,7 +230,7 @@ def migrate_cdc(rt: Runtime, deployment_id: str) -> Next:
     if claim is None:
         return DONE
     dep = deps.get_deployment(rt.store, deployment_id)
-    spec = _spec(dep)
+    spec = cluster_spec(dep.spec)
     nxt = move_pipelines(rt, claim, spec, "switchover")
     if nxt.wait_s:
         return nxt

@@ -6,9 +6,9 @@ import time
 from datetime import timedelta
 
 from bgqueue import lifecycle, monitoring, rollback
-from bgqueue.decision import HOLD, ROLLBACK, decide_monitoring
+from bgqueue.decision import HOLD, ROLLBACK, MonitorFigures, decide_monitoring
 from bgqueue.errors import BgqueueError
-from bgqueue.fleet import ClusterSpec
+from bgqueue.fleet import ClusterSpec, cluster_spec
 from bgqueue.lifecycle import DONE, Next
 from bgqueue.phases import Phase
 from bgqueue.runtime import Runtime
@@ -18,7 +18,7 @@ from bgqueue.store.journal import Journal
 from bgqueue.store.models import utcnow
 
 
-def _unhealthy_pipelines(rt: Runtime, spec: ClusterSpec) -> tuple[str, ...]:
+def _unhealthy_pipelines(rt: Runtime, spec) -> tuple[str, ...]:
     if not spec.pipelines:
         return ()
     try:
@@ -39,7 +39,7 @@ def monitor(rt: Runtime, deployment_id: str) -> Next:
     if claim is None:
         return DONE
     dep = deps.get_deployment(rt.store, deployment_id)
-    spec = ClusterSpec.model_validate(dep.spec)
+    spec = cluster_spec(dep.spec)
     t = spec.thresholds
     lifecycle.refresh_lock(rt, dep)
     from bgqueue.validation import metrics_store
@@ -51,8 +51,13 @@ def monitor(rt: Runtime, deployment_id: str) -> Next:
         started = (deps.as_aware(dep.switch_started_at) or utcnow()).timestamp()
         base = monitoring.baseline(metrics, spec, started)
         deps.update_fenced(rt.store, claim, baseline=base)
-    fig = monitoring.figures(metrics, spec, spec.green, since=switched_at, now=time.time(), eval_s=t.monitor_eval_s,
-                             unhealthy_pipelines=_unhealthy_pipelines(rt, spec))
+    if dep.provider == "rds":  # no SQL sampling: the cluster's CloudWatch alarms speak for it
+        from bgqueue.providers.rds.checks import alarms_in_alarm
+
+        fig = MonitorFigures(0, unhealthy_pipelines=_unhealthy_pipelines(rt, spec), alarms=alarms_in_alarm(spec))
+    else:
+        fig = monitoring.figures(metrics, spec, spec.green, since=switched_at, now=time.time(),
+                                 eval_s=t.monitor_eval_s, unhealthy_pipelines=_unhealthy_pipelines(rt, spec))
     decision = decide_monitoring(fig, base, error_rate=t.rollback_error_rate, p99_ratio=t.rollback_p99_ratio,
                                  p99_floor_ms=t.rollback_p99_floor_ms)
     if decision.verdict == ROLLBACK:
@@ -72,17 +77,20 @@ def monitor(rt: Runtime, deployment_id: str) -> Next:
     return _complete(rt, claim, spec, fig.as_dict(), base)
 
 
-def _complete(rt: Runtime, claim, spec: ClusterSpec, figures: dict, base: dict) -> Next:
+def _complete(rt: Runtime, claim, spec, figures: dict, base: dict) -> Next:
     from bgqueue import sync
 
-    blue, green = lifecycle.servers(spec)
-    try:
-        state = sync.assess(green, blue, spec.green).as_dict()
-    except BgqueueError as e:
-        state = {"replicating": False, "problems": [str(e)]}
-    finally:
-        blue.close()
-        green.close()
+    if isinstance(spec, ClusterSpec):
+        blue, green = lifecycle.servers(spec)
+        try:
+            state = sync.assess(green, blue, spec.green).as_dict()
+        except BgqueueError as e:
+            state = {"replicating": False, "problems": [str(e)]}
+        finally:
+            blue.close()
+            green.close()
+    else:  # rds: the old environment is kept (renamed -oldN) but does not replicate
+        state = {"replicating": True, "problems": [], "note": "rds: no reverse replication"}
     reasons = [] if state.get("replicating") else ["reverse replication is not healthy: " +
                                                    "; ".join(state.get("problems", []))]
     _record(rt, claim.deployment_id, HOLD, reasons)

@@ -24,6 +24,13 @@ class ClusterCheck:
     def ok(self) -> bool:
         return not self.problems
 
+    def summary(self) -> str:
+        """One line of what was found, for `fleet check`."""
+        if "blue" in self.facts and "green" in self.facts:
+            lag = self.facts.get("replication", {}).get("lag_s")
+            return f"blue {self.facts['blue']['version']}, green {self.facts['green']['version']}, lag {lag}s"
+        return ", ".join(f"{k} {v}" for k, v in self.facts.items() if isinstance(v, (str, int, float)))
+
 
 def check_cluster(spec: ClusterSpec) -> ClusterCheck:
     out = ClusterCheck(spec.name)
@@ -57,7 +64,16 @@ def check_cluster(spec: ClusterSpec) -> ClusterCheck:
     return out
 
 
-def check_clusters(specs: list[ClusterSpec], parallel: int = 16) -> list[ClusterCheck]:
+def check_any(spec) -> ClusterCheck:
+    """The provider's preflight: SQL sessions for mysql; the RDS API (topology, support) for rds."""
+    if spec.provider == "rds":
+        from bgqueue.providers.rds.preflight import check_rds_cluster
+
+        return check_rds_cluster(spec)
+    return check_cluster(spec)
+
+
+def check_clusters(specs: list, parallel: int = 16) -> list[ClusterCheck]:
     """Check clusters concurrently (connects are network-bound); results in the given order."""
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(specs)))) as pool:
-        return list(pool.map(check_cluster, specs))
+        return list(pool.map(check_any, specs))

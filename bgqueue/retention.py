@@ -39,6 +39,10 @@ def decommission(rt: Runtime, deployment_id: str, *, force: bool = False) -> str
     if not force and (until is None or utcnow() < until):
         raise BadInput(f"{dep.cluster}: rollback stays possible until {until.isoformat() if until else '?'}; "
                        "decommissioning now needs --force --yes")
+    if dep.provider == "rds":
+        from bgqueue.providers.rds import steps
+
+        return steps.decommission(rt, dep)
     spec = ClusterSpec.model_validate(dep.spec)
     blue, _green = lifecycle.servers(spec)
     try:

@@ -13,10 +13,10 @@ from datetime import timedelta
 
 from bgqueue import lifecycle
 from bgqueue.checks.context import CheckContext, run_check
-from bgqueue.checks.registry import CHECKS, checks_for
+from bgqueue.checks.registry import check_named, checks_for
 from bgqueue.checks.result import CheckResult, errored
 from bgqueue.decision import GO, NO_GO, Decision, decide
-from bgqueue.fleet import ClusterSpec
+from bgqueue.fleet import ClusterSpec, cluster_spec
 from bgqueue.phases import Phase
 from bgqueue.runtime import Runtime
 from bgqueue.store import deployments as deps
@@ -38,19 +38,19 @@ def begin(rt: Runtime, deployment_id: str) -> list[str] | None:
     dep = deps.get_deployment(rt.store, deployment_id)
     if dep.phase != Phase.VALIDATING:
         return None
-    return checks_for(ClusterSpec.model_validate(dep.spec))
+    return checks_for(cluster_spec(dep.spec))
 
 
 def run_named_check(rt: Runtime, deployment_id: str, name: str) -> dict:
     """One check against the deployment's servers; always returns a JSON-safe result dict."""
     try:
         dep = deps.get_deployment(rt.store, deployment_id)
-        spec = ClusterSpec.model_validate(dep.spec)
-        blue, green = lifecycle.servers(spec)
+        spec = cluster_spec(dep.spec)
+        blue, green = lifecycle.servers(spec) if isinstance(spec, ClusterSpec) else (None, None)
         ctx = CheckContext(spec=spec, blue=blue, green=green, store=rt.store, deployment_id=deployment_id,
                            metrics=metrics_store(rt))
         try:
-            result = run_check(name, CHECKS[name], ctx)
+            result = run_check(name, check_named(name), ctx)
         finally:
             ctx.close()
     except Exception as e:  # unknown deployment, bad spec, unreachable server: still a result
@@ -66,7 +66,7 @@ def conclude(rt: Runtime, deployment_id: str, results: list[dict]) -> Decision |
     if claim is None:
         return None
     dep = deps.get_deployment(rt.store, deployment_id)
-    spec = ClusterSpec.model_validate(dep.spec)
+    spec = cluster_spec(dep.spec)
     checks = [CheckResult.from_dict(r) for r in results]
     deadline_dt = deps.as_aware(dep.phase_deadline) or (utcnow() + timedelta(seconds=spec.thresholds.validation_timeout_s))
     decision = decide(checks, now=time.time(), deadline=deadline_dt.timestamp(), poll_s=spec.thresholds.validation_poll_s)

@@ -127,3 +127,27 @@ def test_the_example_fleet_file_is_valid():
     f = load_fleet(Path(__file__).resolve().parents[1] / "config" / "fleet.example.yaml")
     assert [c.name for c in f.clusters] == ["orders", "ledger"]
     assert f.cluster("orders").thresholds.max_lag_s == 0.5
+
+
+RDS = """\
+clusters:
+  - name: billing
+    provider: rds
+    region: eu-west-1
+    db_instance_identifier: billing-prod
+    change: {engine_version: "8.0.36", instance_class: db.r6g.xlarge, parameter_group: billing-80}
+    alarms: {prefix: billing-}
+    app_config_parameter: /billing/db
+"""
+
+
+def test_rds_cluster_and_its_errors():
+    from bgqueue.fleet import RdsClusterSpec, cluster_spec
+
+    c = parse_fleet(RDS, "r.yaml").clusters[0]
+    assert isinstance(c, RdsClusterSpec) and c.source_identifier == "billing-prod"
+    assert cluster_spec(c.model_dump(mode="json")) == c
+    e = _err(RDS.replace("db_instance_identifier", "db_instance_identifer"))
+    assert e.field == "db_instance_identifer" and e.cluster == "billing" and "unknown key" in str(e)
+    e = _err(RDS.replace("    db_instance_identifier: billing-prod\n", ""))
+    assert "exactly one of db_instance_identifier and db_cluster_identifier" in str(e)

@@ -7,16 +7,15 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from bgqueue.checks.result import CheckResult, errored
-from bgqueue.fleet import ClusterSpec
 from bgqueue.providers.mysql import Server
 from bgqueue.store.db import Store
 
 
 @dataclass
 class CheckContext:
-    spec: ClusterSpec
-    blue: Server
-    green: Server
+    spec: Any  # ClusterSpec (mysql) or RdsClusterSpec
+    blue: Server | None  # admin sessions: mysql provider only
+    green: Server | None
     store: Store
     deployment_id: str | None = None
     metrics: Any = None  # bgqueue.metrics.samples.MetricsStore (None: no samples available)
@@ -24,8 +23,9 @@ class CheckContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
-        self.blue.close()
-        self.green.close()
+        for s in (self.blue, self.green):
+            if s is not None:
+                s.close()
 
 
 Check = Callable[[CheckContext], CheckResult]

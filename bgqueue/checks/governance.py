@@ -5,7 +5,7 @@ from sqlalchemy import select
 
 from bgqueue.checks.context import CheckContext
 from bgqueue.checks.result import CheckResult, failed, passed
-from bgqueue.fleet import ClusterSpec
+from bgqueue.fleet import cluster_spec
 from bgqueue.phases import TERMINAL, Phase
 from bgqueue.store import validation
 from bgqueue.store.models import Deployment
@@ -40,7 +40,7 @@ def staging_gate(ctx: CheckContext) -> CheckResult:
     with ctx.store.session() as s:
         rows = list(s.execute(select(Deployment).where(Deployment.cluster == twin)
                               .order_by(Deployment.created_at.desc())).scalars())
-        same = [d for d in rows if ClusterSpec.model_validate(d.spec).change_key() == key]
+        same = [d for d in rows if cluster_spec(d.spec).change_key() == key]
         latest = same[0] if same else None
         info = None if latest is None else {"deployment": latest.id, "phase": latest.phase, "reason": latest.reason}
     evidence = {"twin": twin, "change_key": key, "twin_latest": info}

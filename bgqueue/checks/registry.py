@@ -8,7 +8,6 @@ from bgqueue.checks.governance import signoffs, staging_gate
 from bgqueue.checks.readiness import event_scheduler, reverse_readiness
 from bgqueue.checks.replication import replication_health, replication_lag
 from bgqueue.checks.result import CheckResult, passed
-from bgqueue.fleet import ClusterSpec
 
 
 def checksum(ctx: CheckContext) -> CheckResult:
@@ -34,6 +33,22 @@ CHECKS: dict[str, Check] = {
 }
 
 
-def checks_for(spec: ClusterSpec) -> list[str]:
+# Checks that need no SQL session: they serve every provider.
+COMMON = ("signoffs", "staging")
+
+
+def rds_checks() -> dict[str, Check]:
+    from bgqueue.providers.rds.checks import RDS_CHECKS
+
+    return RDS_CHECKS
+
+
+def check_named(name: str) -> Check:
+    return CHECKS[name] if name in CHECKS else rds_checks()[name]
+
+
+def checks_for(spec) -> list[str]:
     """The checks a cluster's validation runs (all of them: a check with nothing to do passes)."""
+    if spec.provider == "rds":
+        return [*rds_checks(), *COMMON]
     return list(CHECKS)

@@ -106,6 +106,8 @@ class TargetSource:
         return out
 
     def _spec(self, dep_id: str, raw: dict) -> ClusterSpec | None:
+        if dep_id not in self._specs and raw.get("provider") != "mysql":
+            self._specs[dep_id] = None  # only the mysql provider's servers are sampled over SQL
         if dep_id not in self._specs:
             try:
                 self._specs[dep_id] = ClusterSpec.model_validate(raw)
