@@ -173,3 +173,17 @@ class MetricSummary(Base):
     p99: Mapped[float | None] = mapped_column(Float, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class MetricPoint(Base):
+    """A downsampled point of one metric of one deployment: what plots and reports are drawn from
+    after the Redis samples have expired (the store outlives the sampler's retention)."""
+
+    __tablename__ = "metric_points"
+    __table_args__ = (Index("ix_metric_points_dep_metric", "deployment_id", "metric", "ts"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"))
+    metric: Mapped[str] = mapped_column(String(48))
+    ts: Mapped[float] = mapped_column(Float)  # unix seconds
+    value: Mapped[float] = mapped_column(Float)
