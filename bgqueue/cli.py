@@ -29,6 +29,12 @@ class _Group(click.Group):
 @click.group(cls=_Group)
 def main() -> None:
     """bgqueue: blue/green switchovers for fleets of MySQL-family databases."""
+    import os
+
+    from bgqueue import logs
+    from config.settings import get_settings
+
+    logs.configure(json_mode=get_settings().log_json, level=os.environ.get("BGQUEUE_LOG_LEVEL", "WARNING"))
 
 
 def _only(value: str | None) -> list[str] | None:
@@ -285,6 +291,9 @@ def sampler_run(fleet_file: str | None, shard: str | None) -> None:
         except (ValueError, AssertionError):
             raise BadInput(f"--shard {shard!r}: expected i/n with 0 <= i < n") from None
         parsed = (i, n)
+    import logging
+
+    logging.getLogger().setLevel(logging.INFO)
     run_sampler(get_settings(), fleet_path=fleet_file, shard=parsed)
 
 

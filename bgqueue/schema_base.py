@@ -6,6 +6,7 @@ import os
 from pydantic import BaseModel, ConfigDict, Field
 
 from bgqueue.errors import BadInput
+from bgqueue.logs import register_secret
 
 
 class StrictModel(BaseModel):
@@ -23,6 +24,7 @@ class Credentials(StrictModel):
         value = os.environ.get(self.password_env)
         if value is None:
             raise BadInput(f"environment variable {self.password_env} (password of user {self.user!r}) is not set")
+        register_secret(value)  # from now on no log line of this process can carry it
         return value
 
 

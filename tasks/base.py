@@ -13,7 +13,7 @@ from typing import Callable
 import redis.exceptions
 import sqlalchemy.exc
 
-from bgqueue import lifecycle
+from bgqueue import lifecycle, logs
 from bgqueue.errors import FencedOut
 from bgqueue.lifecycle import Next
 from bgqueue.runtime import Runtime, get_runtime
@@ -36,6 +36,17 @@ def bgqueue_task(name: str, *, time_limit: int = 120, **options):
                     soft_time_limit=max(10, time_limit - 15), **options)
 
 
+def _bind_cluster(deployment_id: str) -> None:
+    """Put the cluster and batch ids on every log line of this task."""
+    try:
+        from bgqueue.store import deployments as deps
+
+        dep = deps.get_deployment(get_runtime().store, deployment_id)
+        logs.bind(cluster=dep.cluster, batch=dep.batch_id)
+    except Exception:  # logging context must never fail a task
+        pass
+
+
 def guarded(name: str):
     """Turn what escapes a deployment task into a recorded outcome: FencedOut stops quietly,
     transient errors retry a few times, anything else marks the deployment FAILED (known state)."""
@@ -44,7 +55,12 @@ def guarded(name: str):
         @functools.wraps(fn)
         def run(self, *args):
             deployment_id = args[-1]
+            with logs.log_context(deployment=deployment_id, task=name):
+                return _run(self, args, deployment_id)
+
+        def _run(self, args, deployment_id):
             try:
+                _bind_cluster(deployment_id)
                 return fn(self, *args)
             except FencedOut as e:
                 log.info("deployment=%s task=%s fenced out: %s", deployment_id, name, e)

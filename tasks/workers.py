@@ -69,9 +69,9 @@ class WorkerProcess:
 
 
 def start_workers(env: dict[str, str], broker_url: str, count: int = 2, concurrency: int = 4,
-                  logdir: Path | None = None, prefix: str = "w") -> list[WorkerProcess]:
+                  logdir: Path | None = None, prefix: str = "w", loglevel: str = "WARNING") -> list[WorkerProcess]:
     """Start ``count`` workers in parallel and wait until each answers."""
-    workers = [WorkerProcess(env, name=f"{prefix}{i + 1}", concurrency=concurrency,
+    workers = [WorkerProcess(env, name=f"{prefix}{i + 1}", concurrency=concurrency, loglevel=loglevel,
                              logfile=(logdir / f"{prefix}{i + 1}.log") if logdir else None).start()
                for i in range(count)]
     try:

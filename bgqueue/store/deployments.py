@@ -6,6 +6,7 @@ touches zero rows another worker owns the deployment now and the caller stops (F
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +18,8 @@ from bgqueue.errors import BadInput, FencedOut
 from bgqueue.phases import TERMINAL, Phase, check_transition
 from bgqueue.store.db import Store
 from bgqueue.store.models import Batch, Deployment, PhaseChange, utcnow
+
+log = logging.getLogger("bgqueue.deployment")
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,8 @@ def transition(store: Store, claim: Claim, target: Phase, reason: str | None = N
             raise FencedOut(f"deployment {claim.deployment_id}: epoch {claim.epoch} / phase {claim.phase} no longer current")
         s.add(PhaseChange(deployment_id=claim.deployment_id, from_phase=claim.phase, to_phase=target,
                           epoch=claim.epoch, reason=reason, at=now))
+    log.info("phase %s -> %s%s", claim.phase, target, f": {reason}" if reason else "",
+             extra={"deployment": claim.deployment_id})
     return Claim(claim.deployment_id, claim.epoch, target)
 
 

@@ -5,6 +5,7 @@ fenced out cannot add to the journal of a deployment another worker now owns.
 """
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -15,6 +16,8 @@ from bgqueue.errors import FencedOut
 from bgqueue.store.db import Store
 from bgqueue.store.deployments import Claim
 from bgqueue.store.models import Checkpoint, Deployment, Step, utcnow
+
+log = logging.getLogger("bgqueue.journal")
 
 
 def _fence(s, claim: Claim) -> None:
@@ -76,10 +79,15 @@ class Journal:
             ms = (time.perf_counter() - t0) * 1000
             facts["error"] = f"{type(e).__name__}: {e}"
             end_step(self.store, step_id, "failed", facts, ms)
+            log.warning("%s.%s failed in %.1f ms: %s", self.procedure, name, ms, facts["error"],
+                        extra={"deployment": self.claim.deployment_id, "step": f"{self.procedure}.{name}"})
             raise
         ms = (time.perf_counter() - t0) * 1000
         self.timings_ms[name] = ms
-        end_step(self.store, step_id, facts.pop("_status", "done"), facts or None, ms)
+        status = facts.pop("_status", "done")
+        end_step(self.store, step_id, status, facts or None, ms)
+        log.info("%s.%s %s in %.1f ms", self.procedure, name, status, ms,
+                 extra={"deployment": self.claim.deployment_id, "step": f"{self.procedure}.{name}"})
 
     def note(self, name: str, status: str = "done", **detail: Any) -> None:
         record_step(self.store, self.claim, self.procedure, name, status, detail or None)
