@@ -297,6 +297,25 @@ def sampler_run(fleet_file: str | None, shard: str | None) -> None:
     run_sampler(get_settings(), fleet_path=fleet_file, shard=parsed)
 
 
+@main.group(cls=_Group)
+def cdc() -> None:
+    """The built-in CDC consumer (binlog → Redis stream), following the writer across switchovers."""
+
+
+@cdc.command("run")
+@click.option("--fleet", "fleet_file", type=click.Path(dir_okay=False),
+              help="the fleet whose binlog pipelines to run (default: the latest batch's fleet file)")
+@click.option("--only", help="comma-separated cluster names")
+def cdc_run(fleet_file: str | None, only: str | None) -> None:
+    import logging
+
+    from bgqueue.cdc.runner import run_consumers
+    from config.settings import get_settings
+
+    logging.getLogger().setLevel(logging.INFO)
+    run_consumers(get_settings(), fleet_file, only=_only(only))
+
+
 # --- demo ----------------------------------------------------------------------------
 
 

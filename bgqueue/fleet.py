@@ -128,6 +128,9 @@ class ClusterSpec(_Strict):
     def _distinct(self) -> "ClusterSpec":
         if (self.blue.host, self.blue.port) == (self.green.host, self.green.port):
             raise ValueError("blue and green are the same endpoint")
+        names = [p.name for p in self.pipelines]
+        if len(names) != len(set(names)):
+            raise ValueError("two pipelines share a name (their state in Redis would collide)")
         return self
 
     def credential_envs(self) -> list[tuple[str, Credentials]]:

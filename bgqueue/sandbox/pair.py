@@ -1,6 +1,7 @@
 """A blue primary and a green GTID replica of it, with the users a bgqueue fleet file names."""
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from concurrent.futures import ThreadPoolExecutor
@@ -58,6 +59,12 @@ class SandboxPasswords:
                    os.environ[MONITOR_PASSWORD_ENV])
 
 
+def native_hash(password: str) -> str:
+    """mysql_native_password's stored form. Users created on blue are binlogged, and a plain
+    IDENTIFIED BY '<password>' would sit in the binlog for any replication reader to see."""
+    return "*" + hashlib.sha1(hashlib.sha1(password.encode()).digest()).hexdigest().upper()
+
+
 class ClusterPair:
     """blue (writable) → green (read_only GTID replica); both carry the replication user."""
 
@@ -104,16 +111,16 @@ class ClusterPair:
             )
             gc.execute("START SLAVE")
             for host in USER_HOSTS:
-                bc.execute(f"CREATE USER '{ADMIN_USER}'@'{host}' IDENTIFIED BY %s", (self.passwords.admin,))
+                bc.execute(f"CREATE USER '{ADMIN_USER}'@'{host}' IDENTIFIED BY PASSWORD %s", (native_hash(self.passwords.admin),))
                 bc.execute(f"GRANT ALL PRIVILEGES ON *.* TO '{ADMIN_USER}'@'{host}' WITH GRANT OPTION")
             bc.execute(f"CREATE DATABASE `{APP_DATABASE}`")
             for host in USER_HOSTS:
                 # Unprivileged on purpose: read_only must stop it (root/SUPER would bypass it).
-                bc.execute(f"CREATE USER '{APP_USER}'@'{host}' IDENTIFIED BY %s", (self.passwords.app,))
+                bc.execute(f"CREATE USER '{APP_USER}'@'{host}' IDENTIFIED BY PASSWORD %s", (native_hash(self.passwords.app),))
                 bc.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON `{APP_DATABASE}`.* TO '{APP_USER}'@'{host}'")
             bc.execute(f"CREATE DATABASE `{META_DATABASE}`")
             for host in USER_HOSTS:
-                bc.execute(f"CREATE USER '{MONITOR_USER}'@'{host}' IDENTIFIED BY %s", (self.passwords.monitor,))
+                bc.execute(f"CREATE USER '{MONITOR_USER}'@'{host}' IDENTIFIED BY PASSWORD %s", (native_hash(self.passwords.monitor),))
                 bc.execute(f"GRANT {MONITOR_PRIVILEGES} ON *.* TO '{MONITOR_USER}'@'{host}'")
                 bc.execute(f"GRANT INSERT, UPDATE, DELETE, CREATE ON `{META_DATABASE}`.* TO '{MONITOR_USER}'@'{host}'")
             self.wait_green_synced(bc, gc)
