@@ -47,8 +47,12 @@ def _configure(home: Path, redis_url: str) -> dict[str, str]:
 
 
 def _demo_fleet(sandbox: Sandbox, workdir: Path) -> Path:
+    from bgqueue.workload import LEDGER_PIPELINE
+
     raw = yaml.safe_load(sandbox.fleet_path.read_text())
     raw["defaults"]["thresholds"].update(DEMO_THRESHOLDS)
+    for c in raw["clusters"]:
+        c["pipelines"] = [dict(LEDGER_PIPELINE)]  # one built-in CDC consumer per cluster
     path = workdir / "fleet.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
@@ -89,7 +93,7 @@ def run_demo(clusters: int = 4, rate: float = 100.0, keep: bool = False, console
     sandbox = Sandbox(workdir / "sandbox", clusters=clusters, detach=False)
     workers: list = []
     loads: list = []
-    sampler = None
+    sampler = consumer = None
     stop = threading.Event()
     try:
         t0 = time.perf_counter()
@@ -101,7 +105,7 @@ def run_demo(clusters: int = 4, rate: float = 100.0, keep: bool = False, console
                       f"{time.perf_counter() - t0:.1f}s ({workdir})")
         from bgqueue.progress import wait_for_batch
         from bgqueue.runtime import get_runtime
-        from bgqueue.workload import start_workload, verify
+        from bgqueue.workload import start_workload, verify, wait_cdc_streaming
         from tasks.batch import enqueue_fleet
         from tasks.workers import start_workers
 
@@ -114,6 +118,12 @@ def run_demo(clusters: int = 4, rate: float = 100.0, keep: bool = False, console
         rt = get_runtime()
         fleet_path = str(_demo_fleet(sandbox, workdir))
         specs = load_fleet(fleet_path).clusters
+        consumer = subprocess.Popen([sys.executable, "-m", "bgqueue.cli", "cdc", "run", "--fleet", fleet_path],
+                                    env=env, cwd=str(Path(__file__).resolve().parent.parent),
+                                    stdout=open(workdir / "cdc.log", "wb"), stderr=subprocess.STDOUT)
+        if not all(wait_cdc_streaming(rt.redis, s) for s in specs):
+            raise RuntimeError(f"the CDC consumer did not start streaming; see {workdir / 'cdc.log'}")
+        console.print(f"cdc: one built-in binlog consumer per cluster streaming appdb.bgq_writes to Redis")
         loads = [start_workload(s, redis_url, rt.routing, app_user="app", app_password=sandbox.passwords.app,
                                 rate_hz=rate) for s in specs]
         console.print(f"writers: {len(loads)} application writers at {rate:g} writes/s each (user 'app')")
@@ -138,9 +148,10 @@ def run_demo(clusters: int = 4, rate: float = 100.0, keep: bool = False, console
                 pass
         for w in workers:
             w.stop()
-        if sampler is not None:
-            sampler.terminate()
-            sampler.wait(10)
+        for proc in (sampler, consumer):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(10)
         sandbox.down()
         if keep:
             console.print(f"kept {workdir}")
@@ -150,6 +161,8 @@ def run_demo(clusters: int = 4, rate: float = 100.0, keep: bool = False, console
 
 def _report(console: Console, rt, specs, loads, rows, verify) -> int:
     from bgqueue.store import validation as records
+    from bgqueue.store import journal
+    from bgqueue.workload import cdc_audit
 
     by_cluster = {d.cluster: d for d in rows}
     checks = Table(title="pre-switchover checks and decision", title_justify="left")
@@ -157,10 +170,10 @@ def _report(console: Console, rt, specs, loads, rows, verify) -> int:
         checks.add_column(col, no_wrap=col != "checks", overflow="fold")
     table = Table(title="demo: per-cluster outcome", title_justify="left")
     for col in ("cluster", "phase", "switch ms", "blocked ms", "switch gap ms", "acked", "rows new", "lost",
-                "reverse replication"):
+                "cdc lost/dup", "reverse replication"):
         table.add_column(col, justify="left" if col in ("cluster", "phase", "reverse replication") else "right",
                          no_wrap=True)
-    switched = rolled_back = lost_total = 0
+    switched = rolled_back = lost_total = cdc_lost = cdc_dup = 0
     max_gap = 0.0
     for spec, load in zip(specs, loads):
         d = by_cluster[spec.name]
@@ -178,16 +191,23 @@ def _report(console: Console, rt, specs, loads, rows, verify) -> int:
         lost_total += v.lost
         max_gap = max(max_gap, gap)
         reverse = _replication_state(spec, replica=old) if did_switch else "-"
+        audit = cdc_audit(rt.redis, spec, load.writer.acked_ids(), primary=new)
+        cdc_lost += audit.lost
+        cdc_dup += audit.duplicates
         table.add_row(spec.name, d.phase, _f(d.switch_duration_ms), _f(d.writes_blocked_ms), f"{gap:.1f}",
-                      str(v.acked), str(v.rows_on_new), str(v.lost), reverse)
+                      str(v.acked), str(v.rows_on_new), str(v.lost), f"{audit.lost}/{audit.duplicates}",
+                      reverse)
         if d.reason and d.phase != "COMPLETED":
             console.print(f"{spec.name}: {d.phase}: {d.reason}")
+        for note in (s for s in journal.steps(rt.store, d.id, "rollback") if s.name == "rolled_back"):
+            console.print(f"{spec.name}: rollback blocked writes for {note.detail['writes_blocked_ms']:.1f} ms")
     console.print(checks)
     console.print(table)
     console.print(f"demo: clusters={len(specs)} switched={switched} lost_writes={lost_total} "
-                  f"max_write_gap_ms={max_gap:.1f} rolled_back={rolled_back}", highlight=False)
+                  f"max_write_gap_ms={max_gap:.1f} rolled_back={rolled_back} cdc_lost={cdc_lost} "
+                  f"cdc_duplicates={cdc_dup}", highlight=False)
     sys.stdout.flush()
-    return 0 if (switched == len(specs) and lost_total == 0) else 1
+    return 0 if (switched == len(specs) and lost_total == 0 and cdc_lost == 0 and cdc_dup == 0) else 1
 
 
 def _switch_windows(rt, deployment_id: str) -> list[tuple[float, float]]:
@@ -198,7 +218,9 @@ def _switch_windows(rt, deployment_id: str) -> list[tuple[float, float]]:
 
     offset = time.time() - time.monotonic()
     windows = []
-    for kind in ("switchover", "rollback"):
+    # Only the switchover: before a fault-driven rollback the application's writes were already
+    # failing, so that gap measures the fault, not the rollback (bench/rollback.py measures those).
+    for kind in ("switchover",):
         steps = {s.name: s for s in journal.steps(rt.store, deployment_id, kind)}
         if "fence" in steps and "flip_routing" in steps and steps["flip_routing"].ended_at:
             t0 = deps.as_aware(steps["fence"].started_at).timestamp() - offset

@@ -34,7 +34,11 @@ def _record(rt: Runtime, deployment_id: str, verdict: str, reasons: list[str]) -
 
 
 def monitor(rt: Runtime, deployment_id: str) -> Next:
-    """One tick of the window (MONITORING): HOLD and tick again, roll back, or complete."""
+    """One tick of the window (MONITORING): HOLD and tick again, roll back, or complete.
+    A rollback this window started goes on here while its CDC pipelines move back."""
+    current = deps.get_deployment(rt.store, deployment_id)
+    if current.phase == Phase.ROLLING_BACK:
+        return rollback.roll_back(rt, deployment_id, current.reason or "rollback")
     claim = lifecycle.claim_in(rt, deployment_id, [Phase.MONITORING])
     if claim is None:
         return DONE

@@ -84,3 +84,27 @@ def verify(spec: ClusterSpec, acked_ids: list[int], new: Endpoint, old: Endpoint
         new_conn.close()
         old_conn.close()
     return Verdict(len(acked_ids), lost_new, lost_old, rows, caught_up)
+
+
+LEDGER_PIPELINE = {"kind": "binlog", "name": "app", "tables": ["appdb.bgq_writes"]}
+
+
+def wait_cdc_streaming(redis_client, spec: ClusterSpec, timeout_s: float = 30.0) -> bool:
+    """The built-in consumer of the cluster's first pipeline is reading (start: current)."""
+    from bgqueue.cdc.consumer_state import ConsumerState
+
+    return ConsumerState(redis_client, spec.name, spec.pipelines[0]).wait_streaming(timeout_s)
+
+
+def cdc_audit(redis_client, spec: ClusterSpec, acked_ids: list[int], primary: Endpoint, timeout_s: float = 30.0):
+    """Every acknowledged write delivered exactly once to the stream of the cluster's first pipeline?
+    Waits until the consumer has delivered everything up to the primary's current position."""
+    from bgqueue.cdc.audit import audit_stream
+    from bgqueue.cdc.consumer_state import ConsumerState
+    from bgqueue.providers.mysql import Server
+
+    state = ConsumerState(redis_client, spec.name, spec.pipelines[0])
+    with Server(primary, spec.admin, label="primary", tls=spec.tls) as server:
+        final = server.gtid_position()
+    state.wait_delivered(final, timeout_s)
+    return audit_stream(redis_client, state.stream, acked_ids)
