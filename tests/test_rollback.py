@@ -7,6 +7,8 @@ import sys
 import time
 
 import pymysql
+import pytest
+import yaml
 from sqlalchemy import update
 
 from bgqueue import rollback
@@ -17,8 +19,20 @@ from bgqueue.store import deployments as deps
 from bgqueue.store import journal
 from bgqueue.store import validation as records
 from bgqueue.store.models import Deployment, utcnow
-from bgqueue.workload import start_workload, verify
+from bgqueue.workload import LEDGER_PIPELINE, cdc_audit, start_workload, verify, wait_cdc_streaming
 from tests.fixtures.bgq import REPO, bgqueue_cli
+
+_CONSUMERS: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_consumers():
+    yield
+    while _CONSUMERS:
+        p = _CONSUMERS.pop()
+        p.terminate()
+        p.wait(20)
+
 
 ROLLBACK_STEPS = ["fence", "checkpoint", "wait_for_new", "promote", "new_coordinates", "flip_routing",
                   "reverse_replication", "rolled_back"]
@@ -35,12 +49,22 @@ def _wait_phase(runtime, dep_id: str, phases: set[str], timeout: float = 60) -> 
     raise AssertionError(f"deployment still {d.phase} ({d.reason}); wanted {phases}")
 
 
-def _switched(pair, fleet_file, runtime, redis_url, sandbox_passwords, **thresholds):
-    """A cluster switched to green, in its monitoring window, under continuous writes."""
+def _switched(pair, fleet_file, runtime, redis_url, sandbox_passwords, cdc_env=None, **thresholds):
+    """A cluster switched to green, in its monitoring window, under continuous writes (and, with
+    ``cdc_env``, a built-in CDC consumer process streaming the writes)."""
     from tasks.batch import enqueue_fleet
 
     path = fleet_file([pair], **thresholds)
+    if cdc_env is not None:
+        doc = yaml.safe_load(path.read_text())
+        doc["clusters"][0]["pipelines"] = [dict(LEDGER_PIPELINE)]
+        path.write_text(yaml.safe_dump(doc))
     spec = load_fleet(path).clusters[0]
+    if cdc_env is not None:
+        consumer = subprocess.Popen([sys.executable, "-m", "bgqueue.cli", "cdc", "run", "--fleet", str(path)],
+                                    env=cdc_env, cwd=str(REPO))
+        _CONSUMERS.append(consumer)
+        assert wait_cdc_streaming(runtime.redis, spec), "the CDC consumer did not start"
     load = start_workload(spec, redis_url, runtime.routing, app_user="app", app_password=sandbox_passwords.app,
                           rate_hz=150)
     opened = enqueue_fleet(str(path))
@@ -107,10 +131,10 @@ def test_rollback_refused_when_reverse_replication_is_stopped(cluster_pair_facto
 
 
 def test_automatic_rollback_when_green_fails_for_the_application(cluster_pair_factory, fleet_file, unique_name,
-                                                                 runtime, celery_workers, sampler_process, redis_url,
-                                                                 sandbox_passwords):
+                                                                 runtime, bgq_env, celery_workers, sampler_process,
+                                                                 redis_url, sandbox_passwords):
     pair = cluster_pair_factory(unique_name("arb"))
-    spec, load, opened, dep_id = _switched(pair, fleet_file, runtime, redis_url, sandbox_passwords,
+    spec, load, opened, dep_id = _switched(pair, fleet_file, runtime, redis_url, sandbox_passwords, cdc_env=bgq_env,
                                            monitor_window_s=60, monitor_tick_s=0.25, monitor_eval_s=2,
                                            rollback_error_rate=5)
     try:
@@ -134,6 +158,11 @@ def test_automatic_rollback_when_green_fails_for_the_application(cluster_pair_fa
     assert load.writer.failures["error"] > 0  # the application did see the fault
     _assert_no_lost_writes_and_forward_replication(spec, load)
     wait_for_batch(runtime, opened.batch_id, timeout=10)
+    # The built-in CDC consumer crossed the switchover AND the rollback: every acknowledged write once.
+    audit = cdc_audit(runtime.redis, spec, load.writer.acked_ids(), primary=spec.blue)
+    assert audit.lost == 0 and audit.duplicates == 0, audit.as_dict()
+    cdc_steps = [s.name for s in journal.steps(runtime.store, dep_id, "cdc")]
+    assert cdc_steps.count("resume") == 2, cdc_steps  # moved to green, then back to blue
 
 
 def test_worker_killed_during_the_rollback_fence_is_recovered(cluster_pair_factory, fleet_file, unique_name, runtime,
