@@ -75,6 +75,27 @@ def fleet_check(file: str, only: str | None, as_json: bool) -> None:
         sys.exit(2)
 
 
+@fleet.command("register")
+@click.argument("file", type=click.Path(dir_okay=False))
+def fleet_register(file: str) -> None:
+    """Include FILE's clusters in the nightly validations."""
+    from bgqueue.nightly import register
+    from bgqueue.runtime import get_runtime
+
+    out.print(f"registered {register(get_runtime(), file)}")
+
+
+@fleet.command("unregister")
+@click.argument("file", type=click.Path(dir_okay=False))
+def fleet_unregister(file: str) -> None:
+    from bgqueue.nightly import unregister
+    from bgqueue.runtime import get_runtime
+
+    if not unregister(get_runtime(), file):
+        raise BadInput(f"{file} is not registered")
+    out.print(f"unregistered {file}")
+
+
 @fleet.command("run")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--only", help="comma-separated cluster names")
@@ -120,13 +141,23 @@ def status(ref: str | None, as_json: bool) -> None:
 
     rt = get_runtime()
     if ref is None:
+        from bgqueue.nightly import latest_run
+
         data = [batch_dict(rt, b.id) for b in deps.recent_batches(rt.store)]
+        night = latest_run(rt)
         if as_json:
-            click.echo(json.dumps(data, indent=2))
-        elif not data:
+            click.echo(json.dumps({"batches": data, "nightly": night}, indent=2))
+            return
+        if not data:
             out.print("no batches yet")
-        for b in ([] if as_json else data):
+        for b in data:
             print_batch(out, b)
+        if night is not None:
+            bad = [r for r in night["results"] if r["status"] != "pass"]
+            out.print(f"nightly run {night['run']} ({night['finished_at']}): {night['clusters']} clusters, "
+                      f"{night['findings']} finding(s)")
+            for r in bad:
+                out.print(f"  [red]{r['cluster']} {r['check']}[/]: {r['reason']}")
         return
     batch = deps.find_batch(rt.store, ref)
     if batch is not None:
@@ -234,6 +265,28 @@ def decommission_cmd(cluster: str, force: bool, yes: bool) -> None:
     if force and not yes:
         raise BadInput("--force ends the possibility of a rollback: confirm with --yes")
     out.print(f"{cluster}: {decommission(rt, dep.id, force=force)}")
+
+
+@main.command("nightly")
+@click.option("--now", "now", is_flag=True, required=True, help="run the nightly validations in this process now")
+@click.option("--json", "as_json", is_flag=True)
+def nightly_cmd(now: bool, as_json: bool) -> None:
+    """The nightly validations of every registered fleet, on demand. Exit 1 when anything is found."""
+    from bgqueue.nightly import registered, run_now
+    from bgqueue.runtime import get_runtime
+
+    rt = get_runtime()
+    if not registered(rt):
+        raise BadInput("no fleet file is registered: bgqueue fleet register FILE")
+    summary = run_now(rt)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        for r in summary["results"]:
+            style = {"pass": "green", "fail": "red", "error": "red"}[r["status"]]
+            out.print(f"{r['cluster']:<12} {r['check']:<22} [{style}]{r['status']}[/] {r['reason'] or ''}")
+        out.print(f"nightly run {summary['run']}: {summary['clusters']} clusters, {summary['findings']} finding(s)")
+    sys.exit(1 if summary["findings"] else 0)
 
 
 # --- sandbox -------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """Celery configuration. Read by tasks.app; every value here is a deliberate choice."""
 from __future__ import annotations
 
+from celery.schedules import crontab
+
 from config.settings import Settings
 
 
@@ -28,6 +30,10 @@ def celery_config(s: Settings) -> dict:
         "worker_hijack_root_logger": False,
         "task_default_queue": "bgqueue",
         "beat_schedule": {
+            # Every registered fleet, every night (the fan-out gives each cluster its own task).
+            "nightly-validations": {"task": "bgqueue.nightly.fan_out",
+                                    "schedule": crontab(hour=s.nightly_hour, minute=0),
+                                    "options": {"expires": 3600}},
             # Old primaries whose retention ended stop replicating and are reported free.
             "decommission-due": {"task": "bgqueue.maintenance.decommission_due", "schedule": 600.0,
                                  "options": {"expires": 540}},

@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = 3600
     max_countdown_s: int = 300
     log_json: bool = False
+    nightly_hour: int = 2  # UTC hour of the nightly validations (Celery beat)
 
     @property
     def effective_store_url(self) -> str:

@@ -3,3 +3,4 @@ from tasks.application import app  # noqa: F401  (celery -A tasks finds `app`)
 import tasks.deployment  # noqa: F401,E402  (registers the tasks)
 import tasks.batch  # noqa: F401,E402
 import tasks.maintenance  # noqa: F401,E402
+import tasks.nightly  # noqa: F401,E402

@@ -187,3 +187,39 @@ class MetricPoint(Base):
     metric: Mapped[str] = mapped_column(String(48))
     ts: Mapped[float] = mapped_column(Float)  # unix seconds
     value: Mapped[float] = mapped_column(Float)
+
+
+class FleetRegistration(Base):
+    """A fleet file the nightly validations cover (`bgqueue fleet register FILE`)."""
+
+    __tablename__ = "fleet_registrations"
+
+    path: Mapped[str] = mapped_column(Text, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class NightlyRun(Base):
+    __tablename__ = "nightly_runs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    trigger: Mapped[str] = mapped_column(String(16))  # beat | manual
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    clusters: Mapped[int] = mapped_column(Integer, default=0)
+    findings: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class NightlyFinding(Base):
+    """Something a nightly validation found wrong (a passing check is recorded with status pass)."""
+
+    __tablename__ = "nightly_findings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("nightly_runs.id"), index=True)
+    cluster: Mapped[str] = mapped_column(String(64))
+    check: Mapped[str] = mapped_column(String(48))
+    status: Mapped[str] = mapped_column(String(8))  # pass | fail | error
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    evidence: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
