@@ -369,6 +369,27 @@ def cdc_run(fleet_file: str | None, only: str | None) -> None:
     run_consumers(get_settings(), fleet_file, only=_only(only))
 
 
+@main.command("exporter")
+@click.option("--port", type=int, default=9108, show_default=True)
+@click.option("--addr", default="127.0.0.1", show_default=True, help="listen address (0.0.0.0 to expose)")
+def exporter_cmd(port: int, addr: str) -> None:
+    """Serve Prometheus metrics (/metrics) computed from the store."""
+    import signal
+    import threading
+
+    from bgqueue.exporter import serve
+    from bgqueue.runtime import get_runtime
+
+    serve(get_runtime().store, port, addr)
+    out.print(f"serving Prometheus metrics on http://{addr}:{port}/metrics")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+
+
 # --- demo ----------------------------------------------------------------------------
 
 
