@@ -39,10 +39,11 @@ def monitor(rt: Runtime, deployment_id: str) -> Next:
     current = deps.get_deployment(rt.store, deployment_id)
     if current.phase == Phase.ROLLING_BACK:
         return rollback.roll_back(rt, deployment_id, current.reason or "rollback")
-    claim = lifecycle.claim_in(rt, deployment_id, [Phase.MONITORING])
-    if claim is None:
+    if current.phase != Phase.MONITORING:
         return DONE
-    dep = deps.get_deployment(rt.store, deployment_id)
+    # Observe first, claim only to act: a tick that HOLDs writes nothing, so it never fences out
+    # an operator's rollback of the same deployment.
+    dep = current
     spec = cluster_spec(dep.spec)
     t = spec.thresholds
     lifecycle.refresh_lock(rt, dep)
@@ -54,6 +55,9 @@ def monitor(rt: Runtime, deployment_id: str) -> Next:
     if base is None:
         started = (deps.as_aware(dep.switch_started_at) or utcnow()).timestamp()
         base = monitoring.baseline(metrics, spec, started)
+        claim = lifecycle.claim_in(rt, deployment_id, [Phase.MONITORING])
+        if claim is None:
+            return DONE
         deps.update_fenced(rt.store, claim, baseline=base)
     if dep.provider == "rds":  # no SQL sampling: the cluster's CloudWatch alarms speak for it
         from bgqueue.providers.rds.checks import alarms_in_alarm
@@ -65,6 +69,9 @@ def monitor(rt: Runtime, deployment_id: str) -> Next:
     decision = decide_monitoring(fig, base, error_rate=t.rollback_error_rate, p99_ratio=t.rollback_p99_ratio,
                                  p99_floor_ms=t.rollback_p99_floor_ms)
     if decision.verdict == ROLLBACK:
+        claim = lifecycle.claim_in(rt, deployment_id, [Phase.MONITORING])
+        if claim is None:
+            return DONE
         _record(rt, deployment_id, ROLLBACK, decision.reasons)
         Journal(rt.store, claim, "monitor").note("breach", "failed", figures=fig.as_dict(), baseline=base,
                                                  reasons=decision.reasons, auto_rollback=t.auto_rollback)
@@ -78,6 +85,9 @@ def monitor(rt: Runtime, deployment_id: str) -> Next:
     deadline = deps.as_aware(dep.phase_deadline)
     if deadline is not None and utcnow() < deadline:
         return Next(wait_s=min(t.monitor_tick_s, max(0.05, (deadline - utcnow()).total_seconds())))
+    claim = lifecycle.claim_in(rt, deployment_id, [Phase.MONITORING])
+    if claim is None:
+        return DONE
     return _complete(rt, claim, spec, fig.as_dict(), base)
 
 

@@ -9,7 +9,7 @@ then the CDC pipelines move back from the rollback checkpoint.
 from __future__ import annotations
 
 from bgqueue import gtid, lifecycle
-from bgqueue.errors import BgqueueError
+from bgqueue.errors import BgqueueError, FencedOut
 from bgqueue.fleet import ClusterSpec
 from bgqueue.lifecycle import DONE, Next
 from bgqueue.phases import Phase
@@ -70,22 +70,42 @@ def preconditions(rt: Runtime, dep: Deployment) -> list[str]:
     return problems
 
 
+def _begin(rt: Runtime, dep: Deployment, reason: str):
+    """Check the preconditions, take the cluster lock, then claim and move to ROLLING_BACK.
+    None when refused (recorded in the journal) or when another worker moved the deployment on."""
+    problems = preconditions(rt, dep)
+    if not problems and not rt.locks.acquire(dep.cluster, dep.batch_id, rt.settings.lock_ttl_s):
+        problems.append(f"another operation took cluster {dep.cluster!r} (lock held by {rt.locks.holder(dep.cluster)})")
+    for _ in range(5):  # a monitoring tick may claim the row between our claim and transition
+        claim = deps.claim(rt.store, dep.id, lifecycle.OWNER, list(ROLLBACK_FROM))
+        if claim is None:
+            return None
+        try:
+            if problems:
+                Journal(rt.store, claim, "rollback").note("refused", "failed", reason=reason, problems=problems)
+                return None
+            return deps.transition(rt.store, claim, Phase.ROLLING_BACK, reason=reason)
+        except FencedOut:
+            continue
+    return None
+
+
 def roll_back(rt: Runtime, deployment_id: str, reason: str = "manual rollback") -> Next:
-    """Run (or resume) the rollback of one deployment. Records ROLLED_BACK, or FAILED with why."""
-    claim = deps.claim(rt.store, deployment_id, lifecycle.OWNER, [*ROLLBACK_FROM, Phase.ROLLING_BACK])
+    """Run (or resume) the rollback of one deployment. Records ROLLED_BACK, or FAILED with why.
+
+    The servers are observed (preconditions) before the deployment is claimed, so that the
+    claim → ROLLING_BACK transition is a few ms: monitoring ticks claim the same row."""
+    dep = deps.get_deployment(rt.store, deployment_id)
+    if dep.phase == Phase.ROLLING_BACK:
+        claim = deps.claim(rt.store, deployment_id, lifecycle.OWNER, [Phase.ROLLING_BACK])
+        resume = True
+    elif dep.phase in ROLLBACK_FROM:
+        claim, resume = _begin(rt, dep, reason), False
+    else:
+        return DONE
     if claim is None:
         return DONE
-    dep = deps.get_deployment(rt.store, deployment_id)
     spec = ClusterSpec.model_validate(dep.spec)
-    resume = claim.phase == Phase.ROLLING_BACK
-    if not resume:
-        problems = preconditions(rt, dep)
-        if not problems and not rt.locks.acquire(spec.name, dep.batch_id, rt.settings.lock_ttl_s):
-            problems.append(f"another operation took cluster {spec.name!r} (lock held by {rt.locks.holder(spec.name)})")
-        if problems:
-            Journal(rt.store, claim, "rollback").note("refused", "failed", reason=reason, problems=problems)
-            return DONE
-        claim = deps.transition(rt.store, claim, Phase.ROLLING_BACK, reason=reason)
     journal = Journal(rt.store, claim, "rollback")
     done_steps = {s.name for s in journals.steps(rt.store, deployment_id, "rollback") if s.status == "done"}
     if "reverse_replication" not in done_steps:
