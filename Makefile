@@ -4,13 +4,16 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
 
-.PHONY: demo test bench system-deps venv lint clean flower
+.PHONY: demo test bench system-deps system-deps-test venv clean flower
 
 demo: system-deps venv
 	$(BIN)/bgqueue demo
 
-test: system-deps venv
+test: system-deps-test venv
 	$(BIN)/python -m pytest
+
+flower: venv
+	$(BIN)/celery -A tasks flower --conf=config/flower.py --port=5555
 
 bench: system-deps venv
 	$(BIN)/python bench/switchover.py
@@ -21,6 +24,10 @@ bench: system-deps venv
 
 system-deps:
 	@scripts/ensure-system-deps.sh
+
+# make test also renders the batch report in headless Chromium.
+system-deps-test:
+	@scripts/ensure-system-deps.sh --test
 
 venv: $(STAMP)
 

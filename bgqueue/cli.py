@@ -289,6 +289,20 @@ def nightly_cmd(now: bool, as_json: bool) -> None:
     sys.exit(1 if summary["findings"] else 0)
 
 
+@main.command("report")
+@click.argument("batch_ref", metavar="BATCH_ID")
+@click.option("--html", "html_out", required=True, type=click.Path(dir_okay=False),
+              help="write the report to this file (one self-contained HTML file)")
+def report(batch_ref: str, html_out: str) -> None:
+    """Write the report of BATCH_ID (an id or a unique prefix) from the store: per cluster, the
+    timeline of steps and phases, checks and decisions, checkpoints, and plots around the switchover."""
+    from bgqueue.report import write_batch_report
+    from bgqueue.runtime import get_runtime
+
+    path = write_batch_report(get_runtime().store, batch_ref, html_out)
+    out.print(f"report: {path}", highlight=False)
+
+
 # --- sandbox -------------------------------------------------------------------------
 
 
@@ -397,11 +411,13 @@ def exporter_cmd(port: int, addr: str) -> None:
 @click.option("--clusters", type=click.IntRange(1, 32), default=4, show_default=True)
 @click.option("--rate", type=float, default=100.0, show_default=True, help="writes per second per cluster")
 @click.option("--keep", is_flag=True, help="keep the sandbox directory (logs, store)")
-def demo(clusters: int, rate: float, keep: bool) -> None:
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default="var/demo-report.html",
+              show_default=True, help="where the batch's HTML report is written")
+def demo(clusters: int, rate: float, keep: bool, report_path: str) -> None:
     """Switch a local sandbox fleet under continuous writes, then tear it down."""
     from bgqueue.demo import run_demo
 
-    sys.exit(run_demo(clusters=clusters, rate=rate, keep=keep, console=out))
+    sys.exit(run_demo(clusters=clusters, rate=rate, keep=keep, console=out, report_path=report_path))
 
 
 if __name__ == "__main__":

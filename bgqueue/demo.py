@@ -85,7 +85,7 @@ def _fault_when_monitoring(rt, dep_id: str, pair, console: Console, stop: thread
 
 
 def run_demo(clusters: int = 4, rate: float = 100.0, keep: bool = False, console: Console | None = None,
-             fault: bool = True) -> int:
+             fault: bool = True, report_path: str | Path = "var/demo-report.html") -> int:
     console = console or Console()
     if not console.is_terminal:
         console.width = max(console.width, 140)
@@ -138,6 +138,7 @@ def run_demo(clusters: int = 4, rate: float = 100.0, keep: bool = False, console
         time.sleep(1.0)  # the writers go on against the new primaries
         for w in loads:
             w.stop()
+        _write_report(console, rt, opened.batch_id, Path(report_path))
         return _report(console, rt, specs, loads, rows, verify)
     finally:
         stop.set()
@@ -157,6 +158,18 @@ def run_demo(clusters: int = 4, rate: float = 100.0, keep: bool = False, console
             console.print(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _write_report(console: Console, rt, batch_id: str, out: Path) -> Path:
+    """The batch's HTML report, drawn from the store: written while the sampler still runs (it
+    writes the last phase's points within ~2 s of the end) and kept after the sandbox is gone."""
+    from bgqueue.report import wait_for_metrics, write_batch_report
+
+    if not wait_for_metrics(rt.store, batch_id, timeout=15):
+        console.print("[yellow]report: the sampler has not written every last phase yet; plots may end early[/]")
+    path = write_batch_report(rt.store, batch_id, out)
+    console.print(f"report: {path}", highlight=False)
+    return path
 
 
 def _report(console: Console, rt, specs, loads, rows, verify) -> int:

@@ -29,10 +29,42 @@ MAX_TRANSIENT_RETRIES = 5
 Step = Callable[[Runtime, str], Next]
 
 
+_SHOWN_MAX = 64  # longer strings are not ids
+
+
+def _shown(value):
+    """An argument as Flower and the broker's task-sent events may show it: ids and small plain
+    values as they are; anything else (a chord's results, a dict) as its kind and size only."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return value if len(value) <= _SHOWN_MAX else _Hidden(f"<str of {len(value)} chars>")
+    if isinstance(value, (list, tuple)) and len(value) <= 16 and all(
+            isinstance(v, str) and len(v) <= _SHOWN_MAX for v in value):
+        return value  # a chord body's list of deployment ids
+    size = f" of {len(value)}" if hasattr(value, "__len__") else ""
+    return _Hidden(f"<{type(value).__name__}{size}>")
+
+
+class _Hidden(str):
+    def __repr__(self) -> str:
+        return str(self)
+
+
+class BgqueueTask(app.Task):
+    """Every bgqueue task: its ``argsrepr``/``kwargsrepr`` (what Flower shows) carry ids only, also
+    for chord callbacks, whose results are prepended to their arguments by the worker."""
+
+    def apply_async(self, args=None, kwargs=None, **options):
+        options.setdefault("argsrepr", repr(tuple(_shown(a) for a in (args or ()))))
+        options.setdefault("kwargsrepr", repr({k: _shown(v) for k, v in (kwargs or {}).items()}))
+        return super().apply_async(args, kwargs, **options)
+
+
 def bgqueue_task(name: str, *, time_limit: int = 120, **options):
     """``@app.task`` with the project's fixed options: late acks, explicit limits, unlimited
     countdown re-enqueues (each step bounds its own waiting by a deadline in the store)."""
-    return app.task(name=name, acks_late=True, max_retries=None, time_limit=time_limit,
+    return app.task(name=name, base=BgqueueTask, acks_late=True, max_retries=None, time_limit=time_limit,
                     soft_time_limit=max(10, time_limit - 15), **options)
 
 

@@ -5,7 +5,8 @@ messages per second and a worker slot per sample. The sampler sends ZERO broker 
 sample — it never touches Celery. Per tick it writes every cluster's sample to Redis in one
 pipeline (one round trip). Between ticks a background thread re-reads the targets from the store
 (every ``refresh_s``) and the routes (every ``route_refresh_s``, one pipeline), and writes the
-per-phase summaries of deployments that changed phase.
+per-phase summaries and downsampled points (the report plots them) of deployments that
+changed phase.
 
 Each cluster's sample (see bgqueue.metrics.probe) runs in a thread pool (default 16 threads:
 the work is mostly waiting on servers; more threads only add GIL contention, which also inflates

@@ -1,8 +1,12 @@
-"""Per-phase summaries of the samples of one deployment, written to the store (``metric_summaries``).
+"""Per-phase summaries of the samples of one deployment, written to the store (``metric_summaries``),
+with the phase's downsampled points (``metric_points``).
 
 The samples stay in Redis with bounded retention; the summary is what the audit trail keeps:
 for each metric of each phase, count, min, max, mean, p50, p95, p99 and the phase's bounds.
-The sampler writes them when it notices that a deployment left a phase (``PhaseTracker``).
+Alongside, the metrics the batch report plots (``POINT_METRICS``) are kept as about one point
+per second (the mean of each second's samples), so the report can be drawn after Redis has
+dropped the samples and after the servers are gone.
+The sampler writes both when it notices that a deployment left a phase (``PhaseTracker``).
 """
 from __future__ import annotations
 
@@ -11,14 +15,19 @@ import math
 import time
 from datetime import datetime, timezone
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 
-from bgqueue.metrics.samples import MetricsStore
+from bgqueue.metrics.samples import MetricsStore, Sample
 from bgqueue.store.db import Store
 from bgqueue.store.deployments import as_aware
-from bgqueue.store.models import Deployment, MetricSummary, PhaseChange
+from bgqueue.store.models import Deployment, MetricPoint, MetricSummary, PhaseChange
 
 log = logging.getLogger(__name__)
+
+# What the batch report plots: replication lag, write latency percentiles, errors, throughput.
+POINT_METRICS: tuple[str, ...] = ("lag_ms", "probe_p50_ms", "probe_p95_ms", "probe_p99_ms", "errors_per_s",
+                                  "qps", "writes_per_s", "threads_connected")
+POINT_BUCKET_S = 1.0
 
 
 def _pct(ordered: list[float], q: float) -> float:
@@ -26,14 +35,34 @@ def _pct(ordered: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
+def downsample(samples: list[Sample], metrics: tuple[str, ...] = POINT_METRICS,
+               bucket_s: float = POINT_BUCKET_S) -> list[tuple[str, float, float]]:
+    """``(metric, ts, value)``: per metric, one point per ``bucket_s``-second bucket (aligned on the
+    unix epoch) that holds a sample of it; ``value`` is the mean of the bucket's values and ``ts``
+    the mean of their timestamps (so a point stays inside the window its samples came from).
+    Sorted by metric, then time."""
+    buckets: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for s in samples:
+        slot = math.floor(s.ts / bucket_s)
+        for name in metrics:
+            value = s.values.get(name)
+            if value is not None and math.isfinite(value):
+                buckets.setdefault((name, slot), []).append((s.ts, value))
+    return [(name, sum(t for t, _ in items) / len(items), sum(v for _, v in items) / len(items))
+            for (name, _), items in sorted(buckets.items())]
+
+
 def summarize_phase(store: Store, metrics_store: MetricsStore, deployment_id: str, cluster: str,
                     phase: str, t0: float, t1: float) -> int:
-    """Write one MetricSummary row per metric sampled on ``cluster`` in [t0, t1] (unix seconds).
+    """Write one MetricSummary row per metric sampled on ``cluster`` in [t0, t1] (unix seconds), and
+    the phase's points of ``POINT_METRICS`` (``downsample``, from the samples with t0 <= ts < t1:
+    half-open, so that consecutive phases never share a point).
 
-    Replaces the rows already stored for (deployment_id, phase), so running it again — another
+    Replaces the summary rows already stored for (deployment_id, phase) and the points already
+    stored for the deployment in [t0, t1), in one transaction, so running it again — another
     sampler process, a restart — never duplicates them. Only samples still retained in Redis
     are summarised (``count`` says how many); with none, nothing is written. started_at and
-    ended_at are the phase's bounds t0 and t1. Returns the number of rows written.
+    ended_at are the phase's bounds t0 and t1. Returns the number of summary rows written.
     """
     samples = metrics_store.range(cluster, t0, t1)
     by_metric: dict[str, list[float]] = {}
@@ -51,11 +80,27 @@ def summarize_phase(store: Store, metrics_store: MetricsStore, deployment_id: st
             min=values[0], max=values[-1], mean=sum(values) / len(values),
             p50=_pct(values, 50), p95=_pct(values, 95), p99=_pct(values, 99),
             started_at=started, ended_at=ended))
+    points = [{"deployment_id": deployment_id, "metric": name, "ts": ts, "value": value}
+              for name, ts, value in downsample([x for x in samples if x.ts < t1])]
     with store.session() as s:
         s.execute(delete(MetricSummary).where(MetricSummary.deployment_id == deployment_id,
                                               MetricSummary.phase == str(phase)))
         s.add_all(rows)
+        s.execute(delete(MetricPoint).where(MetricPoint.deployment_id == deployment_id,
+                                            MetricPoint.metric.in_(POINT_METRICS),
+                                            MetricPoint.ts >= t0, MetricPoint.ts < t1))
+        if points:
+            s.execute(insert(MetricPoint), points)
     return len(rows)
+
+
+def metric_points(store: Store, deployment_id: str, metric: str) -> list[tuple[float, float]]:
+    """``(ts, value)`` of one metric of a deployment as the store keeps it, oldest first."""
+    with store.session() as s:
+        return [(ts, v) for ts, v in s.execute(
+            select(MetricPoint.ts, MetricPoint.value)
+            .where(MetricPoint.deployment_id == deployment_id, MetricPoint.metric == metric)
+            .order_by(MetricPoint.ts))]
 
 
 def phase_windows(store: Store, deployment_id: str) -> list[tuple[str, float, float | None]]:

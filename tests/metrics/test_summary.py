@@ -1,4 +1,5 @@
-"""Per-phase summaries: exact statistics, replace-not-duplicate, phase windows from the history."""
+"""Per-phase summaries and points: exact statistics, per-second means, replace-not-duplicate, phase
+windows from the history."""
 import time
 
 import pytest
@@ -6,11 +7,13 @@ import redis
 from sqlalchemy import select
 
 from bgqueue.metrics.samples import MetricsStore
-from bgqueue.metrics.summary import PhaseTracker, phase_windows, summarize_phase
+from bgqueue.metrics.samples import Sample
+from bgqueue.metrics.summary import (POINT_METRICS, PhaseTracker, downsample, metric_points, phase_windows,
+                                     summarize_phase)
 from bgqueue.phases import Phase
 from bgqueue.store import deployments as deps
 from bgqueue.store.db import Store
-from bgqueue.store.models import MetricSummary
+from bgqueue.store.models import MetricPoint, MetricSummary
 
 SPEC = {"name": "x", "provider": "mysql", "blue": {"host": "h", "port": 1}, "green": {"host": "h", "port": 2}}
 
@@ -100,3 +103,66 @@ def test_tracker_summarises_each_ended_phase_once(store, metrics, unique_name):
     assert tracker.observe({}) == 1  # it ended: its last phase is summarised, once
     assert rows(store, dep_id)[("SYNCING", "lag_ms")].mean == 8.0
     assert tracker.observe({}) == 0 and len(rows(store, dep_id)) == 3
+
+
+def all_points(store, dep_id: str) -> list[tuple[str, float, float]]:
+    with store.session() as s:
+        return [(m, ts, v) for m, ts, v in s.execute(
+            select(MetricPoint.metric, MetricPoint.ts, MetricPoint.value)
+            .where(MetricPoint.deployment_id == dep_id).order_by(MetricPoint.metric, MetricPoint.ts))]
+
+
+def test_downsample_is_the_mean_of_each_second_and_keeps_only_plotted_metrics():
+    t0 = 1_700_000_000.0
+    samples = [Sample(t0 + i * 0.25, {"lag_ms": float(i), "bp_hit_ratio": 1.0, **({"qps": 10.0} if i < 2 else {})})
+               for i in range(8)]
+    samples.append(Sample(t0 + 5.5, {"lag_ms": float("nan"), "qps": 4.0}))  # a gap of 3 s, then a NaN lag
+    assert downsample(samples) == [
+        ("lag_ms", t0 + 0.375, 1.5), ("lag_ms", t0 + 1.375, 5.5),
+        ("qps", t0 + 0.125, 10.0), ("qps", t0 + 5.5, 4.0),
+    ]
+    assert downsample(samples, ("lag_ms",), bucket_s=2.0) == [("lag_ms", t0 + 0.875, 3.5)]
+
+
+def test_points_are_stored_per_phase_half_open_and_rerun_replaces(store, metrics, unique_name):
+    cluster = unique_name("pts")
+    dep_id = new_deployment(store, cluster)
+    t0 = 1_700_000_000.0
+    for i in range(80):  # 20 s at 4 Hz: lag_ms = i, qps 100, writes only in the second phase
+        metrics.append(cluster, t0 + i * 0.25, {"lag_ms": float(i), "qps": 100.0, "bp_hit_ratio": 0.5,
+                                                **({"writes_per_s": 7.0} if i >= 40 else {})})
+    t1, t2 = t0 + 10, t0 + 20
+    # The summaries count the sample at t1 (closed window: writes_per_s has 1 sample), the points do not.
+    assert summarize_phase(store, metrics, dep_id, cluster, "SYNCING", t0, t1) == 4
+    first = all_points(store, dep_id)
+    lag = [(ts, v) for m, ts, v in first if m == "lag_ms"]
+    # One point per second, the mean of its 4 samples; the sample at t1 belongs to the next phase.
+    assert lag == [(pytest.approx(t0 + k + 0.375), 4 * k + 1.5) for k in range(10)]
+    assert {m for m, _, _ in first} == {"lag_ms", "qps"}  # bp_hit_ratio is not plotted; writes start at t1
+    assert summarize_phase(store, metrics, dep_id, cluster, "READY", t1, t2) == 4
+    both = all_points(store, dep_id)
+    assert len([p for p in both if p[0] == "lag_ms"]) == 20 and len([p for p in both if p[0] == "writes_per_s"]) == 10
+    assert min(ts for m, ts, _ in both if m == "writes_per_s") >= t1
+    # Again (another sampler, a restart): the same rows, never duplicated; the other phase untouched.
+    summarize_phase(store, metrics, dep_id, cluster, "SYNCING", t0, t1)
+    summarize_phase(store, metrics, dep_id, cluster, "READY", t1, t2)
+    assert all_points(store, dep_id) == both
+    assert metric_points(store, dep_id, "lag_ms") == [(ts, v) for m, ts, v in both if m == "lag_ms"]
+    assert set(POINT_METRICS) >= {m for m, _, _ in both}
+
+
+def test_tracker_writes_the_points_of_ended_phases(store, metrics, unique_name):
+    cluster = unique_name("tpt")
+    dep_id = new_deployment(store, cluster)
+    tracker = PhaseTracker(store, metrics)
+    tracker.observe({dep_id: (cluster, "PENDING")})
+    claim = deps.claim(store, dep_id, "t", [Phase.PENDING])
+    start = time.time()
+    for i in range(6):
+        metrics.append(cluster, start + i * 0.01, {"probe_p99_ms": 2.0 + i, "errors_per_s": 0.0})
+    time.sleep(0.1)
+    deps.transition(store, claim, Phase.PREPARING)
+    assert tracker.observe({dep_id: (cluster, "PREPARING")}) == 2
+    got = all_points(store, dep_id)
+    assert [m for m, _, _ in got].count("probe_p99_ms") in (1, 2)  # the 6 samples span at most 2 seconds
+    assert sum(v for m, _, v in got if m == "errors_per_s") == 0.0 and ("probe_p99_ms" in {m for m, _, _ in got})
