@@ -95,7 +95,11 @@ def main() -> None:
             from bgqueue.store import journal
 
             note = [s for s in journal.steps(rt.store, dep_id, "rollback") if s.name == "rolled_back"][-1]
-            blocked.append(note.detail["writes_blocked_ms"])
+            if note.detail.get("writes_blocked_ms") is not None:
+                blocked.append(note.detail["writes_blocked_ms"])
+            resumed = any(s.name == "observe" for s in journal.steps(rt.store, dep_id, "rollback"))
+            if resumed:
+                raise SystemExit(f"rollback {i} was resumed by a second runner: the measurement is not clean")
 
         floor = []
         for _ in range(args.rollbacks):

@@ -18,6 +18,9 @@ from bgqueue.store.journal import Journal
 from bgqueue.store.models import utcnow
 
 
+AUTOMATIC = "automatic rollback: "
+
+
 def _unhealthy_pipelines(rt: Runtime, spec) -> tuple[str, ...]:
     if not spec.pipelines:
         return ()
@@ -38,7 +41,9 @@ def monitor(rt: Runtime, deployment_id: str) -> Next:
     A rollback this window started goes on here while its CDC pipelines move back."""
     current = deps.get_deployment(rt.store, deployment_id)
     if current.phase == Phase.ROLLING_BACK:
-        return rollback.roll_back(rt, deployment_id, current.reason or "rollback")
+        if (current.reason or "").startswith(AUTOMATIC):
+            return rollback.roll_back(rt, deployment_id, current.reason)
+        return DONE  # an operator's rollback: its own task carries it (two runners would fence each other)
     if current.phase != Phase.MONITORING:
         return DONE
     # Observe first, claim only to act: a tick that HOLDs writes nothing, so it never fences out
@@ -81,7 +86,7 @@ def monitor(rt: Runtime, deployment_id: str) -> Next:
                 lifecycle.end(rt, claim, Phase.FAILED, "breach: " + "; ".join(decision.reasons) +
                               " — and rollback is not possible: " + "; ".join(problems))
                 return DONE
-            return rollback.roll_back(rt, deployment_id, "automatic rollback: " + "; ".join(decision.reasons))
+            return rollback.roll_back(rt, deployment_id, AUTOMATIC + "; ".join(decision.reasons))
     deadline = deps.as_aware(dep.phase_deadline)
     if deadline is not None and utcnow() < deadline:
         return Next(wait_s=min(t.monitor_tick_s, max(0.05, (deadline - utcnow()).total_seconds())))
