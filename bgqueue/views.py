@@ -23,12 +23,20 @@ def _iso(dt: datetime | None) -> str | None:
     return dt.isoformat(timespec="milliseconds") if dt else None
 
 
+def _endpoint(spec: dict, side: str) -> str:
+    """host:port (mysql), or the RDS source identifier / its green counterpart (rds)."""
+    if side in spec:
+        return f"{spec[side]['host']}:{spec[side]['port']}"
+    source = spec.get("db_instance_identifier") or spec.get("db_cluster_identifier") or "?"
+    return source if side == "blue" else f"green of {source}"
+
+
 def deployment_dict(rt: Runtime, dep, detail: bool = False) -> dict:
     out = {
         "deployment": dep.id, "batch": dep.batch_id, "cluster": dep.cluster, "provider": dep.provider,
         "phase": dep.phase, "epoch": dep.epoch, "reason": dep.reason,
-        "blue": f"{dep.spec['blue']['host']}:{dep.spec['blue']['port']}",
-        "green": f"{dep.spec['green']['host']}:{dep.spec['green']['port']}",
+        "blue": _endpoint(dep.spec, "blue"),
+        "green": _endpoint(dep.spec, "green"),
         "switch_duration_ms": dep.switch_duration_ms, "writes_blocked_ms": dep.writes_blocked_ms,
         "created_at": _iso(dep.created_at), "finished_at": _iso(dep.finished_at),
         "switched": Phase(dep.phase) in SWITCHED,
