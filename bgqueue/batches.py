@@ -73,6 +73,7 @@ def summarize(rt: Runtime, batch_id: str) -> dict:
         clusters.append({
             "cluster": d.cluster, "deployment": d.id, "phase": d.phase, "reason": d.reason,
             "switch_duration_ms": d.switch_duration_ms, "writes_blocked_ms": d.writes_blocked_ms,
+            "green_cost_per_hour": ((d.facts or {}).get("cost") or {}).get("green_per_hour"),
         })
     phases = [Phase(d.phase) for d in rows]
     summary = {

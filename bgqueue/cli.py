@@ -180,7 +180,7 @@ def status(ref: str | None, as_json: bool) -> None:
 @click.option("--note", default=None)
 def signoff(cluster: str, team: str, by: str, fleet_file: str | None, note: str | None) -> None:
     """Record TEAM's sign-off of the change CLUSTER is to receive (valid for that change only)."""
-    from bgqueue.fleet import ClusterSpec, load_fleet
+    from bgqueue.fleet import cluster_spec, load_fleet
     from bgqueue.runtime import get_runtime
     from bgqueue.store import deployments as deps
     from bgqueue.store import validation as records
@@ -192,7 +192,7 @@ def signoff(cluster: str, team: str, by: str, fleet_file: str | None, note: str 
         dep = deps.active_deployment(rt.store, cluster)
         if dep is None:
             raise BadInput(f"cluster {cluster!r} has no deployment in flight; name the change with --fleet FILE")
-        spec = ClusterSpec.model_validate(dep.spec)
+        spec = cluster_spec(dep.spec)
     if team not in spec.signoffs:
         raise BadInput(f"team {team!r} is not a sign-off team of cluster {cluster!r} "
                        f"(teams: {', '.join(spec.signoffs) or 'none'})")

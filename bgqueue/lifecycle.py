@@ -87,7 +87,7 @@ def fail(rt: Runtime, deployment_id: str, reason: str) -> bool:
 
 def prepare(rt: Runtime, deployment_id: str) -> Next:
     """PENDING → PREPARING → SYNCING: reach both servers, learn what they are, check the topology."""
-    if deps.get_deployment(rt.store, deployment_id).provider == "rds":
+    if deps.identity(rt.store, deployment_id).provider == "rds":
         return _rds_steps().prepare(rt, deployment_id)
     claim = deps.claim(rt.store, deployment_id, OWNER, [Phase.PENDING])
     if claim is None:
@@ -136,7 +136,7 @@ def prepare(rt: Runtime, deployment_id: str) -> Next:
 
 def wait_for_sync(rt: Runtime, deployment_id: str) -> Next:
     """SYNCING → VALIDATING once green's lag is below the threshold; NO_GO at the deadline."""
-    if deps.get_deployment(rt.store, deployment_id).provider == "rds":
+    if deps.identity(rt.store, deployment_id).provider == "rds":
         return _rds_steps().wait_for_sync(rt, deployment_id)
     claim = deps.claim(rt.store, deployment_id, OWNER, [Phase.SYNCING])
     if claim is None:
@@ -172,7 +172,7 @@ def switch(rt: Runtime, deployment_id: str) -> Next:
 
     Picked up in SWITCHING (a worker died mid-procedure): resume, observing the servers first.
     """
-    if deps.get_deployment(rt.store, deployment_id).provider == "rds":
+    if deps.identity(rt.store, deployment_id).provider == "rds":
         return _rds_steps().switch(rt, deployment_id)
     claim = deps.claim(rt.store, deployment_id, OWNER, [Phase.READY, Phase.SWITCHING])
     if claim is None:

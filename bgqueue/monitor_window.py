@@ -59,7 +59,8 @@ def monitor(rt: Runtime, deployment_id: str) -> Next:
     base = dep.baseline
     if base is None:
         started = (deps.as_aware(dep.switch_started_at) or utcnow()).timestamp()
-        base = monitoring.baseline(metrics, spec, started)
+        # rds: no SQL sampling of blue, so no baseline (its CloudWatch alarms are the figure)
+        base = {} if dep.provider == "rds" else monitoring.baseline(metrics, spec, started)
         claim = lifecycle.claim_in(rt, deployment_id, [Phase.MONITORING])
         if claim is None:
             return DONE

@@ -26,8 +26,9 @@ ROLLBACK_FROM = (Phase.CDC_MIGRATING, Phase.MONITORING, Phase.COMPLETED)
 def preconditions(rt: Runtime, dep: Deployment) -> list[str]:
     """Why a rollback of ``dep`` would be refused now (empty: it may go). Observes, changes nothing."""
     if dep.provider == "rds":
+        old = ((dep.facts or {}).get("old") or {}).get("identifier", "the -old copy")
         return ["an RDS blue/green switchover leaves the old environment without replication from the new one: "
-                "rollback is not available for provider rds (restore from the -old instance by hand)"]
+                f"rollback is not available for provider rds ({old} is kept until the retention period ends)"]
     spec = ClusterSpec.model_validate(dep.spec)
     if Phase(dep.phase) not in ROLLBACK_FROM:
         return [f"deployment {dep.id} is {dep.phase}: rollback is possible only after a switchover "

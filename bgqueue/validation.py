@@ -48,7 +48,7 @@ def run_named_check(rt: Runtime, deployment_id: str, name: str) -> dict:
         spec = cluster_spec(dep.spec)
         blue, green = lifecycle.servers(spec) if isinstance(spec, ClusterSpec) else (None, None)
         ctx = CheckContext(spec=spec, blue=blue, green=green, store=rt.store, deployment_id=deployment_id,
-                           metrics=metrics_store(rt))
+                           metrics=metrics_store(rt), extra={"facts": dep.facts or {}})
         try:
             result = run_check(name, check_named(name), ctx)
         finally:

@@ -40,6 +40,7 @@ def deployment_dict(rt: Runtime, dep, detail: bool = False) -> dict:
         "switch_duration_ms": dep.switch_duration_ms, "writes_blocked_ms": dep.writes_blocked_ms,
         "created_at": _iso(dep.created_at), "finished_at": _iso(dep.finished_at),
         "switched": Phase(dep.phase) in SWITCHED,
+        "green_cost_per_hour": ((dep.facts or {}).get("cost") or {}).get("green_per_hour"),
     }
     if detail:
         out["phases"] = [{"from": p.from_phase, "to": p.to_phase, "at": _iso(p.at), "reason": p.reason}
@@ -66,26 +67,31 @@ def deployment_dict(rt: Runtime, dep, detail: bool = False) -> dict:
 def batch_dict(rt: Runtime, batch_id: str) -> dict:
     b = deps.get_batch(rt.store, batch_id)
     rows = [deployment_dict(rt, d) for d in deps.batch_deployments(rt.store, batch_id)]
+    coexisting = [r["green_cost_per_hour"] for r in rows
+                  if r["green_cost_per_hour"] and r["phase"] not in ("NO_GO", "ROLLED_BACK")]
     return {"batch": b.id, "fleet": b.fleet_name, "status": b.status, "requested_by": b.requested_by,
             "created_at": _iso(b.created_at), "finished_at": _iso(b.finished_at),
+            "green_cost_per_hour": round(sum(coexisting), 4) if coexisting else None,
             "total": len(rows), "switched": sum(r["switched"] for r in rows),
             "ok": bool(rows) and all(r["switched"] for r in rows), "clusters": rows}
 
 
 def deployments_table(rows: list[dict], title: str) -> Table:
     t = Table(title=title, title_justify="left")
-    for col in ("cluster", "phase", "switch ms", "writes blocked ms", "reason"):
+    for col in ("cluster", "phase", "switch ms", "writes blocked ms", "green $/h", "reason"):
         t.add_column(col, overflow="fold")
     for r in rows:
         style = PHASE_STYLE.get(r["phase"], "")
+        cost = f"{r['green_cost_per_hour']:.2f}" if r.get("green_cost_per_hour") else ""
         t.add_row(r["cluster"], f"[{style}]{r['phase']}[/]" if style else r["phase"],
-                  _num(r["switch_duration_ms"]), _num(r["writes_blocked_ms"]), r["reason"] or "")
+                  _num(r["switch_duration_ms"]), _num(r["writes_blocked_ms"]), cost, r["reason"] or "")
     return t
 
 
 def print_batch(console: Console, data: dict) -> None:
+    cost = f", green environments ${data['green_cost_per_hour']:.2f}/h" if data.get("green_cost_per_hour") else ""
     console.print(deployments_table(data["clusters"], f"batch {data['batch']} ({data['fleet']}): "
-                                                      f"{data['switched']}/{data['total']} switched"))
+                                                      f"{data['switched']}/{data['total']} switched{cost}"))
 
 
 def print_deployment(console: Console, d: dict) -> None:

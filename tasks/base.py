@@ -73,8 +73,8 @@ def _bind_cluster(deployment_id: str) -> None:
     try:
         from bgqueue.store import deployments as deps
 
-        dep = deps.get_deployment(get_runtime().store, deployment_id)
-        logs.bind(cluster=dep.cluster, batch=dep.batch_id)
+        who = deps.identity(get_runtime().store, deployment_id)
+        logs.bind(cluster=who.cluster, batch=who.batch_id)
     except Exception:  # logging context must never fail a task
         pass
 

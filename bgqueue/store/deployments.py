@@ -9,6 +9,7 @@ import hashlib
 import logging
 import uuid
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime
 from typing import Any, Iterable
 
@@ -56,6 +57,25 @@ def get_deployment(store: Store, deployment_id: str) -> Deployment:
             raise BadInput(f"no deployment {deployment_id}")
         s.expunge(dep)
         return dep
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What never changes about a deployment: safe to cache per process."""
+
+    cluster: str
+    batch_id: str
+    provider: str
+
+
+@lru_cache(maxsize=8192)
+def identity(store: Store, deployment_id: str) -> Identity:
+    with store.session() as s:
+        row = s.execute(select(Deployment.cluster, Deployment.batch_id, Deployment.provider)
+                        .where(Deployment.id == deployment_id)).one_or_none()
+    if row is None:
+        raise BadInput(f"no deployment {deployment_id}")
+    return Identity(row.cluster, row.batch_id, row.provider)
 
 
 def claim(store: Store, deployment_id: str, owner: str, phases: Iterable[Phase]) -> Claim | None:

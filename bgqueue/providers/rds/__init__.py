@@ -7,4 +7,11 @@ Entry points the rest of bgqueue calls (lazily, only for ``provider: rds`` clust
   checks.RDS_CHECKS: dict[str, Check]; checks.alarms_in_alarm(spec)  validation and monitoring
   preflight.check_rds_cluster(spec) -> preflight.ClusterCheck        before anything is created
   cost.check_budget(fleet, specs, fleet_path)                        refuse a batch over budget
+
+Modules: aws (one boto3 client per service and region per process), source (what an instance or
+cluster is), topology (support checks), bluegreen (the Blue/Green Deployments API and what its
+statuses mean), steps / switchover / decommission (the lifecycle), checks / params (validation,
+monitoring), app_config (the SSM settings), cost (prices, estimates, the budget), preflight.
+Settings this package reads from the environment itself (they are not in config/settings.py):
+BGQUEUE_AWS_ENDPOINT_URL, BGQUEUE_AWS_RETRIES, BGQUEUE_RDS_PRICES.
 """

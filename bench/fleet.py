@@ -1,0 +1,381 @@
+"""Orchestration cost of a fleet: one batch of 120 RDS clusters against a batch of 1, same run.
+
+Everything real but AWS: a sandbox redis-server, a moto server (its own process, so its CPU is
+reported apart from ours), N `celery worker` processes. Each source is an RDS MySQL instance in moto
+with a CloudWatch alarm; the fleet's change is an engine upgrade with a new instance class.
+Both batches use a status poll interval of --poll seconds (sync_poll_s, which also paces the
+switchover's polling). moto makes blue/green deployments AVAILABLE at once, so each batch
+waits at least one poll, for the switchover. A feeder publishes ReplicaLag for every green (RDS
+does that by itself; moto never does). A warm-up batch of one cluster runs first, unmeasured.
+
+Measured per batch: wall time (enqueue → every deployment terminal), the CPU seconds of the
+worker processes (main + prefork children, from /proc), and the broker messages (LPUSH/RPUSH on
+the redis-server, from INFO commandstats). Prints JSON. Target: the 120-cluster batch takes
+under 2× the single-cluster batch.
+
+    python bench/fleet.py [--clusters 120] [--workers 2] [--concurrency 4] [--poll 5]
+
+It also serves the README's walk-through: a local moto server holding the sources a fleet file
+names (instances, Aurora clusters, their parameter groups, alarms, SSM settings), publishing
+ReplicaLag for every green as RDS would:
+
+    python bench/fleet.py serve-moto config/fleet.rds.example.yaml [--port 5055]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bgqueue.sandbox import RedisServer, free_port  # noqa: E402
+
+REGION = "us-east-1"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime+stime of each process, plus what its reaped children used (cutime+cstime)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone: its time went to its parent's cutime
+        total += sum(int(x) for x in fields[11:15]) / TICK
+    return total
+
+
+def worker_pids(workers) -> list[int]:
+    return [p for w in workers for p in [w.proc.pid, *w.child_pids()]]
+
+
+def pushes(r) -> int:
+    stats = r.info("commandstats")
+    return sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("lpush", "rpush"))
+
+
+# moto's server mode, one request at a time (its backends are not thread-safe: concurrent switchovers
+# fail with "OrderedDict mutated during iteration"), in a process of its own.
+MOTO = """
+import sys, threading
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import make_server
+app, lock = DomainDispatcherApplication(create_backend_app), threading.Lock()
+def serial(environ, start_response):
+    with lock:
+        return list(app(environ, start_response))
+make_server("127.0.0.1", int(sys.argv[1]), serial, True, request_handler=MotoRequestHandler).serve_forever()
+"""
+
+
+def start_moto(workdir: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    port = port or free_port()
+    proc = subprocess.Popen([sys.executable, "-c", MOTO, str(port)], stdout=open(workdir / "moto.log", "wb"),
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    import urllib.request
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url + "/moto-api/", timeout=1)
+            return proc, url
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("moto server did not start")
+
+
+def configure(workdir: Path, redis_url: str, moto_url: str) -> dict[str, str]:
+    os.environ.update({
+        "BGQUEUE_HOME": str(workdir), "BGQUEUE_REDIS_URL": redis_url,
+        "BGQUEUE_STORE_URL": f"sqlite:///{workdir / 'store.sqlite'}",
+        "AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": REGION})
+    for k in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        os.environ.pop(k, None)
+    from bgqueue.runtime import get_runtime
+    from config.settings import get_settings, reset_settings_cache
+
+    reset_settings_cache()
+    get_runtime.cache_clear()
+    import tasks.application
+
+    tasks.application.configure(get_settings())
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def fleet_file(workdir: Path, tag: str, names: list[str], poll: float) -> Path:
+    thresholds = {"sync_poll_s": poll, "validation_poll_s": 1, "lag_window_s": 60, "monitor_window_s": 0,
+                  "sync_timeout_s": 600, "validation_timeout_s": 300}
+    clusters = [{"name": n, "provider": "rds", "region": REGION, "db_instance_identifier": n,
+                 "alarms": {"prefix": f"{n}-"},
+                 "change": {"engine_version": "8.0.36", "instance_class": "db.r6g.xlarge",
+                            "parameter_group": "bench-80-new", "parameters": {"max_connections": 2000}}}
+                for n in names]
+    path = workdir / f"fleet-{tag}.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "name": f"bench-{tag}", "defaults": {"thresholds": thresholds},
+                                    "clusters": clusters}, sort_keys=False))
+    return path
+
+
+class LagFeeder:
+    """ReplicaLag = 0 once for every green as soon as it exists (the check looks back 60 s), as RDS
+    publishes it while green provisions. It learns the greens from the store, so that it adds no
+    listing load to moto."""
+
+    def __init__(self, rt, cw, every_s: float = 0.1):
+        self.rt, self.cw, self.every_s = rt, cw, every_s
+        self.fed: set[str] = set()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def greens(self) -> set[str]:
+        from sqlalchemy import select
+
+        from bgqueue.store.models import Deployment
+
+        with self.rt.store.session() as s:
+            rows = s.execute(select(Deployment.facts).where(Deployment.phase.in_(("SYNCING", "VALIDATING")))
+                             ).scalars().all()
+        # The bench's greens are instances: the writer is the blue/green deployment's target.
+        return {f["blue_green"]["target_arn"].split(":")[-1] for f in rows if f and f.get("blue_green")}
+
+    def run(self) -> None:
+        while not self.stop.wait(self.every_s):
+            try:
+                new = sorted(self.greens() - self.fed)
+                now = dt.datetime.now(dt.timezone.utc)
+                for i in range(0, len(new), 500):
+                    self.cw.put_metric_data(Namespace="AWS/RDS", MetricData=[
+                        {"MetricName": "ReplicaLag", "Value": 0.0, "Timestamp": now, "Unit": "Seconds",
+                         "Dimensions": [{"Name": "DBInstanceIdentifier", "Value": g}]} for g in new[i:i + 500]])
+                self.fed |= set(new)
+            except Exception as e:  # noqa: BLE001 — the next round tries again
+                print(f"feeder: {e}", file=sys.stderr)
+
+
+def run_batch(rt, path: Path, workers, redis_client, moto_pid: int, timeout: float) -> dict:
+    from bgqueue.progress import wait_for_batch
+    from tasks.batch import enqueue_fleet
+
+    moto0 = cpu_seconds([moto_pid])
+    cpu0, msgs0, t0 = cpu_seconds(worker_pids(workers)), pushes(redis_client), time.monotonic()
+    opened = enqueue_fleet(str(path))
+    rows = wait_for_batch(rt, opened.batch_id, timeout=timeout, poll_s=0.1)
+    wall = time.monotonic() - t0
+    time.sleep(0.5)  # the chord body (summary) and the last acks
+    cpu, msgs = cpu_seconds(worker_pids(workers)) - cpu0, pushes(redis_client) - msgs0
+    moto_cpu = cpu_seconds([moto_pid]) - moto0
+    n = len(rows)
+    by_phase: dict[str, int] = {}
+    for d in rows:
+        by_phase[d.phase] = by_phase.get(d.phase, 0) + 1
+    durations = sorted(d.switch_duration_ms for d in rows if d.switch_duration_ms is not None)
+    failed = [(d.cluster, d.phase, d.reason) for d in rows if d.phase != "COMPLETED"][:3]
+    return {"clusters": n, "wall_s": round(wall, 2), "by_phase": by_phase,
+            "orchestration_cpu_s": round(cpu, 2), "cpu_s_per_deployment": round(cpu / n, 3),
+            "broker_messages": msgs, "broker_messages_per_deployment": round(msgs / n, 1),
+            "moto_cpu_s": round(moto_cpu, 2),
+            "switch_duration_ms_median": durations[len(durations) // 2] if durations else None,
+            **({"not_completed": failed} if failed else {})}
+
+
+def seed_moto(url: str, fleet_path: str) -> list[str]:
+    """Create in moto the sources a fleet file names, with what its checks look at. Returns their names."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    from bgqueue.fleet import load_fleet
+
+    clients: dict[tuple[str, str], object] = {}
+
+    def aws(service: str, region: str):
+        if (service, region) not in clients:
+            clients[service, region] = boto3.client(service, region_name=region, endpoint_url=url)
+        return clients[service, region]
+
+    def group(create, modify, **kw) -> None:
+        try:
+            create(**kw)
+        except ClientError:  # shared by several clusters: made once
+            return
+        if values:
+            modify(Parameters=values, **{k: v for k, v in kw.items() if k.endswith("GroupName")})
+
+    made = []
+    for spec in load_fleet(fleet_path).clusters:
+        if spec.provider != "rds":
+            continue
+        rds, cw = aws("rds", spec.region), aws("cloudwatch", spec.region)
+        values = [{"ParameterName": k, "ParameterValue": str(v), "ApplyMethod": "immediate"}
+                  for k, v in spec.change.parameters.items()]
+        aurora, name = spec.db_cluster_identifier is not None, spec.source_identifier
+        if spec.change.parameter_group:
+            group(rds.create_db_parameter_group, rds.modify_db_parameter_group, Description="bgqueue",
+                  DBParameterGroupName=spec.change.parameter_group,
+                  DBParameterGroupFamily="aurora-mysql8.0" if aurora else "mysql8.0")
+        if spec.change.cluster_parameter_group:
+            group(rds.create_db_cluster_parameter_group, rds.modify_db_cluster_parameter_group, Description="bgqueue",
+                  DBClusterParameterGroupName=spec.change.cluster_parameter_group,
+                  DBParameterGroupFamily="aurora-mysql8.0")
+        if aurora:
+            rds.create_db_cluster(DBClusterIdentifier=name, Engine="aurora-mysql", MasterUsername="admin",
+                                  EngineVersion="8.0.mysql_aurora.3.05.2", MasterUserPassword="moto-not-a-secret")
+            for i in (1, 2):
+                rds.create_db_instance(DBInstanceIdentifier=f"{name}-{i}", DBClusterIdentifier=name,
+                                       Engine="aurora-mysql", DBInstanceClass="db.r6g.large")
+        else:
+            rds.create_db_instance(DBInstanceIdentifier=name, Engine="mysql", EngineVersion="8.0.35",
+                                   DBInstanceClass="db.r6g.large", AllocatedStorage=100, MasterUsername="admin",
+                                   MasterUserPassword="moto-not-a-secret")
+        if spec.alarms.prefix or spec.alarms.tag:
+            alarm = f"{spec.alarms.prefix or name + '-'}cpu"
+            cw.put_metric_alarm(AlarmName=alarm, MetricName="CPUUtilization", Namespace="AWS/RDS",
+                                Statistic="Average", Period=60, EvaluationPeriods=1, Threshold=90,
+                                ComparisonOperator="GreaterThanThreshold",
+                                Tags=[{"Key": k, "Value": v} for k, v in spec.alarms.tag.items()])
+            cw.set_alarm_state(AlarmName=alarm, StateValue="OK", StateReason="moto")
+        if spec.app_config_parameter:
+            aws("ssm", spec.region).put_parameter(Name=spec.app_config_parameter, Type="SecureString",
+                                                  Value=json.dumps({"host": f"{name}.example.internal", "port": 3306}))
+        made.append(name)
+    return made
+
+
+def feed_replica_lag(url: str, region: str = REGION) -> int:
+    """Publish replica lag 0 for every green moto holds (RDS does it each minute; moto never)."""
+    import boto3
+
+    rds = boto3.client("rds", region_name=region, endpoint_url=url)
+    cw = boto3.client("cloudwatch", region_name=region, endpoint_url=url)
+    data = []
+    for bg in rds.describe_blue_green_deployments()["BlueGreenDeployments"]:
+        if bg["Status"] not in ("PROVISIONING", "AVAILABLE"):
+            continue
+        kind, ident = bg["Target"].split(":")[5:7]
+        if kind == "db":
+            data.append(("ReplicaLag", ident))
+        else:
+            members = rds.describe_db_clusters(DBClusterIdentifier=ident)["DBClusters"][0]["DBClusterMembers"]
+            data += [("AuroraBinlogReplicaLag", m["DBInstanceIdentifier"]) for m in members if m["IsClusterWriter"]]
+    now = dt.datetime.now(dt.timezone.utc)
+    for i in range(0, len(data), 500):
+        cw.put_metric_data(Namespace="AWS/RDS", MetricData=[
+            {"MetricName": m, "Value": 0.0, "Timestamp": now, "Unit": "Seconds",
+             "Dimensions": [{"Name": "DBInstanceIdentifier", "Value": g}]} for m, g in data[i:i + 500]])
+    return len(data)
+
+
+def serve_moto(fleet_path: str, port: int) -> None:
+    """A moto server with the fleet's sources, feeding replica lag, until interrupted."""
+    for k, v in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
+        os.environ.setdefault(k, v)
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` runs the finally below: moto stops too
+    workdir = Path(tempfile.mkdtemp(prefix="bgqueue-moto-"))
+    proc, url = start_moto(workdir, port)
+    try:
+        made = seed_moto(url, fleet_path)
+        print(f"moto at {url} with {', '.join(made)}; in the shell that runs bgqueue and its workers:\n"
+              f"  export AWS_ENDPOINT_URL={url} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing", flush=True)
+        while proc.poll() is None:
+            try:
+                feed_replica_lag(url)
+            except Exception as e:  # noqa: BLE001 — a deployment mid-change: the next round feeds it
+                print(f"feeder: {e}", file=sys.stderr)
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["serve-moto"]:
+        sp = argparse.ArgumentParser(prog="bench/fleet.py serve-moto")
+        sp.add_argument("fleet")
+        sp.add_argument("--port", type=int, default=5055)
+        a = sp.parse_args(sys.argv[2:])
+        serve_moto(a.fleet, a.port)
+        return
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--clusters", type=int, default=120)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--concurrency", type=int, default=4, help="prefork children per worker process")
+    ap.add_argument("--poll", type=float, default=5.0, help="sync_poll_s: the status poll interval")
+    args = ap.parse_args()
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+    load_at_start = os.getloadavg()  # other work on the machine shows here: it skews every figure
+    workdir = Path(tempfile.mkdtemp(prefix="bgqueue-bench-fleet-"))
+    redis_server = RedisServer(workdir / "redis").start()
+    moto, moto_url = start_moto(workdir)
+    workers, feeder, measured = [], None, False
+    try:
+        env = configure(workdir, redis_server.url, moto_url)
+        import boto3
+        import redis as redis_lib
+
+        from bgqueue.runtime import get_runtime
+        from tasks.workers import start_workers
+
+        cw = boto3.client("cloudwatch", region_name=REGION)
+        warm, single, many = ["warm-001"], ["single-001"], [f"c{i:03d}" for i in range(1, args.clusters + 1)]
+        files = {tag: fleet_file(workdir, tag, names, args.poll)
+                 for tag, names in (("warm", warm), ("single", single), ("fleet", many))}
+        for path in files.values():
+            seed_moto(moto_url, str(path))
+        workers = start_workers(env, redis_server.url, count=args.workers, concurrency=args.concurrency,
+                                logdir=workdir, prefix="bench")
+        rt = get_runtime()
+        feeder = LagFeeder(rt, cw)
+        feeder.thread.start()
+        r = redis_lib.Redis.from_url(redis_server.url)
+        run_batch(rt, files["warm"], workers, r, moto.pid, timeout=300)
+        one = run_batch(rt, files["single"], workers, r, moto.pid, timeout=300)
+        fleet = run_batch(rt, files["fleet"], workers, r, moto.pid, timeout=900)
+        ratio = round(fleet["wall_s"] / one["wall_s"], 2)
+        measured = True
+        print(json.dumps({
+            "benchmark": "rds_fleet_orchestration",
+            "poll_interval_s": args.poll, "worker_processes": args.workers, "concurrency_per_worker": args.concurrency,
+            "cpus": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in load_at_start],
+            "single_cluster_batch": one, "fleet_batch": fleet,
+            "wall_ratio": ratio, "target_ratio": 2.0,
+            "target_met": ratio < 2.0 and fleet["by_phase"] == {"COMPLETED": args.clusters},
+        }, indent=2))
+    finally:
+        if feeder is not None:
+            feeder.stop.set()
+        for w in workers:
+            w.stop()
+        moto.terminate()
+        moto.wait(10)
+        redis_server.stop()
+        if measured:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"logs kept in {workdir}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

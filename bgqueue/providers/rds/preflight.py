@@ -1,0 +1,26 @@
+"""Preflight of one rds cluster: reach the RDS API, describe the source, run the support checks.
+Changes nothing (describe and get calls only)."""
+from __future__ import annotations
+
+from bgqueue.preflight import ClusterCheck
+from bgqueue.providers.rds import aws, topology
+from bgqueue.providers.rds.source import describe_spec
+
+
+def check_rds_cluster(spec) -> ClusterCheck:
+    """What ``fleet check`` shows and what stops ``fleet run`` before anything is created."""
+    out = ClusterCheck(spec.name)
+    field = "db_instance_identifier" if spec.db_instance_identifier else "db_cluster_identifier"
+    try:
+        src = describe_spec(spec)
+    except aws.AwsError as e:
+        out.problems.append((field, str(e)))
+        return out
+    out.facts.update({"engine": src.engine, "version": src.engine_version, "status": src.status,
+                      "class": src.instance_class or ", ".join(sorted({m.instance_class or "?" for m in src.members})),
+                      "kind": src.kind})
+    try:
+        out.problems += topology.problems(spec, src)
+    except aws.AwsError as e:  # transient: the operator runs the command again
+        out.problems.append((field, str(e)))
+    return out

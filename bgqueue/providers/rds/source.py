@@ -1,0 +1,173 @@
+"""What an RDS source (a DB instance or an Aurora / Multi-AZ DB cluster) is, read from the RDS API.
+
+One ``Source`` carries everything the provider decides on: support checks, the blue/green
+request, the parameter diff and the cost estimate. Describing costs one call for an instance
+(two when it has read replicas) and two for a cluster (the cluster, then its members).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from bgqueue.providers.rds import aws
+from bgqueue.providers.rds.aws import AwsError
+
+NOT_FOUND = {"DBInstanceNotFound", "DBInstanceNotFoundFault", "DBClusterNotFoundFault", "DBClusterNotFound"}
+
+
+class SourceMissing(AwsError):
+    """The instance or cluster does not exist (in that region, for these credentials)."""
+
+
+@dataclass(frozen=True)
+class Member:
+    identifier: str
+    instance_class: str | None
+    writer: bool
+    parameter_group: str | None = None
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str  # "instance" | "cluster"
+    identifier: str
+    arn: str
+    region: str
+    engine: str
+    engine_version: str
+    status: str
+    instance_class: str | None = None  # instances; Multi-AZ DB clusters carry DBClusterInstanceClass here
+    storage_type: str | None = None
+    allocated_storage: int | None = None
+    iops: int | None = None
+    storage_throughput: int | None = None
+    multi_az: bool = False
+    endpoint: str | None = None
+    port: int | None = None
+    parameter_group: str | None = None  # instance: its DB parameter group; cluster: the writer's
+    cluster_parameter_group: str | None = None
+    cluster_identifier: str | None = None  # an instance that belongs to a cluster
+    replica_of: str | None = None  # ReadReplicaSourceDBInstanceIdentifier / ReplicationSourceIdentifier
+    replicas: tuple[str, ...] = ()
+    members: tuple[Member, ...] = ()
+    multi_az_cluster: bool = False  # a Multi-AZ DB cluster (not Aurora)
+    secret_managed_password: bool = False
+    deletion_protection: bool = False
+
+    @property
+    def writer(self) -> Member | None:
+        return next((m for m in self.members if m.writer), None)
+
+    def facts(self) -> dict:
+        """JSON-safe facts for the deployment row (no secret: the secret's ARN is not kept either)."""
+        d = asdict(self)
+        d["members"] = [asdict(m) for m in self.members]
+        d["replicas"] = list(self.replicas)
+        return d
+
+
+def _instance(region: str, d: dict) -> Source:
+    groups = d.get("DBParameterGroups") or []
+    ep = d.get("Endpoint") or {}
+    return Source(
+        kind="instance", identifier=d["DBInstanceIdentifier"], arn=d["DBInstanceArn"], region=region,
+        engine=d.get("Engine", ""), engine_version=d.get("EngineVersion", ""), status=d.get("DBInstanceStatus", ""),
+        instance_class=d.get("DBInstanceClass"), storage_type=d.get("StorageType"),
+        allocated_storage=d.get("AllocatedStorage"), iops=d.get("Iops"), storage_throughput=d.get("StorageThroughput"),
+        multi_az=bool(d.get("MultiAZ")), endpoint=ep.get("Address"), port=ep.get("Port"),
+        parameter_group=groups[0]["DBParameterGroupName"] if groups else None,
+        cluster_identifier=d.get("DBClusterIdentifier"), replica_of=d.get("ReadReplicaSourceDBInstanceIdentifier"),
+        replicas=tuple(d.get("ReadReplicaDBInstanceIdentifiers") or ()),
+        secret_managed_password=bool(d.get("MasterUserSecret")), deletion_protection=bool(d.get("DeletionProtection")))
+
+
+def _cluster(region: str, d: dict, members: list[dict]) -> Source:
+    by_id = {m["DBInstanceIdentifier"]: m for m in members}
+    ms = []
+    for m in d.get("DBClusterMembers") or []:
+        inst = by_id.get(m["DBInstanceIdentifier"], {})
+        groups = inst.get("DBParameterGroups") or []
+        ms.append(Member(m["DBInstanceIdentifier"], inst.get("DBInstanceClass"), bool(m.get("IsClusterWriter")),
+                         groups[0]["DBParameterGroupName"] if groups else None))
+    writer = next((m for m in ms if m.writer), None)
+    return Source(
+        kind="cluster", identifier=d["DBClusterIdentifier"], arn=d["DBClusterArn"], region=region,
+        engine=d.get("Engine", ""), engine_version=d.get("EngineVersion", ""), status=d.get("Status", ""),
+        instance_class=d.get("DBClusterInstanceClass"), storage_type=d.get("StorageType"),
+        allocated_storage=d.get("AllocatedStorage"), iops=d.get("Iops"), multi_az=bool(d.get("MultiAZ")),
+        endpoint=d.get("Endpoint"), port=d.get("Port"),
+        parameter_group=writer.parameter_group if writer else None,
+        cluster_parameter_group=d.get("DBClusterParameterGroup"),
+        replica_of=d.get("ReplicationSourceIdentifier"), replicas=tuple(d.get("ReadReplicaIdentifiers") or ()),
+        members=tuple(ms), multi_az_cluster=bool(d.get("DBClusterInstanceClass")) and not d.get("Engine", "").startswith("aurora"),
+        secret_managed_password=bool(d.get("MasterUserSecret")), deletion_protection=bool(d.get("DeletionProtection")))
+
+
+def describe(region: str, kind: str, identifier: str) -> Source:
+    """Describe an instance or a cluster. Raises SourceMissing, or AwsError for any other failure."""
+    rds = aws.client("rds", region)
+    try:
+        if kind == "instance":
+            return _instance(region, rds.describe_db_instances(DBInstanceIdentifier=identifier)["DBInstances"][0])
+        d = rds.describe_db_clusters(DBClusterIdentifier=identifier)["DBClusters"][0]
+        members = []
+        if d.get("DBClusterMembers"):
+            members = rds.describe_db_instances(
+                Filters=[{"Name": "db-cluster-id", "Values": [identifier]}])["DBInstances"]
+        return _cluster(region, d, members)
+    except aws.AWS_ERRORS as e:
+        if aws.error_code(e) in NOT_FOUND:
+            raise SourceMissing(f"{kind} {identifier!r} not found in {region}") from None
+        raise aws.failure(f"cannot describe {kind} {identifier!r} in {region}", e) from None
+
+
+def describe_spec(spec) -> Source:
+    """The source a fleet file's rds cluster names."""
+    kind = "instance" if spec.db_instance_identifier else "cluster"
+    return describe(spec.region, kind, spec.source_identifier)
+
+
+def identifier_of(arn: str) -> tuple[str, str]:
+    """``(kind, identifier)`` of an RDS ARN (``arn:aws:rds:<region>:<acct>:db:<id>`` or ``…:cluster:<id>``)."""
+    parts = arn.split(":")
+    if len(parts) < 7 or parts[5] not in ("db", "cluster"):
+        raise ValueError(f"not an RDS instance or cluster ARN: {arn!r}")
+    return ("instance" if parts[5] == "db" else "cluster"), ":".join(parts[6:])
+
+
+def describe_arn(region: str, arn: str) -> Source:
+    kind, identifier = identifier_of(arn)
+    return describe(region, kind, identifier)
+
+
+def replicas_detail(region: str, identifiers: list[str]) -> list[dict]:
+    """Descriptions of same-Region replicas (one call), to find cascading ones."""
+    if not identifiers:
+        return []
+    rds = aws.client("rds", region)
+    try:
+        return rds.describe_db_instances(Filters=[{"Name": "db-instance-id", "Values": identifiers}])["DBInstances"]
+    except aws.AWS_ERRORS as e:
+        raise aws.failure(f"cannot describe read replicas {', '.join(identifiers)}", e) from None
+
+
+@dataclass
+class Green:
+    """The green environment as the deployment row keeps it."""
+
+    kind: str
+    identifier: str
+    arn: str
+    writer_instance: str | None = None
+    parameter_group: str | None = None
+    cluster_parameter_group: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, src: Source) -> "Green":
+        writer = src.writer
+        return cls(src.kind, src.identifier, src.arn,
+                   writer_instance=writer.identifier if writer else (src.identifier if src.kind == "instance" else None),
+                   parameter_group=src.parameter_group, cluster_parameter_group=src.cluster_parameter_group)
+
+    def facts(self) -> dict:
+        return asdict(self)
