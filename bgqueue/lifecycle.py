@@ -59,12 +59,14 @@ def _rds_steps():
 
 def end(rt: Runtime, claim: Claim, target: Phase, reason: str | None, **fields) -> None:
     """Terminal (or side-exit) transition; releases the cluster lock when the deployment is over."""
+    if target == Phase.NO_GO and deps.identity(rt.store, claim.deployment_id).provider == "rds":
+        # A green environment may exist already: remove it BEFORE the phase says "over", so that
+        # whoever waits for NO_GO finds nothing left behind. (on_no_go never raises.)
+        _rds_steps().on_no_go(rt, deps.get_deployment(rt.store, claim.deployment_id))
     deps.transition(rt.store, claim, target, reason=reason, **fields)
     if target in TERMINAL:
-        dep = deps.get_deployment(rt.store, claim.deployment_id)
-        if target == Phase.NO_GO and dep.provider == "rds":
-            _rds_steps().on_no_go(rt, dep)  # a green environment may exist already: remove it
-        rt.locks.release(dep.cluster, dep.batch_id)
+        who = deps.identity(rt.store, claim.deployment_id)
+        rt.locks.release(who.cluster, who.batch_id)
 
 
 def refresh_lock(rt: Runtime, dep) -> None:

@@ -155,16 +155,14 @@ def coexistence_cost(rt: Runtime, completed: list[Deployment]) -> tuple[float, l
                                                        Deployment.decommissioned_at.is_(None))).scalars())
         for d in live:
             s.expunge(d)
-    if not live:
-        return 0.0, []
-    from bgqueue.fleet import cluster_spec
-    from bgqueue.providers.rds.cost import estimate_for_spec
-
     total = 0.0
     for d in live:
-        est = estimate_for_spec(cluster_spec(d.spec))
-        total += est.get("per_hour", 0.0)
-        items.append({"cluster": d.cluster, "deployment": d.id, **est})
+        # Estimated at prepare from the source's real class and storage: no AWS call at report time.
+        cost = (d.facts or {}).get("cost") or {}
+        per_hour = cost.get("green_per_hour") or 0.0
+        total += per_hour
+        items.append({"cluster": d.cluster, "deployment": d.id, "phase": d.phase, "green_per_hour": per_hour,
+                      "unpriced": cost.get("unpriced", [])})
     return total, items
 
 
