@@ -3,9 +3,15 @@
 The same procedure serves the switchover (blue → green) and, later, the rollback
 (green → blue). Order (DESIGN.md "The switchover"):
 
-  fence old (read_only, end app sessions) → checkpoint old's final position → wait (bounded)
-  for new to reach it → promote new → checkpoint new's binlog coordinates → flip routing →
-  reverse replication (old replicates from new).
+  fence old (read_only, end every client session) → checkpoint old's final position → wait
+  (bounded) for new to reach it → check that the fence held (old's position unchanged) →
+  promote new → checkpoint new's binlog coordinates → flip routing → reverse replication (old
+  replicates from new).
+
+read_only does not stop privileged users (SUPER / READ_ONLY ADMIN), so the fence ends every
+client session, not only the application's, and the procedure checks before promoting that
+nothing escaped it: a transaction on old after the checkpoint would be lost on new and would be
+an errant GTID that breaks reverse replication.
 
 Reverse replication comes after the flip (DESIGN.md had it before): it is the slowest step
 (~9 ms of the ~35 ms write-blocked window here) and its place does not change safety. The old
@@ -25,6 +31,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import redis.exceptions
+
 from bgqueue import gtid
 from bgqueue.errors import FencedOut
 from bgqueue.failpoints import failpoint
@@ -32,7 +40,7 @@ from bgqueue.fleet import ClusterSpec, Credentials
 from bgqueue.providers.mysql import Server
 from bgqueue.routing import RoutingRegistry
 from bgqueue.store.db import Store
-from bgqueue.store.journal import Journal, save_checkpoint, update_checkpoint
+from bgqueue.store.journal import Journal, latest_checkpoint, save_checkpoint, update_checkpoint
 from bgqueue.store.models import utcnow
 
 
@@ -58,11 +66,6 @@ class SwitchPlan:
     repl: Credentials
     kind: str = "switchover"  # or "rollback"
 
-    @property
-    def exclude_users(self) -> set[str]:
-        return {self.cluster.admin.user, self.cluster.replication.user}
-
-
 def observe_promoted(new: Server) -> bool:
     """Has ``new`` already been promoted (no replication configured, writable)?"""
     return new.replica_status() is None and not new.is_read_only()
@@ -87,8 +90,9 @@ def switch_writer(plan: SwitchPlan, store: Store, journal: Journal, routing: Rou
     try:
         with journal.step("fence") as f:
             old.set_read_only(True)
-            sessions = old.app_sessions(plan.cluster.app_users, plan.exclude_users)
+            sessions = old.client_sessions()
             f["sessions_ended"] = old.end_sessions(sessions)
+            f["users"] = sorted({u for _, u in sessions})
         failpoint(f"{plan.kind}.after_fence")
         with journal.step("checkpoint") as f:
             final_gtid = old.gtid_position()
@@ -113,6 +117,22 @@ def switch_writer(plan: SwitchPlan, store: Store, journal: Journal, routing: Rou
         return _lift_fence(plan, journal, t0, fence_t,
                            f"{new.label} did not reach {old.label}'s final position {final_gtid} within "
                            f"{catchup_timeout_s:g}s ({behind} transactions behind)")
+    try:
+        with journal.step("fence_held") as f:
+            now_gtid = old.gtid_position()
+            f.update(gtid=now_gtid, held=now_gtid == final_gtid)
+            if now_gtid != final_gtid:
+                f["_status"] = "failed"
+    except FencedOut:
+        raise
+    except Exception as e:
+        return _lift_fence(plan, journal, t0, fence_t, f"{type(e).__name__} checking the fence: {e}")
+    if now_gtid != final_gtid:
+        # Someone wrote past the fence (a privileged session that connected after it): promoting
+        # now would lose that write. Give the writer role back to old; green catches up on its own.
+        return _lift_fence(plan, journal, t0, fence_t,
+                           f"writes escaped the fence on {old.label}: its position moved from {final_gtid} to "
+                           f"{now_gtid} after the checkpoint")
     failpoint(f"{plan.kind}.before_promote")
     try:
         with journal.step("promote") as f:
@@ -136,37 +156,47 @@ def _finish_forward(plan: SwitchPlan, store: Store, journal: Journal, routing: R
     old, new, cluster = plan.old, plan.new, plan.cluster.name
     failpoint(f"{plan.kind}.after_promote")
     problems: list[str] = []
+    checkpoint = None
     if fence_t is None:  # resumed: the old primary must be fenced before routing names the new one
+        checkpoint = latest_checkpoint(store, journal.claim.deployment_id, plan.kind)
+        cp_id = checkpoint.id if checkpoint is not None else None
         try:
             with journal.step("refence") as f:
                 f["was_read_only"] = old.is_read_only()
                 if not f["was_read_only"]:
                     old.set_read_only(True)
+                escaped = _escaped_writes(old, checkpoint)
+                f["escaped"] = escaped
+                if escaped:
+                    f["_status"] = "failed"
         except FencedOut:
             raise
         except Exception as e:  # unreachable old primary cannot take writes either
             problems.append(f"could not check the fence on {old.label}: {e}")
-    with journal.step("new_coordinates") as f:
-        coords = new.binlog_coordinates()
-        new_gtid = new.gtid_position()
-        f.update(gtid=new_gtid, file=coords.file if coords else None, pos=coords.pos if coords else None)
-        fields = dict(new_gtid=new_gtid, new_binlog_file=coords.file if coords else None,
-                      new_binlog_pos=coords.pos if coords else None, promoted_at=utcnow())
-        if cp_id is None:
-            cp_id = save_checkpoint(store, journal.claim, plan.kind, old_primary=str(old.endpoint),
-                                    new_primary=str(new.endpoint), **fields)
-        else:
-            update_checkpoint(store, cp_id, **fields)
+            escaped = None
+        if escaped:
+            # Old took writes that new never got: flipping would lose them and reverse replication
+            # would break on the errant GTIDs. A human must reconcile; nothing more is changed.
+            return SwitchResult(False, f"{new.label} was promoted but {old.label} took writes after the "
+                                f"checkpoint ({escaped}); routing not flipped", duration_ms=_ms(t0),
+                                checkpoint_id=cp_id, timings_ms=journal.timings_ms)
+    if checkpoint is None or checkpoint.new_binlog_file is None:
+        # Green's coordinates at promotion are what CDC resumes from: take them before routing
+        # sends it any write, and never overwrite them on a resume after the flip.
+        with journal.step("new_coordinates") as f:
+            coords = new.binlog_coordinates()
+            new_gtid = new.gtid_position()
+            f.update(gtid=new_gtid, file=coords.file if coords else None, pos=coords.pos if coords else None)
+            fields = dict(new_gtid=new_gtid, new_binlog_file=coords.file if coords else None,
+                          new_binlog_pos=coords.pos if coords else None, promoted_at=utcnow())
+            if cp_id is None:
+                cp_id = save_checkpoint(store, journal.claim, plan.kind, old_primary=str(old.endpoint),
+                                        new_primary=str(new.endpoint), **fields)
+            else:
+                update_checkpoint(store, cp_id, **fields)
     try:
         with journal.step("flip_routing") as f:
-            route = routing.get(cluster)
-            if route is not None and (route.host, route.port) == (new.endpoint.host, new.endpoint.port):
-                f["already"] = True
-            else:
-                # Expect the version seen before the fence: a flip by anyone else since is a conflict.
-                expect = route_version if route_version is not None else (route.version if route else 0)
-                route = routing.flip(cluster, new.endpoint.host, new.endpoint.port, expect_version=expect,
-                                     reason=f"{plan.kind} {journal.claim.deployment_id}")
+            route = _flip(routing, cluster, new, route_version, f"{plan.kind} {journal.claim.deployment_id}")
             f["version"] = route.version
     except FencedOut:
         raise
@@ -178,7 +208,7 @@ def _finish_forward(plan: SwitchPlan, store: Store, journal: Journal, routing: R
     reverse_ok = False
     try:
         with journal.step("reverse_replication"):
-            old.replicate_from(new.endpoint, plan.repl)
+            old.replicate_from(new.endpoint, plan.repl, tls=plan.cluster.tls != "disabled")
             reverse_ok = True
     except FencedOut:
         raise
@@ -188,9 +218,52 @@ def _finish_forward(plan: SwitchPlan, store: Store, journal: Journal, routing: R
                         reverse_replication=reverse_ok, checkpoint_id=cp_id, timings_ms=journal.timings_ms)
 
 
+def _escaped_writes(old: Server, checkpoint) -> str | None:
+    """On a resume: did old take a transaction after its final position was captured? (Only
+    while old does not replicate yet: once reverse replication runs, old's position grows by
+    new's transactions, and an errant one would have stopped it with an error.)"""
+    if checkpoint is None or not checkpoint.old_gtid or old.replica_status() is not None:
+        return None
+    now = old.gtid_position()
+    return None if now == checkpoint.old_gtid else f"{checkpoint.old_gtid} → {now}"
+
+
+def _promoted_elsewhere(new: Server) -> bool:
+    """Before lifting a fence: has new been promoted (by a runner that took over)? Unreachable
+    means no: this run never promoted it, and the writer role must not stay nowhere."""
+    try:
+        new.reconnect()
+        return observe_promoted(new)
+    except Exception:
+        return False
+
+
+def _flip(routing: RoutingRegistry, cluster: str, new: Server, route_version: int | None, reason: str):
+    """Point the writer endpoint at new. Redis errors are retried: a flip whose reply was lost is
+    found done on the next read. A version conflict (someone else flipped) is final."""
+    for attempt in range(3):
+        try:
+            route = routing.get(cluster)
+            if route is not None and (route.host, route.port) == (new.endpoint.host, new.endpoint.port):
+                return route
+            # Expect the version seen before the fence: a flip by anyone else since is a conflict.
+            expect = route_version if route_version is not None else (route.version if route else 0)
+            return routing.flip(cluster, new.endpoint.host, new.endpoint.port, expect_version=expect, reason=reason)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            if attempt == 2:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def _lift_fence(plan: SwitchPlan, journal: Journal, t0: float, fence_t: float, reason: str) -> SwitchResult:
     try:
         with journal.step("lift_fence", reason=reason):
+            # A worker fenced out by another may still get here: never make old writable once new
+            # has been promoted (two writers). Use a fresh session: the fence's may have timed out.
+            if _promoted_elsewhere(plan.new):
+                raise RuntimeError(f"{plan.new.label} is promoted already: the fence stays")
+            plan.old.reconnect()
             plan.old.set_read_only(False)
     except FencedOut:
         raise

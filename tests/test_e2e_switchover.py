@@ -18,7 +18,7 @@ from bgqueue.store import deployments as deps
 from bgqueue.store import journal
 from bgqueue.workload import start_workload, verify
 
-SWITCH_STEPS = ["fence", "checkpoint", "wait_for_new", "promote", "new_coordinates", "flip_routing",
+SWITCH_STEPS = ["fence", "checkpoint", "wait_for_new", "fence_held", "promote", "new_coordinates", "flip_routing",
                 "reverse_replication"]
 
 

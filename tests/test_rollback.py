@@ -34,7 +34,7 @@ def _stop_consumers():
         p.wait(20)
 
 
-ROLLBACK_STEPS = ["fence", "checkpoint", "wait_for_new", "promote", "new_coordinates", "flip_routing",
+ROLLBACK_STEPS = ["fence", "checkpoint", "wait_for_new", "fence_held", "promote", "new_coordinates", "flip_routing",
                   "reverse_replication", "rolled_back"]
 
 

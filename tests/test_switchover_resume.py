@@ -48,7 +48,8 @@ def _crash_in_switch(dep_id: str, env: dict, failpoint: str) -> int:
 
 @pytest.mark.parametrize("failpoint,first_resume_steps", [
     # Died with blue fenced, green not promoted: start again from the fence.
-    ("switchover.after_fence", ["observe", "fence", "checkpoint", "wait_for_new", "promote", "new_coordinates",
+    ("switchover.after_fence", ["observe", "fence", "checkpoint", "wait_for_new", "fence_held", "promote",
+                                "new_coordinates",
                                 "flip_routing", "reverse_replication"]),
     # Died with green promoted, routing not flipped: finish forward, re-checking the fence first.
     ("switchover.after_promote", ["observe", "refence", "new_coordinates", "flip_routing", "reverse_replication"]),

@@ -51,16 +51,21 @@ class Dialect:
         return "SHOW SLAVE STATUS"
 
     @property
+    def _replica_words(self) -> bool:
+        """MySQL 8.0.22 renamed SLAVE statements to REPLICA (8.0.23: CHANGE REPLICATION SOURCE)."""
+        return self.flavour == "mysql" and self.version >= (8, 0, 22)
+
+    @property
     def stop_replica_sql(self) -> str:
-        return "STOP REPLICA" if self.flavour == "mysql" else "STOP SLAVE"
+        return "STOP REPLICA" if self._replica_words else "STOP SLAVE"
 
     @property
     def start_replica_sql(self) -> str:
-        return "START REPLICA" if self.flavour == "mysql" else "START SLAVE"
+        return "START REPLICA" if self._replica_words else "START SLAVE"
 
     @property
     def reset_replica_sql(self) -> str:
-        return "RESET REPLICA ALL" if self.flavour == "mysql" else "RESET SLAVE ALL"
+        return "RESET REPLICA ALL" if self._replica_words else "RESET SLAVE ALL"
 
     def prepare_reverse_sql(self) -> list[str]:
         """Statements run on a former primary before it starts replicating from its successor.
@@ -73,15 +78,22 @@ class Dialect:
             return ["SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos"]
         return []
 
-    def change_source_sql(self, host: str, port: int, user: str, password: str) -> str:
-        """Point replication at a source with GTID auto-positioning. Contains a password: never log it."""
+    def change_source_sql(self, host: str, port: int, user: str, password: str, tls: bool = False) -> str:
+        """Point replication at a source with GTID auto-positioning. Contains a password: never log it.
+        ``tls``: the replication stream is encrypted (MASTER_SSL / SOURCE_SSL)."""
         if self.flavour == "mariadb":
             return (f"CHANGE MASTER TO MASTER_HOST={_quote(host)}, MASTER_PORT={int(port)}, "
                     f"MASTER_USER={_quote(user)}, MASTER_PASSWORD={_quote(password)}, "
-                    f"MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1")
+                    f"MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_SSL={int(tls)}")
+        if self.version < (8, 0, 23):
+            return (f"CHANGE MASTER TO MASTER_HOST={_quote(host)}, MASTER_PORT={int(port)}, "
+                    f"MASTER_USER={_quote(user)}, MASTER_PASSWORD={_quote(password)}, "
+                    f"MASTER_AUTO_POSITION=1, MASTER_CONNECT_RETRY=1, MASTER_SSL={int(tls)}, GET_MASTER_PUBLIC_KEY=1")
+        # Without TLS the RSA key for caching_sha2_password is fetched; with TLS it is not needed.
+        key = "" if tls else ", GET_SOURCE_PUBLIC_KEY=1"
         return (f"CHANGE REPLICATION SOURCE TO SOURCE_HOST={_quote(host)}, SOURCE_PORT={int(port)}, "
                 f"SOURCE_USER={_quote(user)}, SOURCE_PASSWORD={_quote(password)}, "
-                f"SOURCE_AUTO_POSITION=1, SOURCE_CONNECT_RETRY=1, GET_SOURCE_PUBLIC_KEY=1")
+                f"SOURCE_AUTO_POSITION=1, SOURCE_CONNECT_RETRY=1, SOURCE_SSL={int(tls)}{key}")
 
     # --- fencing -------------------------------------------------------------------
     def set_read_only_sql(self, on: bool) -> list[str]:

@@ -7,6 +7,7 @@ never logged or put in an error message.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import pymysql
@@ -18,9 +19,15 @@ from bgqueue.providers.dialects import Dialect, parse_version
 
 log = logging.getLogger(__name__)
 
-# Sessions never ended at a fence: replication and server internals.
-_SYSTEM_USERS = {"system user", "event_scheduler", "unauthenticated user", "root"}
+# Sessions never ended at a fence: server internals and replication streams.
+_SYSTEM_USERS = {"system user", "event_scheduler"}
+_REPLICATION_COMMANDS = {"Binlog Dump", "Binlog Dump GTID", "Daemon", "Slave_IO", "Slave_SQL", "Slave_worker"}
 _UNKNOWN_THREAD = 1094
+# A fence (SET GLOBAL read_only) waits behind running write statements while new writers queue
+# behind it: a short lock wait fails the fence cleanly instead of blocking every write.
+FENCE_LOCK_WAIT_S = 5
+# MASTER_GTID_WAIT blocks the session: wait in slices shorter than the read timeout.
+_WAIT_SLICE_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -78,8 +85,14 @@ class Server:
         with self._conn.cursor() as cur:
             cur.execute("SELECT VERSION()")
             flavour, version = parse_version(cur.fetchone()[0])
+            cur.execute(f"SET SESSION lock_wait_timeout = {FENCE_LOCK_WAIT_S}")
         self._dialect = Dialect(flavour, version)
         return self
+
+    def reconnect(self) -> "Server":
+        """A fresh session (after a timeout the old one may be dead or still busy server-side)."""
+        self.close()
+        return self.connect()
 
     def close(self) -> None:
         if self._conn is not None:
@@ -189,20 +202,14 @@ class Server:
             using_gtid=using_gtid,
         )
 
-    def app_sessions(self, app_users: list[str], exclude_users: set[str]) -> list[tuple[int, str]]:
-        """Client sessions that a fence must end: (id, user)."""
+    def client_sessions(self) -> list[tuple[int, str]]:
+        """Every client session a fence must end: (id, user). All but this session, server
+        internals and replication streams — privileged sessions too (root, an admin user, another
+        bgqueue process), because read_only does not stop a user with SUPER / READ_ONLY ADMIN."""
         own = self.scalar("SELECT CONNECTION_ID()")
         rows = self.rows("SELECT ID, USER, COMMAND FROM information_schema.PROCESSLIST")
-        out = []
-        for pid, user, command in rows:
-            if int(pid) == int(own) or user in _SYSTEM_USERS or user in exclude_users:
-                continue
-            if str(command) in ("Binlog Dump", "Binlog Dump GTID", "Daemon", "Slave_IO", "Slave_SQL"):
-                continue
-            if app_users and user not in app_users:
-                continue
-            out.append((int(pid), str(user)))
-        return out
+        return [(int(pid), str(user)) for pid, user, command in rows
+                if int(pid) != int(own) and user not in _SYSTEM_USERS and str(command) not in _REPLICATION_COMMANDS]
 
     # --- changes ----------------------------------------------------------------
     def set_read_only(self, on: bool) -> None:
@@ -226,8 +233,12 @@ class Server:
 
     def wait_for_position(self, position: str, timeout_s: float) -> bool:
         """Block (server-side, bounded) until this replica has applied ``position``."""
-        result = self.scalar(self.dialect.wait_for_position_sql(), (position, float(timeout_s)))
-        return self.dialect.wait_reached(result)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            result = self.scalar(self.dialect.wait_for_position_sql(), (position, float(max(0.0, min(left, _WAIT_SLICE_S)))))
+            if self.dialect.wait_reached(result) or left <= _WAIT_SLICE_S:
+                return self.dialect.wait_reached(result)
 
     def promote(self) -> None:
         """Stop and forget replication, then accept writes."""
@@ -235,7 +246,7 @@ class Server:
         self.execute(self.dialect.reset_replica_sql)
         self.set_read_only(False)
 
-    def replicate_from(self, source: Endpoint, repl: Credentials) -> None:
+    def replicate_from(self, source: Endpoint, repl: Credentials, tls: bool = False) -> None:
         """Become a GTID replica of ``source`` starting from this server's own position."""
         status = self.replica_status()
         if status is not None:
@@ -243,7 +254,7 @@ class Server:
             self.execute(self.dialect.reset_replica_sql)
         for sql in self.dialect.prepare_reverse_sql():
             self.execute(sql)
-        self.execute(self.dialect.change_source_sql(source.host, source.port, repl.user, repl.password()),
+        self.execute(self.dialect.change_source_sql(source.host, source.port, repl.user, repl.password(), tls=tls),
                      secret=True)
         self.execute(self.dialect.start_replica_sql)
 
