@@ -230,6 +230,8 @@ def rollback_cmd(cluster: str, yes: bool, no_wait: bool, timeout: float) -> None
                       abort=True)
     from tasks.deployment import rollback as rollback_task
 
+    # Only what this request leads to counts: an earlier attempt's refusal is history.
+    seen = max((s.id for s in journal.steps(rt.store, dep.id, "rollback")), default=0)
     rollback_task.apply_async((f"manual rollback by {getpass.getuser()}", dep.id), ignore_result=True)
     if no_wait:
         out.print(f"rollback of {cluster} enqueued (deployment {dep.id})")
@@ -239,7 +241,10 @@ def rollback_cmd(cluster: str, yes: bool, no_wait: bool, timeout: float) -> None
         d = deps.get_deployment(rt.store, dep.id)
         if d.phase in ("ROLLED_BACK", "FAILED"):
             break
-        refused = [s for s in journal.steps(rt.store, dep.id, "rollback") if s.name == "refused"]
+        mine = [s for s in journal.steps(rt.store, dep.id, "rollback") if s.id > seen]
+        if any(s.name == "aborted" for s in mine) and d.phase != "ROLLING_BACK":
+            break
+        refused = [s for s in mine if s.name == "refused"]
         if refused:
             raise ClusterBusy(f"rollback of {cluster!r} refused: " + "; ".join(refused[-1].detail["problems"]))
         time.sleep(0.1)

@@ -91,10 +91,11 @@ def prepare(rt: Runtime, deployment_id: str) -> Next:
     """PENDING → PREPARING → SYNCING: reach both servers, learn what they are, check the topology."""
     if deps.identity(rt.store, deployment_id).provider == "rds":
         return _rds_steps().prepare(rt, deployment_id)
-    claim = deps.claim(rt.store, deployment_id, OWNER, [Phase.PENDING])
+    claim = deps.claim(rt.store, deployment_id, OWNER, [Phase.PENDING, Phase.PREPARING])
     if claim is None:
         return DONE
-    claim = deps.transition(rt.store, claim, Phase.PREPARING)
+    if claim.phase == Phase.PENDING:  # PREPARING: an earlier attempt died here (it changes nothing)
+        claim = deps.transition(rt.store, claim, Phase.PREPARING)
     dep = deps.get_deployment(rt.store, deployment_id)
     refresh_lock(rt, dep)
     spec = _spec(dep)
@@ -196,9 +197,8 @@ def switch(rt: Runtime, deployment_id: str) -> Next:
         raise
     except BgqueueError as e:  # could not even connect: nothing was changed on this attempt
         if resume:
-            end(rt, claim, Phase.FAILED, f"resume could not observe the servers: {e}")
-        else:
-            end(rt, claim, Phase.SWITCHOVER_FAILED, f"not started: {e}")
+            raise  # the task layer tries again (bounded): the servers may be back in a moment
+        end(rt, claim, Phase.SWITCHOVER_FAILED, f"not started: {e}")
         return DONE
     finally:
         blue.close()

@@ -14,6 +14,7 @@ from bgqueue.phases import Phase
 from bgqueue.runtime import Runtime
 from bgqueue.store import deployments as deps
 from bgqueue.store import validation as records
+from bgqueue.store import journal
 from bgqueue.store.journal import Journal
 from bgqueue.store.models import utcnow
 
@@ -81,13 +82,19 @@ def monitor(rt: Runtime, deployment_id: str) -> Next:
         _record(rt, deployment_id, ROLLBACK, decision.reasons)
         Journal(rt.store, claim, "monitor").note("breach", "failed", figures=fig.as_dict(), baseline=base,
                                                  reasons=decision.reasons, auto_rollback=t.auto_rollback)
-        if t.auto_rollback:
+        aborted = [s for s in journal.steps(rt.store, deployment_id, "rollback") if s.name == "aborted"]
+        if t.auto_rollback and not aborted:
             problems = rollback.preconditions(rt, dep)
             if problems:
                 lifecycle.end(rt, claim, Phase.FAILED, "breach: " + "; ".join(decision.reasons) +
                               " — and rollback is not possible: " + "; ".join(problems))
                 return DONE
-            return rollback.roll_back(rt, deployment_id, AUTOMATIC + "; ".join(decision.reasons))
+            nxt = rollback.roll_back(rt, deployment_id, AUTOMATIC + "; ".join(decision.reasons))
+            if nxt.wait_s or deps.get_deployment(rt.store, deployment_id).phase != Phase.MONITORING:
+                return nxt
+            # The rollback was refused or undone: green serves on, the window goes on (and an
+            # operator decides: an undone automatic rollback is not retried by itself).
+            return Next(wait_s=t.monitor_tick_s)
     deadline = deps.as_aware(dep.phase_deadline)
     if deadline is not None and utcnow() < deadline:
         return Next(wait_s=min(t.monitor_tick_s, max(0.05, (deadline - utcnow()).total_seconds())))

@@ -45,7 +45,8 @@ TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     P.CDC_MIGRATING: frozenset({P.MONITORING, P.ROLLING_BACK, P.FAILED}),
     P.MONITORING: frozenset({P.COMPLETED, P.ROLLING_BACK, P.FAILED}),
     P.COMPLETED: frozenset({P.ROLLING_BACK}),  # manual rollback during the retention period
-    P.ROLLING_BACK: frozenset({P.ROLLED_BACK, P.FAILED}),
+    # Back to where it was when a rollback was undone safely (fence lifted, green still primary).
+    P.ROLLING_BACK: frozenset({P.ROLLED_BACK, P.FAILED, P.CDC_MIGRATING, P.MONITORING, P.COMPLETED}),
     P.NO_GO: frozenset(),
     P.SWITCHOVER_FAILED: frozenset(),
     P.ROLLED_BACK: frozenset(),

@@ -73,22 +73,38 @@ def preconditions(rt: Runtime, dep: Deployment) -> list[str]:
 
 def _begin(rt: Runtime, dep: Deployment, reason: str):
     """Check the preconditions, take the cluster lock, then claim and move to ROLLING_BACK.
-    None when refused (recorded in the journal) or when another worker moved the deployment on."""
+    None when refused (recorded in the journal, without claiming: a refusal must not fence out
+    the deployment's owner) or when another worker moved the deployment on."""
     problems = preconditions(rt, dep)
     if not problems and not rt.locks.acquire(dep.cluster, dep.batch_id, rt.settings.lock_ttl_s):
         problems.append(f"another operation took cluster {dep.cluster!r} (lock held by {rt.locks.holder(dep.cluster)})")
+    if problems:
+        journals.note_unfenced(rt.store, dep.id, "rollback", "refused", "failed",
+                               {"reason": reason, "problems": problems})
+        return None
     for _ in range(5):  # a monitoring tick may claim the row between our claim and transition
         claim = deps.claim(rt.store, dep.id, lifecycle.OWNER, list(ROLLBACK_FROM))
         if claim is None:
             return None
         try:
-            if problems:
-                Journal(rt.store, claim, "rollback").note("refused", "failed", reason=reason, problems=problems)
-                return None
-            return deps.transition(rt.store, claim, Phase.ROLLING_BACK, reason=reason)
+            claim = deps.transition(rt.store, claim, Phase.ROLLING_BACK, reason=reason)
+            Journal(rt.store, claim, "rollback").note("begin", reason=reason, from_phase=dep.phase)
+            return claim
         except FencedOut:
             continue
     return None
+
+
+def _this_attempt(rt: Runtime, deployment_id: str) -> dict[str, object]:
+    """The steps of the current rollback attempt (since its last ``begin``), by name."""
+    rows = journals.steps(rt.store, deployment_id, "rollback")
+    starts = [i for i, s in enumerate(rows) if s.name == "begin"]
+    return {s.name: s for s in rows[starts[-1] if starts else 0:] if s.status == "done"}
+
+
+def _phase_before(rt: Runtime, deployment_id: str) -> Phase:
+    into = [p for p in deps.phase_history(rt.store, deployment_id) if p.to_phase == Phase.ROLLING_BACK]
+    return Phase(into[-1].from_phase) if into else Phase.MONITORING
 
 
 def roll_back(rt: Runtime, deployment_id: str, reason: str = "manual rollback") -> Next:
@@ -98,6 +114,8 @@ def roll_back(rt: Runtime, deployment_id: str, reason: str = "manual rollback") 
     claim → ROLLING_BACK transition is a few ms: monitoring ticks claim the same row."""
     dep = deps.get_deployment(rt.store, deployment_id)
     if dep.phase == Phase.ROLLING_BACK:
+        if dep.reason != reason:
+            return DONE  # someone else's rollback: its own runner carries it (two would fence each other)
         claim = deps.claim(rt.store, deployment_id, lifecycle.OWNER, [Phase.ROLLING_BACK])
         resume = True
     elif dep.phase in ROLLBACK_FROM:
@@ -108,8 +126,10 @@ def roll_back(rt: Runtime, deployment_id: str, reason: str = "manual rollback") 
         return DONE
     spec = ClusterSpec.model_validate(dep.spec)
     journal = Journal(rt.store, claim, "rollback")
-    done_steps = {s.name for s in journals.steps(rt.store, deployment_id, "rollback") if s.status == "done"}
-    if "reverse_replication" not in done_steps:
+    done_steps = _this_attempt(rt, deployment_id)
+    # Once routing names blue the procedure is over (reverse replication, if it failed, is a
+    # finding for monitoring): never run it again, or every CDC tick would start it anew.
+    if "rolled_back" not in done_steps and "flip_routing" not in done_steps:
         blue, green = lifecycle.servers(spec)
         try:
             blue.connect()
@@ -124,10 +144,13 @@ def roll_back(rt: Runtime, deployment_id: str, reason: str = "manual rollback") 
             blue.close()
             green.close()
         if not result.switched:
-            # Fence undone or not: green is (still) the writer; a human decides what next.
-            lifecycle.end(rt, claim, Phase.FAILED,
-                          f"rollback did not happen: {result.reason}" +
-                          ("; the fence on green was lifted, green is still the primary" if result.undone else ""))
+            if result.undone:
+                # Green is the writer again and nothing else changed: back to where it was.
+                back = _phase_before(rt, deployment_id)
+                journal.note("aborted", "failed", reason=result.reason, back_to=back)
+                lifecycle.end(rt, claim, back, f"rollback aborted (green is still the primary): {result.reason}")
+                return DONE
+            lifecycle.end(rt, claim, Phase.FAILED, f"rollback did not happen: {result.reason}")
             return DONE
         journal.note("rolled_back", reason=reason, writes_blocked_ms=result.writes_blocked_ms,
                      duration_ms=result.duration_ms, reverse_replication=result.reverse_replication)

@@ -15,6 +15,8 @@ import sqlalchemy.exc
 
 from bgqueue import lifecycle, logs
 from bgqueue.errors import FencedOut
+from bgqueue.phases import SERVER_CHANGING, Phase
+from celery.exceptions import Ignore, Retry
 from bgqueue.lifecycle import Next
 from bgqueue.runtime import Runtime, get_runtime
 from tasks.application import app
@@ -79,31 +81,54 @@ def _bind_cluster(deployment_id: str) -> None:
         pass
 
 
+# Mid-procedure (SWITCHING, ROLLING_BACK) an error is never the end: the next attempt observes
+# the servers and finishes or undoes. Only after this many attempts (~10 min) does a human get it.
+MAX_RESUME_ATTEMPTS = 25
+
+
+def _phase_of(deployment_id: str) -> Phase | None:
+    try:
+        from bgqueue.store import deployments as deps
+
+        return Phase(deps.get_deployment(get_runtime().store, deployment_id).phase)
+    except Exception:  # the store itself is failing: treat like a transient error
+        return None
+
+
 def guarded(name: str):
-    """Turn what escapes a deployment task into a recorded outcome: FencedOut stops quietly,
-    transient errors retry a few times, anything else marks the deployment FAILED (known state)."""
+    """Turn what escapes a deployment task into a recorded outcome. FencedOut stops quietly.
+    In a server-changing phase any error re-enqueues the task (it resumes by observing the
+    servers). Elsewhere transient errors (store, Redis) retry a few times and anything else
+    marks the deployment FAILED (a known state). Error attempts are counted in the ``errors``
+    keyword, apart from the re-enqueues of waiting steps (Celery's retries counts both)."""
 
     def decorate(fn):
         @functools.wraps(fn)
-        def run(self, *args):
+        def run(self, *args, errors: int = 0):
             deployment_id = args[-1]
             with logs.log_context(deployment=deployment_id, task=name):
-                return _run(self, args, deployment_id)
+                return _run(self, args, deployment_id, errors)
 
-        def _run(self, args, deployment_id):
+        def _run(self, args, deployment_id, errors):
             try:
                 _bind_cluster(deployment_id)
                 return fn(self, *args)
+            except (Retry, Ignore):
+                raise
             except FencedOut as e:
-                log.info("deployment=%s task=%s fenced out: %s", deployment_id, name, e)
+                log.info("task=%s fenced out: %s", name, e)
                 return deployment_id
-            except TRANSIENT as e:
-                attempt = self.request.retries or 0
-                if attempt < MAX_TRANSIENT_RETRIES:
-                    log.warning("deployment=%s task=%s transient error, retry %d: %s", deployment_id, name,
-                                attempt + 1, e)
-                    raise self.retry(countdown=min(2 ** attempt, 30))
-                lifecycle.fail(get_runtime(), deployment_id, f"{name}: gave up after {attempt} transient errors: {e}")
+            except Exception as e:
+                phase = _phase_of(deployment_id)
+                changing = phase is None or phase in SERVER_CHANGING
+                limit = MAX_RESUME_ATTEMPTS if changing else MAX_TRANSIENT_RETRIES
+                if (changing or isinstance(e, TRANSIENT)) and errors < limit:
+                    log.warning("task=%s error in %s, attempt %d of %d, again shortly: %s: %s", name, phase,
+                                errors + 1, limit, type(e).__name__, e)
+                    raise self.retry(countdown=min(2 ** errors, 30), kwargs={"errors": errors + 1})
+                log.exception("task=%s failed in %s", name, phase)
+                lifecycle.fail(get_runtime(), deployment_id, f"{name}: {type(e).__name__}: {e}"
+                               + (f" (after {errors} attempts)" if errors else ""))
                 return deployment_id
         return run
 
@@ -118,18 +143,11 @@ def deployment_task(name: str, *, time_limit: int = 120) -> Callable[[Step], obj
         @guarded(name)
         def run(self, deployment_id: str) -> str:
             rt = get_runtime()
-            try:
-                nxt = step(rt, deployment_id)
-            except (FencedOut, *TRANSIENT):
-                raise
-            except Exception as e:  # a bug: leave the deployment in a known, recorded state
-                log.exception("deployment=%s step=%s failed", deployment_id, name)
-                lifecycle.fail(rt, deployment_id, f"{name}: unexpected {type(e).__name__}: {e}")
-                return deployment_id
+            nxt = step(rt, deployment_id)
             if nxt.wait_s:
                 countdown = min(nxt.wait_s, rt.settings.max_countdown_s)
-                log.debug("deployment=%s step=%s waits %.1fs (%s)", deployment_id, name, countdown, nxt.detail)
-                raise self.retry(countdown=countdown)
+                log.debug("step=%s waits %.1fs (%s)", name, countdown, nxt.detail)
+                raise self.retry(countdown=countdown, kwargs={})  # a wait is not an error: reset the count
             return deployment_id
 
         run.step = step  # type: ignore[attr-defined]

@@ -24,5 +24,5 @@ def rollback(self, reason: str, deployment_id: str) -> str:
     """A manual rollback (`bgqueue rollback`); re-enqueues itself while CDC pipelines move back."""
     nxt = rollbacks.roll_back(get_runtime(), deployment_id, reason)
     if nxt.wait_s:
-        raise self.retry(countdown=nxt.wait_s)
+        raise self.retry(countdown=nxt.wait_s, kwargs={})
     return deployment_id

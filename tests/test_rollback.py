@@ -34,7 +34,7 @@ def _stop_consumers():
         p.wait(20)
 
 
-ROLLBACK_STEPS = ["fence", "checkpoint", "wait_for_new", "fence_held", "promote", "new_coordinates", "flip_routing",
+ROLLBACK_STEPS = ["begin", "fence", "checkpoint", "wait_for_new", "fence_held", "promote", "new_coordinates", "flip_routing",
                   "reverse_replication", "rolled_back"]
 
 
@@ -187,7 +187,7 @@ def test_worker_killed_during_the_rollback_fence_is_recovered(cluster_pair_facto
     dep = deps.get_deployment(runtime.store, dep_id)
     assert dep.phase == Phase.ROLLED_BACK, dep.reason
     names = [s.name for s in journal.steps(runtime.store, dep_id, "rollback")]
-    assert names[:2] == ["fence", "observe"] and names[-1] == "rolled_back"
+    assert names[:3] == ["begin", "fence", "observe"] and names[-1] == "rolled_back"
     _assert_no_lost_writes_and_forward_replication(spec, load)
 
 
@@ -205,3 +205,35 @@ def test_app_user_cannot_write_on_the_fenced_side_after_rollback(cluster_pair_fa
                 assert e.args[0] in (1142, 1290)
     finally:
         app.close()
+
+
+def test_a_rollback_that_cannot_catch_up_is_undone_and_the_window_goes_on(
+        cluster_pair_factory, fleet_file, unique_name, runtime, bgq_env, celery_workers, sampler_process, redis_url,
+        sandbox_passwords):
+    """Blue's reverse replication is blocked by a lock: the rollback's bounded wait times out, the
+    fence on green is lifted, and the deployment returns to MONITORING (not FAILED)."""
+    pair = cluster_pair_factory(unique_name("rbabort"))
+    spec, load, _opened, dep_id = _switched(pair, fleet_file, runtime, redis_url, sandbox_passwords,
+                                            monitor_window_s=1800, catchup_timeout_s=1, rollback_max_lag_s=3600)
+    blocker = pair.blue.root()
+    try:
+        with blocker.cursor() as cur:
+            cur.execute("LOCK TABLES appdb.bgq_writes WRITE")  # blue's SQL thread waits on it
+        time.sleep(0.5)
+        r = bgqueue_cli("rollback", spec.name, "--yes", env=bgq_env)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert f"{spec.name}: MONITORING — rollback aborted (green is still the primary)" in r.stdout
+    finally:
+        with blocker.cursor() as cur:
+            cur.execute("UNLOCK TABLES")
+        blocker.close()
+        time.sleep(0.5)
+        load.stop()
+    dep = deps.get_deployment(runtime.store, dep_id)
+    assert dep.phase == Phase.MONITORING and "did not reach" in dep.reason
+    assert runtime.routing.get(spec.name).port == spec.green.port
+    with pair.green.root() as c, c.cursor() as cur:
+        cur.execute("SELECT @@GLOBAL.read_only")
+        assert cur.fetchone()[0] == 0  # green writable again
+    v = verify(spec, load.writer.acked_ids(), new=spec.green, old=spec.blue)
+    assert v.lost == 0 and v.old_caught_up, v

@@ -93,6 +93,17 @@ class Journal:
         record_step(self.store, self.claim, self.procedure, name, status, detail or None)
 
 
+def note_unfenced(store: Store, deployment_id: str, procedure: str, name: str, status: str,
+                  detail: dict | None = None) -> None:
+    """An observation recorded WITHOUT claiming the deployment (a refused request, say): it must
+    not fence out the worker that owns the deployment now."""
+    now = utcnow()
+    with store.session() as s:
+        epoch = s.execute(select(Deployment.epoch).where(Deployment.id == deployment_id)).scalar_one()
+        s.add(Step(deployment_id=deployment_id, procedure=procedure, name=name, status=status, epoch=epoch,
+                   detail=detail, started_at=now, ended_at=now, duration_ms=0.0))
+
+
 def steps(store: Store, deployment_id: str, procedure: str | None = None) -> list[Step]:
     with store.session() as s:
         q = select(Step).where(Step.deployment_id == deployment_id)
