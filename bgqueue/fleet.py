@@ -103,7 +103,7 @@ class ClusterSpec(_Strict):
     )
     app_users: list[str] = Field(
         default_factory=list,
-        description="sessions of these users are ended at the fence; empty means every session but ours",
+        description="the application's users (reported); the fence ends every client session, privileged ones too",
     )
     critical_tables: list[str] = Field(default_factory=list)
     tls: Literal["preferred", "required", "disabled"] = Field(
@@ -296,17 +296,38 @@ def _merge_thresholds(raw: dict, cluster: dict) -> dict:
     return merged
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A second `blue:` in one mapping is a mistake, not "the last one wins"."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def parse_fleet(text: str, path: str = "<fleet>") -> Fleet:
     """Parse and validate fleet YAML. Raises FleetFileError naming file, line, cluster and field."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise FleetFileError(path, f"not valid YAML: {getattr(e, 'problem', e)}",
                              line=(mark.line + 1) if mark else None) from None
     if not isinstance(raw, dict):
         raise FleetFileError(path, "the file must be a mapping with a 'clusters' list")
+    for key in ("defaults", "tiers"):  # merged below: their shape is checked before anything reads them
+        if raw.get(key) is not None and not isinstance(raw[key], dict):
+            node = _node_at(root, (key,))
+            raise FleetFileError(path, f"{key} must be a mapping", line=node.start_mark.line + 1 if node else None,
+                                 field=key)
+    if isinstance(raw.get("defaults"), dict) and raw["defaults"].get("thresholds") is not None \
+            and not isinstance(raw["defaults"]["thresholds"], dict):
+        raise FleetFileError(path, "defaults.thresholds must be a mapping", field="defaults.thresholds")
 
     clusters = raw.get("clusters")
     if isinstance(clusters, list):
@@ -327,6 +348,12 @@ def parse_fleet(text: str, path: str = "<fleet>") -> Fleet:
         for i, c in enumerate(clusters):
             if isinstance(c, dict):
                 tier = c.get("tier", "default")
+                if not isinstance(tier, str) or not isinstance(c.get("thresholds") or {}, dict):
+                    bad = "tier" if not isinstance(tier, str) else "thresholds"
+                    node = _node_at(root, ("clusters", i, bad))
+                    raise FleetFileError(path, f"{bad} must be a {'name' if bad == 'tier' else 'mapping'}",
+                                         line=node.start_mark.line + 1 if node else None, cluster=c.get("name"),
+                                         field=bad)
                 if tier != "default" and tier not in (raw.get("tiers") or {}):
                     node = _node_at(root, ("clusters", i, "tier"))
                     raise FleetFileError(path, f"unknown tier {tier!r}", line=node.start_mark.line + 1 if node else None,

@@ -120,6 +120,10 @@ def _complete(rt: Runtime, claim, spec, figures: dict, base: dict) -> Next:
         state = {"replicating": True, "problems": [], "note": "rds: no reverse replication"}
     reasons = [] if state.get("replicating") else ["reverse replication is not healthy: " +
                                                    "; ".join(state.get("problems", []))]
+    if spec.provider == "mysql" and not figures.get("samples"):
+        # Nothing measured is not a clean pass: say so (the sampler was down, or lost the cluster).
+        reasons.append(f"the monitoring window ended unobserved: no samples of the new primary in the last "
+                       f"{spec.thresholds.monitor_eval_s:g}s (is `bgqueue sampler run` running?)")
     _record(rt, claim.deployment_id, HOLD, reasons)
     Journal(rt.store, claim, "monitor").note("window_ended", "done" if not reasons else "failed",
                                              figures=figures, baseline=base, reverse_replication=state)

@@ -106,7 +106,21 @@ def check_target(rt: Runtime, run_id: str, fleet_path: str, cluster: str) -> int
         return 1
     if not isinstance(spec, ClusterSpec):
         return 0  # rds clusters: their health is CloudWatch's (alarms); cost is counted fleet-wide
-    spec = _roles(rt, spec)
+    # The checksum writes on the primary: never while a deployment may be fencing it, and hold the
+    # cluster's lock meanwhile so that no batch starts under it.
+    active = deps.active_deployment(rt.store, cluster)
+    holder = f"nightly:{run_id}"
+    if active is not None or not rt.locks.acquire(cluster, holder, 3600):
+        _record(rt, run_id, cluster, "skipped", "pass", "a deployment is in flight: checked next night",
+                {"deployment": active.id if active else None, "lock": rt.locks.holder(cluster)})
+        return 0
+    try:
+        return _check_locked(rt, run_id, cluster, _roles(rt, spec))
+    finally:
+        rt.locks.release(cluster, holder)
+
+
+def _check_locked(rt: Runtime, run_id: str, cluster: str, spec: ClusterSpec) -> int:
     blue, green = lifecycle.servers(spec)
     ctx = CheckContext(spec=spec, blue=blue, green=green, store=rt.store)
     findings = 0

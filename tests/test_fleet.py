@@ -151,3 +151,16 @@ def test_rds_cluster_and_its_errors():
     assert e.field == "db_instance_identifer" and e.cluster == "billing" and "unknown key" in str(e)
     e = _err(RDS.replace("    db_instance_identifier: billing-prod\n", ""))
     assert "exactly one of db_instance_identifier and db_cluster_identifier" in str(e)
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("defaults: [1]\nclusters: []\n", "defaults must be a mapping"),
+    ("defaults: 5\nclusters: []\n", "defaults must be a mapping"),
+    ("tiers: [gold]\nclusters: []\n", "tiers must be a mapping"),
+    ("defaults: {thresholds: [1]}\nclusters: []\n", "defaults.thresholds must be a mapping"),
+    (GOOD.replace("tier: critical", "tier: [x]"), "tier must be a name"),
+    (GOOD.replace("    green: {host: 10.0.0.2}\n", "    green: {host: 10.0.0.2}\n    green: {host: 10.0.0.9}\n"),
+     "duplicate key 'green'"),
+])
+def test_malformed_shapes_are_bad_input_not_crashes(text, needle):
+    assert needle in str(_err(text))

@@ -1,6 +1,8 @@
 """Is green ready to become the primary, and blue to become its reverse replica?"""
 from __future__ import annotations
 
+import re
+
 from bgqueue.checks.context import CheckContext
 from bgqueue.checks.result import CheckResult, failed, passed
 from bgqueue.errors import BgqueueError
@@ -40,7 +42,9 @@ def reverse_readiness(ctx: CheckContext) -> CheckResult:
     grants: list[str] = []
     try:
         probe.connect()
-        grants = [str(r[0]) for r in probe.rows("SHOW GRANTS")]
+        # SHOW GRANTS carries the password hash (IDENTIFIED BY PASSWORD '*…'): never keep it.
+        grants = [re.sub(r"(?i)\s+IDENTIFIED\s+(BY\s+PASSWORD|VIA|WITH)\s+.*$", "", str(r[0]))
+                  for r in probe.rows("SHOW GRANTS")]
         if not any("REPLICATION SLAVE" in g.upper() or "ALL PRIVILEGES" in g.upper() for g in grants):
             problems.append(f"user {repl.user!r} on green lacks REPLICATION SLAVE")
     except BgqueueError as e:
