@@ -86,12 +86,20 @@ def _bind_cluster(deployment_id: str) -> None:
 MAX_RESUME_ATTEMPTS = 25
 
 
-def _phase_of(deployment_id: str) -> Phase | None:
-    try:
-        from bgqueue.store import deployments as deps
+_MISSING = "missing"
 
+
+def _phase_of(deployment_id: str) -> Phase | str | None:
+    """The deployment's phase; ``_MISSING`` when there is no such deployment; None when the
+    store itself cannot be read (then the error is treated like a transient one)."""
+    from bgqueue.errors import BadInput
+    from bgqueue.store import deployments as deps
+
+    try:
         return Phase(deps.get_deployment(get_runtime().store, deployment_id).phase)
-    except Exception:  # the store itself is failing: treat like a transient error
+    except BadInput:
+        return _MISSING
+    except Exception:
         return None
 
 
@@ -120,6 +128,9 @@ def guarded(name: str):
                 return deployment_id
             except Exception as e:
                 phase = _phase_of(deployment_id)
+                if phase == _MISSING:  # nothing to record it on: the task fails, visibly
+                    log.error("task=%s: no deployment %s: %s: %s", name, deployment_id, type(e).__name__, e)
+                    raise
                 changing = phase is None or phase in SERVER_CHANGING
                 limit = MAX_RESUME_ATTEMPTS if changing else MAX_TRANSIENT_RETRIES
                 if (changing or isinstance(e, TRANSIENT)) and errors < limit:

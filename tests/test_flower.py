@@ -155,7 +155,8 @@ def test_chord_results_are_not_shown_as_task_arguments(bgq_env, redis_url, celer
         while True:
             status, body = _get(f"{base}/api/task/info/{decide.id}", auth=(user, password))
             info = json.loads(body) if status == 200 else {}
-            if info.get("state") in ("SUCCESS", "FAILURE"):
+            # Events arrive in any order: wait for the one that names the task and its arguments too.
+            if info.get("state") in ("SUCCESS", "FAILURE") and info.get("name") and info.get("args"):
                 break
             assert time.monotonic() < deadline, (status, body)
             time.sleep(0.3)
