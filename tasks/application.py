@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import setup_logging
+from celery.signals import setup_logging, worker_init
 
 from bgqueue import logs
 
@@ -17,6 +17,20 @@ app.conf.update(celery_config(get_settings()))
 def _logging(loglevel=None, **_kw) -> None:
     """Workers log through bgqueue.logs (ids on every line, JSON mode, secrets masked)."""
     logs.configure(json_mode=get_settings().log_json, level=loglevel or "INFO")
+
+
+@worker_init.connect
+def _preload(**_kw) -> None:
+    """In the worker's parent, before the pool forks: import the providers and load the AWS
+    service models once, instead of once in every child on its first task."""
+    try:
+        import bgqueue.providers.rds.checks  # noqa: F401
+        import bgqueue.providers.rds.steps  # noqa: F401
+        from bgqueue.providers.rds import aws
+
+        aws.warm()
+    except Exception:  # a worker without boto3 models still works: each child loads them itself
+        pass
 
 
 def configure(settings: Settings) -> None:

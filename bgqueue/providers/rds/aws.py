@@ -115,7 +115,27 @@ def installed(service: str, region: str, instance) -> Iterator[Any]:
                 _clients[(service, region)] = before
 
 
-os.register_at_fork(after_in_child=reset)  # sockets of a parent's pool must not be shared with a child
+def _after_fork() -> None:
+    # Sockets of a parent's pool must not be shared with a child: drop the clients. Keep the
+    # session: it holds no socket, and its loaded service models spare every child ~0.1 s of CPU.
+    global _lock
+    _lock = threading.Lock()
+    _clients.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+SERVICES = ("rds", "cloudwatch", "ssm", "dms")
+
+
+def warm(services: tuple[str, ...] = SERVICES) -> None:
+    """Load the service models once in a worker's parent process, before it forks its children."""
+    global _session
+    with _lock:
+        if _session is None:
+            _session = boto3.session.Session()
+        for name in services:
+            _session._session.get_service_model(name)  # botocore caches it in the session's loader
 
 
 def error_code(e: BaseException) -> str | None:
