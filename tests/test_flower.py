@@ -117,6 +117,7 @@ def test_flower_requires_credentials_lists_workers_and_shows_ids_only(bgq_env, r
         # A real task through a real worker: what Flower shows as its arguments is the id it carries.
         from tasks.batch import start_batch
 
+        _wait_until_flower_receives_events(base, (user, password))
         batch_id = str(uuid.uuid4())  # no such batch: the task finds nothing to start and returns 0
         task_id = start_batch.apply_async((batch_id,), ignore_result=True).id
         deadline = time.monotonic() + 30
@@ -141,6 +142,21 @@ def test_flower_opt_out_starts_but_its_api_stays_closed(bgq_env, tmp_path):
         assert status == 401 and b"FLOWER_UNAUTHENTICATED_API" in body
 
 
+def _wait_until_flower_receives_events(base: str, auth, timeout: float = 60) -> None:
+    """Flower answers HTTP before its event receiver is consuming: a task sent earlier would
+    never be known to it. Send harmless tasks until Flower has seen one."""
+    from tasks.batch import start_batch
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        probe = start_batch.apply_async((str(uuid.uuid4()),), ignore_result=True).id  # no such batch: a no-op
+        for _ in range(10):
+            if _get(f"{base}/api/task/info/{probe}", auth=auth)[0] == 200:
+                return
+            time.sleep(0.3)
+    raise AssertionError("Flower never received a task event")
+
+
 def test_chord_results_are_not_shown_as_task_arguments(bgq_env, redis_url, celery_workers, tmp_path):
     """A chord callback gets its header's results prepended to its arguments: Flower must still
     show ids only (BgqueueTask's argsrepr), never the results themselves."""
@@ -149,6 +165,7 @@ def test_chord_results_are_not_shown_as_task_arguments(bgq_env, redis_url, celer
     user, password = "ops", secrets.token_urlsafe(18)
     dep_id = str(uuid.uuid4())  # no such deployment: the check returns an error result, decide finds nothing
     with flower(_env(bgq_env, FLOWER_BASIC_AUTH=f"{user}:{password}"), tmp_path) as base:
+        _wait_until_flower_receives_events(base, (user, password))
         decide = validation_round(dep_id, ["staging"]).apply_async()
         decide.get(timeout=30, propagate=False)  # it ran (and failed: there is no such deployment)
         deadline = time.monotonic() + 30
