@@ -41,6 +41,7 @@ def deployment_dict(rt: Runtime, dep, detail: bool = False) -> dict:
         "created_at": _iso(dep.created_at), "finished_at": _iso(dep.finished_at),
         "switched": Phase(dep.phase) in SWITCHED,
         "green_cost_per_hour": ((dep.facts or {}).get("cost") or {}).get("green_per_hour"),
+        "retention_until": _iso(dep.retention_until), "decommissioned_at": _iso(dep.decommissioned_at),
     }
     if detail:
         out["phases"] = [{"from": p.from_phase, "to": p.to_phase, "at": _iso(p.at), "reason": p.reason}
@@ -100,6 +101,10 @@ def print_deployment(console: Console, d: dict) -> None:
                   + (f"  route → {d['route']['writer']} (v{d['route']['version']})" if d.get("route") else ""))
     if d["reason"]:
         console.print(f"reason: {d['reason']}")
+    if d.get("decommissioned_at"):
+        console.print(f"old primary {d['blue']}: decommissioned at {d['decommissioned_at']} — free")
+    elif d.get("retention_until") and d["phase"] == "COMPLETED":
+        console.print(f"old primary {d['blue']}: reverse replica (rollback possible) until {d['retention_until']}")
     if d.get("checks"):
         t = Table(title=f"checks (round {d['checks'][0]['round']})", title_justify="left")
         for col in ("check", "status", "value", "threshold", "reason"):
