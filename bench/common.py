@@ -62,3 +62,91 @@ def start_sampler(env: dict, workdir: Path):
 
     return subprocess.Popen([sys.executable, "-m", "bgqueue.cli", "sampler", "run"], env=env, cwd=str(REPO),
                             stdout=open(workdir / "sampler.log", "wb"), stderr=subprocess.STDOUT)
+
+
+class GapBench:
+    """What the write-gap benchmarks stand on: a 1-cluster sandbox, a Celery worker process, the
+    sampler, and an application writer at ``rate`` writes/s through bgqueue.client. The fleet file
+    (``path``) carries ``thresholds`` over the sandbox's defaults. Torn down on exit."""
+
+    def __init__(self, prefix: str, rate: float, thresholds: dict | None = None):
+        import tempfile
+
+        self.prefix, self.rate, self.thresholds = prefix, rate, thresholds or {}
+        self.workdir = Path(tempfile.mkdtemp(prefix=prefix))
+        self.workers: list = []
+        self.sampler = self.load = self.sandbox = None
+
+    def __enter__(self) -> "GapBench":
+        import time
+
+        import yaml
+
+        from bgqueue.demo import _configure
+        from bgqueue.fleet import load_fleet
+        from bgqueue.sandbox import Sandbox
+        from bgqueue.workload import start_workload
+
+        self.sandbox = Sandbox(self.workdir / "sandbox", clusters=1, detach=False).up()
+        try:
+            self.sandbox.passwords.export_env()
+            redis_url = self.sandbox.info["redis"]["url"]
+            self.env = _configure(self.workdir, redis_url)
+            from bgqueue.runtime import get_runtime
+            from tasks.workers import start_workers
+
+            self.workers = start_workers(self.env, redis_url, count=1, concurrency=2, logdir=self.workdir)
+            self.sampler = start_sampler(self.env, self.workdir)
+            self.rt = get_runtime()
+            self.raw = yaml.safe_load(self.sandbox.fleet_path.read_text())
+            self.raw["defaults"]["thresholds"].update(self.thresholds)
+            self.path = self.workdir / "fleet.yaml"
+            self.path.write_text(yaml.safe_dump(self.raw, sort_keys=False))
+            self.spec = load_fleet(self.path).clusters[0]
+            self.load = start_workload(self.spec, redis_url, self.rt.routing, app_user="app",
+                                       app_password=self.sandbox.passwords.app, rate_hz=self.rate)
+            time.sleep(1.0)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def gap(self, t0: float, t1: float, settle: float) -> float:
+        """The longest interval between acknowledged writes around [t0, t1] (after the writer
+        has had ``settle`` seconds to acknowledge past the switch, so that the gap closes)."""
+        import time
+
+        time.sleep(settle)
+        return self.load.writer.max_gap_ms((t0, t1))
+
+    def result(self, benchmark: str, count_key: str, count: int, full: list[float], floor: list[float],
+               new, old, **extra) -> dict:
+        """Stop the writer, look for every acknowledged write, and build the benchmark's JSON."""
+        from bgqueue.workload import verify
+
+        self.load.stop()
+        stats = self.load.writer.stats()
+        v = verify(self.spec, self.load.writer.acked_ids(), new=new, old=old)
+        self.load = None
+        f, b = summary(full), summary(floor)
+        return {
+            "benchmark": benchmark, count_key: count,
+            "target_rate_writes_per_s": self.rate, "achieved_rate_writes_per_s": stats["rate_hz"],
+            "full_path": f, **extra, "bare_sql_floor": b,
+            "ratio_median": round(f["median_ms"] / b["median_ms"], 2),
+            "ratio_p95": round(f["p95_ms"] / b["p95_ms"], 2),
+            "acked_writes": v.acked, "lost_writes": v.lost,
+            "writer": {k: stats[k] for k in ("attempted", "acked", "failures") if k in stats},
+            "target_p95_ms": 100, "target_met": f["p95_ms"] <= 100 and v.lost == 0,
+        }
+
+    def __exit__(self, *exc) -> None:
+        if self.load is not None:
+            self.load.stop()
+        for w in self.workers:
+            w.stop()
+        if self.sampler is not None:
+            self.sampler.terminate()
+            self.sampler.wait(10)
+        if self.sandbox is not None:
+            self.sandbox.down()

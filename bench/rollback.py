@@ -18,20 +18,13 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-
-import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import bare_sql_switch, start_sampler, summary  # noqa: E402
-from bgqueue.demo import _configure  # noqa: E402
-from bgqueue.fleet import load_fleet  # noqa: E402
-from bgqueue.sandbox import Sandbox  # noqa: E402
-from bgqueue.workload import start_workload, verify  # noqa: E402
+from bench.common import GapBench, bare_sql_switch, summary  # noqa: E402
 
 
 def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
@@ -46,101 +39,51 @@ def main() -> None:
     ap.add_argument("--settle", type=float, default=0.5)
     args = ap.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="bgqueue-bench-rollback-"))
-    sandbox = Sandbox(workdir / "sandbox", clusters=1, detach=False).up()
-    workers, load, sampler = [], None, None
-    try:
-        sandbox.passwords.export_env()
-        redis_url = sandbox.info["redis"]["url"]
-        env = _configure(workdir, redis_url)
-        from bgqueue.runtime import get_runtime
+    # A long monitoring window: each switched deployment waits there for its rollback.
+    with GapBench("bgqueue-bench-rollback-", args.rate, {"monitor_window_s": 3600, "sync_poll_s": 0.1}) as b:
         from bgqueue.store import deployments as deps
-        from tasks.workers import start_workers
+        from bgqueue.store import journal
 
-        workers = start_workers(env, redis_url, count=1, concurrency=2, logdir=workdir)
-        sampler = start_sampler(env, workdir)
-        rt = get_runtime()
-        raw = yaml.safe_load(sandbox.fleet_path.read_text())
-        raw["defaults"]["thresholds"].update({"monitor_window_s": 3600, "sync_poll_s": 0.1})
-        path = workdir / "fleet.yaml"
-        path.write_text(yaml.safe_dump(raw, sort_keys=False))
-        spec = load_fleet(path).clusters[0]
-        load = start_workload(spec, redis_url, rt.routing, app_user="app", app_password=sandbox.passwords.app,
-                              rate_hz=args.rate)
-        time.sleep(1.0)
-
-        def gap(t0: float, t1: float) -> float:
-            time.sleep(args.settle)
-            return load.writer.max_gap_ms((t0, t1))
-
+        spec = b.spec
         full, blocked = [], []
         for i in range(args.rollbacks):
-            r = cli(env, "fleet", "run", str(path), "--json")
+            r = cli(b.env, "fleet", "run", str(b.path), "--json")
             if r.returncode != 0:
                 raise SystemExit(f"fleet run {i}: {r.stderr[-2000:]}")
             dep_id = json.loads(r.stdout)["deployments"][spec.name]
             deadline = time.monotonic() + 120
-            while deps.get_deployment(rt.store, dep_id).phase != "MONITORING":
-                d = deps.get_deployment(rt.store, dep_id)
+            while deps.get_deployment(b.rt.store, dep_id).phase != "MONITORING":
+                d = deps.get_deployment(b.rt.store, dep_id)
                 if d.phase in ("NO_GO", "FAILED", "SWITCHOVER_FAILED") or time.monotonic() > deadline:
                     raise SystemExit(f"switchover {i}: {d.phase}: {d.reason}")
                 time.sleep(0.05)
             time.sleep(args.settle)
             t0 = time.monotonic()
-            r = cli(env, "rollback", spec.name, "--yes")
+            r = cli(b.env, "rollback", spec.name, "--yes")
             t1 = time.monotonic()
             if r.returncode != 0:
                 raise SystemExit(f"rollback {i}: {r.stdout} {r.stderr[-2000:]}")
-            full.append(gap(t0, t1))
-            from bgqueue.store import journal
-
-            note = [s for s in journal.steps(rt.store, dep_id, "rollback") if s.name == "rolled_back"][-1]
+            full.append(b.gap(t0, t1, args.settle))
+            steps = journal.steps(b.rt.store, dep_id, "rollback")
+            note = [s for s in steps if s.name == "rolled_back"][-1]
             if note.detail.get("writes_blocked_ms") is not None:
                 blocked.append(note.detail["writes_blocked_ms"])
-            resumed = any(s.name == "observe" for s in journal.steps(rt.store, dep_id, "rollback"))
-            if resumed:
+            if any(s.name == "observe" for s in steps):
                 raise SystemExit(f"rollback {i} was resumed by a second runner: the measurement is not clean")
 
         floor = []
         for _ in range(args.rollbacks):
             time.sleep(args.settle)
-            bare_sql_switch(spec, spec.blue, spec.green, rt.routing, sandbox.passwords.repl)
+            bare_sql_switch(spec, spec.blue, spec.green, b.rt.routing, b.sandbox.passwords.repl)
             time.sleep(args.settle)
             t0 = time.monotonic()
-            bare_sql_switch(spec, spec.green, spec.blue, rt.routing, sandbox.passwords.repl)
+            bare_sql_switch(spec, spec.green, spec.blue, b.rt.routing, b.sandbox.passwords.repl)
             t1 = time.monotonic()
-            floor.append(gap(t0, t1))
+            floor.append(b.gap(t0, t1, args.settle))
 
-        load.stop()
-        stats = load.writer.stats()
-        v = verify(spec, load.writer.acked_ids(), new=spec.blue, old=spec.green)
-        load = None
-        f, b = summary(full), summary(floor)
-        print(json.dumps({
-            "benchmark": "rollback_write_gap",
-            "rollbacks_each": args.rollbacks,
-            "target_rate_writes_per_s": args.rate,
-            "achieved_rate_writes_per_s": stats["rate_hz"],
-            "full_path": f,
-            "full_path_writes_blocked_ms": summary(blocked),
-            "bare_sql_floor": b,
-            "ratio_median": round(f["median_ms"] / b["median_ms"], 2),
-            "ratio_p95": round(f["p95_ms"] / b["p95_ms"], 2),
-            "acked_writes": v.acked,
-            "lost_writes": v.lost,
-            "writer": {k: stats[k] for k in ("attempted", "acked", "failures")},
-            "target_p95_ms": 100,
-            "target_met": f["p95_ms"] <= 100 and v.lost == 0,
-        }, indent=2))
-    finally:
-        if load is not None:
-            load.stop()
-        for w in workers:
-            w.stop()
-        if sampler is not None:
-            sampler.terminate()
-            sampler.wait(10)
-        sandbox.down()
+        print(json.dumps(b.result("rollback_write_gap", "rollbacks_each", args.rollbacks, full, floor,
+                                  new=spec.blue, old=spec.green,
+                                  full_path_writes_blocked_ms=summary(blocked)), indent=2))
 
 
 if __name__ == "__main__":

@@ -18,20 +18,15 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import yaml
+from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import bare_sql_switch, start_sampler, summary  # noqa: E402
-from bgqueue.demo import _configure  # noqa: E402
-from bgqueue.fleet import load_fleet  # noqa: E402
-from bgqueue.sandbox import Sandbox  # noqa: E402
-from bgqueue.workload import start_workload, verify  # noqa: E402
+from bench.common import GapBench, bare_sql_switch, summary  # noqa: E402
 
 
 def fleet_file(workdir: Path, raw: dict, swapped: bool, i: int) -> Path:
@@ -60,41 +55,18 @@ def main() -> None:
     ap.add_argument("--settle", type=float, default=0.5, help="seconds between switchovers")
     args = ap.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="bgqueue-bench-"))
-    sandbox = Sandbox(workdir / "sandbox", clusters=1, detach=False).up()
-    workers = []
-    load = None
-    sampler = None
-    try:
-        sandbox.passwords.export_env()
-        redis_url = sandbox.info["redis"]["url"]
-        env = _configure(workdir, redis_url)
-        from bgqueue.runtime import get_runtime
-        from tasks.workers import start_workers
-
-        workers = start_workers(env, redis_url, count=1, concurrency=2, logdir=workdir)
-        sampler = start_sampler(env, workdir)
-        rt = get_runtime()
-        raw = yaml.safe_load(sandbox.fleet_path.read_text())
-        spec = load_fleet(sandbox.fleet_path).clusters[0]
-        load = start_workload(spec, redis_url, rt.routing, app_user="app", app_password=sandbox.passwords.app,
-                              rate_hz=args.rate)
-        time.sleep(1.0)
+    with GapBench("bgqueue-bench-", args.rate) as b:
+        spec = b.spec
         ends = [spec.blue, spec.green]  # ends[0] is the current primary
-
-        def window_gap(t0: float, t1: float) -> float:
-            time.sleep(args.settle)  # let the writer ack after the switch so the gap closes
-            return load.writer.max_gap_ms((t0, t1))
-
         full, blocked, durations = [], [], []
         for i in range(args.switchovers):
-            path = fleet_file(workdir, raw, swapped=ends[0] != spec.blue, i=i)
+            path = fleet_file(b.workdir, b.raw, swapped=ends[0] != spec.blue, i=i)
             t0 = time.monotonic()
-            row = full_path_switch(path, env)
+            row = full_path_switch(path, b.env)
             t1 = time.monotonic()
             if row["phase"] != "COMPLETED":
                 raise SystemExit(f"switchover {i}: {row['phase']}: {row['reason']}")
-            full.append(window_gap(t0, t1))
+            full.append(b.gap(t0, t1, args.settle))
             blocked.append(row["writes_blocked_ms"])
             durations.append(row["switch_duration_ms"])
             ends.reverse()
@@ -103,42 +75,15 @@ def main() -> None:
         for _ in range(args.switchovers):
             time.sleep(args.settle)
             t0 = time.monotonic()
-            bare_sql_switch(spec, ends[0], ends[1], rt.routing, sandbox.passwords.repl)
+            bare_sql_switch(spec, ends[0], ends[1], b.rt.routing, b.sandbox.passwords.repl)
             t1 = time.monotonic()
-            floor.append(window_gap(t0, t1))
+            floor.append(b.gap(t0, t1, args.settle))
             ends.reverse()
 
-        load.stop()
-        stats = load.writer.stats()
-        v = verify(spec, load.writer.acked_ids(), new=ends[0], old=ends[1])
-        load = None
-        f, b = summary(full), summary(floor)
-        print(json.dumps({
-            "benchmark": "switchover_write_gap",
-            "switchovers_each": args.switchovers,
-            "target_rate_writes_per_s": args.rate,
-            "achieved_rate_writes_per_s": stats["rate_hz"],
-            "full_path": f,
-            "full_path_writes_blocked_ms": summary(blocked),
-            "full_path_switchover_duration_ms": summary(durations),
-            "bare_sql_floor": b,
-            "ratio_median": round(f["median_ms"] / b["median_ms"], 2),
-            "ratio_p95": round(f["p95_ms"] / b["p95_ms"], 2),
-            "acked_writes": v.acked,
-            "lost_writes": v.lost,
-            "writer": {k: stats[k] for k in ("attempted", "acked", "failures") if k in stats},
-            "target_p95_ms": 100,
-            "target_met": f["p95_ms"] <= 100 and v.lost == 0,
-        }, indent=2))
-    finally:
-        if load is not None:
-            load.stop()
-        for w in workers:
-            w.stop()
-        if sampler is not None:
-            sampler.terminate()
-            sampler.wait(10)
-        sandbox.down()
+        print(json.dumps(b.result("switchover_write_gap", "switchovers_each", args.switchovers, full, floor,
+                                  new=ends[0], old=ends[1],
+                                  full_path_writes_blocked_ms=summary(blocked),
+                                  full_path_switchover_duration_ms=summary(durations)), indent=2))
 
 
 if __name__ == "__main__":
