@@ -75,6 +75,14 @@ def upgrade(engine: Engine) -> None:
             lock.close()
 
 
+def detached(session: Session, query) -> list:
+    """The rows of ``query`` as objects that outlive the session (read-only use by callers)."""
+    rows = list(session.execute(query).scalars())
+    for r in rows:
+        session.expunge(r)
+    return rows
+
+
 class Store:
     """A handle on the store: an engine and a session factory."""
 

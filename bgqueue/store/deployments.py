@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 
 from bgqueue.errors import BadInput, FencedOut
 from bgqueue.phases import TERMINAL, Phase, check_transition
-from bgqueue.store.db import Store
+from bgqueue.store.db import Store, detached
 from bgqueue.store.models import Batch, Deployment, PhaseChange, utcnow
 
 log = logging.getLogger("bgqueue.deployment")
@@ -184,10 +184,7 @@ def find_batch(store: Store, prefix: str) -> Batch | None:
 
 def recent_batches(store: Store, limit: int = 10) -> list[Batch]:
     with store.session() as s:
-        rows = list(s.execute(select(Batch).order_by(Batch.created_at.desc()).limit(limit)).scalars())
-        for r in rows:
-            s.expunge(r)
-        return rows
+        return detached(s, select(Batch).order_by(Batch.created_at.desc()).limit(limit))
 
 
 def finish_batch(store: Store, batch_id: str, summary: dict[str, Any]) -> None:
@@ -199,11 +196,8 @@ def finish_batch(store: Store, batch_id: str, summary: dict[str, Any]) -> None:
 
 def phase_history(store: Store, deployment_id: str) -> list[PhaseChange]:
     with store.session() as s:
-        rows = list(s.execute(select(PhaseChange).where(PhaseChange.deployment_id == deployment_id)
-                              .order_by(PhaseChange.id)).scalars())
-        for r in rows:
-            s.expunge(r)
-        return rows
+        return detached(s, select(PhaseChange).where(PhaseChange.deployment_id == deployment_id)
+                              .order_by(PhaseChange.id))
 
 
 def as_aware(dt: datetime | None) -> datetime | None:

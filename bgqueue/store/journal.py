@@ -13,7 +13,7 @@ from typing import Any, Iterator
 from sqlalchemy import select, update
 
 from bgqueue.errors import FencedOut
-from bgqueue.store.db import Store
+from bgqueue.store.db import Store, detached
 from bgqueue.store.deployments import Claim
 from bgqueue.store.models import Checkpoint, Deployment, Step, utcnow
 
@@ -109,10 +109,7 @@ def steps(store: Store, deployment_id: str, procedure: str | None = None) -> lis
         q = select(Step).where(Step.deployment_id == deployment_id)
         if procedure:
             q = q.where(Step.procedure == procedure)
-        rows = list(s.execute(q.order_by(Step.id)).scalars())
-        for r in rows:
-            s.expunge(r)
-        return rows
+        return detached(s, q.order_by(Step.id))
 
 
 def save_checkpoint(store: Store, claim: Claim, kind: str, **fields: Any) -> int:
@@ -131,11 +128,8 @@ def update_checkpoint(store: Store, checkpoint_id: int, **fields: Any) -> None:
 
 def checkpoints(store: Store, deployment_id: str) -> list[Checkpoint]:
     with store.session() as s:
-        rows = list(s.execute(select(Checkpoint).where(Checkpoint.deployment_id == deployment_id)
-                              .order_by(Checkpoint.id)).scalars())
-        for r in rows:
-            s.expunge(r)
-        return rows
+        return detached(s, select(Checkpoint).where(Checkpoint.deployment_id == deployment_id)
+                              .order_by(Checkpoint.id))
 
 
 def latest_checkpoint(store: Store, deployment_id: str, kind: str) -> Checkpoint | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from bgqueue.checks.result import CheckResult
-from bgqueue.store.db import Store
+from bgqueue.store.db import Store, detached
 from bgqueue.store.models import CheckResultRow, DecisionRow, Signoff, utcnow
 
 
@@ -34,10 +34,7 @@ def decisions(store: Store, deployment_id: str, kind: str | None = None) -> list
         q = select(DecisionRow).where(DecisionRow.deployment_id == deployment_id)
         if kind:
             q = q.where(DecisionRow.kind == kind)
-        rows = list(s.execute(q.order_by(DecisionRow.id)).scalars())
-        for r in rows:
-            s.expunge(r)
-        return rows
+        return detached(s, q.order_by(DecisionRow.id))
 
 
 def check_results(store: Store, deployment_id: str, round_: int | None = None,
@@ -64,8 +61,5 @@ def add_signoff(store: Store, cluster: str, change_key: str, team: str, signed_b
 
 def signoffs(store: Store, cluster: str, change_key: str) -> list[Signoff]:
     with store.session() as s:
-        rows = list(s.execute(select(Signoff).where(Signoff.cluster == cluster, Signoff.change_key == change_key)
-                              .order_by(Signoff.id)).scalars())
-        for r in rows:
-            s.expunge(r)
-        return rows
+        return detached(s, select(Signoff).where(Signoff.cluster == cluster, Signoff.change_key == change_key)
+                              .order_by(Signoff.id))
