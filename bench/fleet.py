@@ -69,16 +69,23 @@ def pushes(r) -> int:
 
 
 # moto's server mode, one request at a time (its backends are not thread-safe: concurrent switchovers
-# fail with "OrderedDict mutated during iteration"), in a process of its own.
+# fail with "OrderedDict mutated during iteration"), in a process of its own. Served by waitress,
+# which keeps HTTP/1.1 connections open as AWS's endpoints do: werkzeug's development server
+# closes every connection, so each AWS call cost a TCP handshake on both sides and a new thread in
+# moto. moto's per-request scan of its package directory (to tell a service name from a host) is
+# done once. Neither changes what moto answers.
 MOTO = """
 import sys, threading
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-from werkzeug.serving import make_server
+import moto.backends
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from waitress import serve
+modules = frozenset(moto.backends.list_of_moto_modules())
+moto.backends.list_of_moto_modules = lambda: modules
 app, lock = DomainDispatcherApplication(create_backend_app), threading.Lock()
 def serial(environ, start_response):
     with lock:
         return list(app(environ, start_response))
-make_server("127.0.0.1", int(sys.argv[1]), serial, True, request_handler=MotoRequestHandler).serve_forever()
+serve(serial, host="127.0.0.1", port=int(sys.argv[1]), threads=8, connection_limit=256, _quiet=True)
 """
 
 

@@ -144,7 +144,7 @@ def wait_for_sync(rt: Runtime, deployment_id: str) -> Next:
     claim = deps.claim(rt.store, deployment_id, OWNER, [Phase.SYNCING])
     if claim is None:
         return DONE
-    dep = deps.get_deployment(rt.store, deployment_id)
+    dep = deps.claimed(rt.store, claim)
     refresh_lock(rt, dep)
     spec = _spec(dep)
     blue, green = servers(spec)
@@ -240,7 +240,7 @@ def migrate_cdc(rt: Runtime, deployment_id: str) -> Next:
     claim = deps.claim(rt.store, deployment_id, OWNER, [Phase.CDC_MIGRATING])
     if claim is None:
         return DONE
-    dep = deps.get_deployment(rt.store, deployment_id)
+    dep = deps.claimed(rt.store, claim)
     spec = cluster_spec(dep.spec)
     nxt = move_pipelines(rt, claim, spec, "switchover")
     if nxt.wait_s:

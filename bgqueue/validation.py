@@ -43,18 +43,34 @@ def begin(rt: Runtime, deployment_id: str) -> list[str] | None:
 
 def run_named_check(rt: Runtime, deployment_id: str, name: str) -> dict:
     """One check against the deployment's servers; always returns a JSON-safe result dict."""
+    return run_named_checks(rt, deployment_id, [name])[0]
+
+
+def run_named_checks(rt: Runtime, deployment_id: str, names: list[str]) -> list[dict]:
+    """Checks one after the other (the deployment read once); a JSON-safe result dict for each."""
     try:
         dep = deps.get_deployment(rt.store, deployment_id)
         spec = cluster_spec(dep.spec)
-        blue, green = lifecycle.servers(spec) if isinstance(spec, ClusterSpec) else (None, None)
-        ctx = CheckContext(spec=spec, blue=blue, green=green, store=rt.store, deployment_id=deployment_id,
-                           metrics=metrics_store(rt), extra={"facts": dep.facts or {}})
+    except Exception as e:  # unknown deployment, bad spec: still a result per check
+        return [_json(errored(n, e)) for n in names]
+    metrics = metrics_store(rt)
+    out = []
+    for name in names:
         try:
-            result = run_check(name, check_named(name), ctx)
-        finally:
-            ctx.close()
-    except Exception as e:  # unknown deployment, bad spec, unreachable server: still a result
-        result = errored(name, e)
+            blue, green = lifecycle.servers(spec) if isinstance(spec, ClusterSpec) else (None, None)
+            ctx = CheckContext(spec=spec, blue=blue, green=green, store=rt.store, deployment_id=deployment_id,
+                               metrics=metrics, extra={"facts": dep.facts or {}})
+            try:
+                result = run_check(name, check_named(name), ctx)
+            finally:
+                ctx.close()
+        except Exception as e:  # unreachable server: still a result
+            result = errored(name, e)
+        out.append(_json(result))
+    return out
+
+
+def _json(result: CheckResult) -> dict:
     # Evidence travels through the result backend: keep it JSON (datetimes become strings).
     return json.loads(json.dumps(result.as_dict(), default=str))
 
@@ -65,7 +81,7 @@ def conclude(rt: Runtime, deployment_id: str, results: list[dict]) -> Decision |
     claim = deps.claim(rt.store, deployment_id, lifecycle.OWNER, [Phase.VALIDATING])
     if claim is None:
         return None
-    dep = deps.get_deployment(rt.store, deployment_id)
+    dep = deps.claimed(rt.store, claim)
     spec = cluster_spec(dep.spec)
     checks = [CheckResult.from_dict(r) for r in results]
     deadline_dt = deps.as_aware(dep.phase_deadline) or (utcnow() + timedelta(seconds=spec.thresholds.validation_timeout_s))

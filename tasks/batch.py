@@ -22,7 +22,10 @@ def summarize_batch(_results, batch_id: str) -> dict:
 
 
 def cluster_chain(deployment_id: str):
-    return chain(*(t.si(deployment_id) for t in CHAIN))
+    """The per-cluster chain. Only the last link's result is read (by the batch chord); the others
+    pass the id on in their messages, so their results are not written to the backend."""
+    *links, last = CHAIN
+    return chain(*(t.si(deployment_id).set(ignore_result=True) for t in links), last.si(deployment_id))
 
 
 @bgqueue_task("bgqueue.batch.start", time_limit=60, ignore_result=True)

@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -92,6 +92,13 @@ class Store:
         if migrate:
             upgrade(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A Core connection in a transaction (commit on success): the hot paths, which write a
+        row or two per step, skip the ORM's unit of work and its bulk-update bookkeeping."""
+        with self.engine.begin() as conn:
+            yield conn
 
     @contextmanager
     def session(self) -> Iterator[Session]:

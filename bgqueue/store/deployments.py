@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from datetime import datetime
 from typing import Any, Iterable
@@ -25,11 +25,13 @@ log = logging.getLogger("bgqueue.deployment")
 
 @dataclass(frozen=True)
 class Claim:
-    """A worker's hold on a deployment: valid while the row still has this epoch."""
+    """A worker's hold on a deployment: valid while the row still has this epoch. ``row``: the
+    deployment as the claim found it (column attributes like a ``Deployment``), when it was read."""
 
     deployment_id: str
     epoch: int
     phase: Phase
+    row: Any = field(default=None, compare=False, repr=False)
 
 
 def create_batch(store: Store, *, fleet_name: str, fleet_path: str, fleet_text: str,
@@ -78,26 +80,44 @@ def identity(store: Store, deployment_id: str) -> Identity:
     return Identity(row.cluster, row.batch_id, row.provider)
 
 
+D = Deployment.__table__
+PC = PhaseChange.__table__
+
+
 def claim(store: Store, deployment_id: str, owner: str, phases: Iterable[Phase]) -> Claim | None:
     """Take the deployment if it is in one of ``phases``: bump its epoch, record the owner.
 
     Returns None when the deployment is in another phase (someone else moved it on, or it
-    ended): the caller has nothing to do.
+    ended): the caller has nothing to do. One conditional UPDATE … RETURNING where the
+    database has it (SQLite ≥ 3.35, PostgreSQL), else a read and a fenced UPDATE.
     """
-    wanted = {Phase(p) for p in phases}
-    with store.session() as s:
-        row = s.execute(select(Deployment.phase, Deployment.epoch).where(Deployment.id == deployment_id)).one_or_none()
+    wanted = sorted({Phase(p).value for p in phases})
+    with store.begin() as c:
+        if c.dialect.update_returning:
+            row = c.execute(update(D).where(D.c.id == deployment_id, D.c.phase.in_(wanted))
+                            .values(epoch=D.c.epoch + 1, owner=owner, updated_at=utcnow())
+                            .returning(*D.c)).one_or_none()
+            if row is not None:
+                return Claim(deployment_id, row.epoch, Phase(row.phase), row)
+            if c.execute(select(D.c.id).where(D.c.id == deployment_id)).first() is None:
+                raise BadInput(f"no deployment {deployment_id}")
+            return None
+        row = c.execute(select(D.c.phase, D.c.epoch).where(D.c.id == deployment_id)).one_or_none()
         if row is None:
             raise BadInput(f"no deployment {deployment_id}")
-        phase, epoch = Phase(row.phase), row.epoch
-        if phase not in wanted:
+        if row.phase not in wanted:
             return None
-        res = s.execute(update(Deployment)
-                        .where(Deployment.id == deployment_id, Deployment.epoch == epoch, Deployment.phase == phase)
-                        .values(epoch=epoch + 1, owner=owner, updated_at=utcnow()))
+        res = c.execute(update(D).where(D.c.id == deployment_id, D.c.epoch == row.epoch, D.c.phase == row.phase)
+                        .values(epoch=row.epoch + 1, owner=owner, updated_at=utcnow()))
         if res.rowcount != 1:
             return None
-    return Claim(deployment_id, epoch + 1, phase)
+    return Claim(deployment_id, row.epoch + 1, Phase(row.phase))
+
+
+def claimed(store: Store, claim: Claim):
+    """The claimed deployment as the claim found it (read again when the claim did not return it).
+    Its phase and epoch are the claim's; the rest is what the steps read (spec, facts, deadlines)."""
+    return claim.row if claim.row is not None else get_deployment(store, claim.deployment_id)
 
 
 def transition(store: Store, claim: Claim, target: Phase, reason: str | None = None,
@@ -106,18 +126,18 @@ def transition(store: Store, claim: Claim, target: Phase, reason: str | None = N
     check_transition(claim.phase, target)
     now = utcnow()
     # ``reason`` says why the deployment is in its current phase; the history keeps every one.
-    values: dict[str, Any] = {"phase": target, "updated_at": now, "reason": reason, **fields}
+    values: dict[str, Any] = {"phase": Phase(target).value, "updated_at": now, "reason": reason, **fields}
     if target in TERMINAL:
         values.setdefault("finished_at", now)
-    with store.session() as s:
-        res = s.execute(update(Deployment)
-                        .where(Deployment.id == claim.deployment_id, Deployment.epoch == claim.epoch,
-                               Deployment.phase == claim.phase)
+    with store.begin() as c:
+        res = c.execute(update(D)
+                        .where(D.c.id == claim.deployment_id, D.c.epoch == claim.epoch,
+                               D.c.phase == Phase(claim.phase).value)
                         .values(**values))
         if res.rowcount != 1:
             raise FencedOut(f"deployment {claim.deployment_id}: epoch {claim.epoch} / phase {claim.phase} no longer current")
-        s.add(PhaseChange(deployment_id=claim.deployment_id, from_phase=claim.phase, to_phase=target,
-                          epoch=claim.epoch, reason=reason, at=now))
+        c.execute(PC.insert().values(deployment_id=claim.deployment_id, from_phase=Phase(claim.phase).value,
+                                     to_phase=Phase(target).value, epoch=claim.epoch, reason=reason, at=now))
     log.info("phase %s -> %s%s", claim.phase, target, f": {reason}" if reason else "",
              extra={"deployment": claim.deployment_id})
     return Claim(claim.deployment_id, claim.epoch, target)
@@ -125,10 +145,10 @@ def transition(store: Store, claim: Claim, target: Phase, reason: str | None = N
 
 def update_fenced(store: Store, claim: Claim, **fields: Any) -> None:
     """Write fields on the deployment row without changing phase, fenced like a transition."""
-    with store.session() as s:
-        res = s.execute(update(Deployment)
-                        .where(Deployment.id == claim.deployment_id, Deployment.epoch == claim.epoch,
-                               Deployment.phase == claim.phase)
+    with store.begin() as c:
+        res = c.execute(update(D)
+                        .where(D.c.id == claim.deployment_id, D.c.epoch == claim.epoch,
+                               D.c.phase == Phase(claim.phase).value)
                         .values(updated_at=utcnow(), **fields))
         if res.rowcount != 1:
             raise FencedOut(f"deployment {claim.deployment_id}: epoch {claim.epoch} no longer current")

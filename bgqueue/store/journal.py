@@ -20,22 +20,23 @@ from bgqueue.store.models import Checkpoint, Deployment, Step, utcnow
 log = logging.getLogger("bgqueue.journal")
 
 
-def _fence(s, claim: Claim) -> None:
-    res = s.execute(update(Deployment)
-                    .where(Deployment.id == claim.deployment_id, Deployment.epoch == claim.epoch)
+D, S = Deployment.__table__, Step.__table__
+
+
+def _fence(c, claim: Claim) -> None:
+    """In the caller's transaction: the deployment still has the claim's epoch (touch it, or FencedOut)."""
+    res = c.execute(update(D).where(D.c.id == claim.deployment_id, D.c.epoch == claim.epoch)
                     .values(updated_at=utcnow()))
     if res.rowcount != 1:
         raise FencedOut(f"deployment {claim.deployment_id}: epoch {claim.epoch} no longer current")
 
 
 def begin_step(store: Store, claim: Claim, procedure: str, name: str, detail: dict | None = None) -> int:
-    with store.session() as s:
-        _fence(s, claim)
-        step = Step(deployment_id=claim.deployment_id, procedure=procedure, name=name, status="started",
-                    epoch=claim.epoch, detail=detail)
-        s.add(step)
-        s.flush()
-        return step.id
+    with store.begin() as c:
+        _fence(c, claim)
+        res = c.execute(S.insert().values(deployment_id=claim.deployment_id, procedure=procedure, name=name,
+                                          status="started", epoch=claim.epoch, detail=detail, started_at=utcnow()))
+        return res.inserted_primary_key[0]
 
 
 def end_step(store: Store, step_id: int, status: str, detail: dict | None = None,
@@ -43,18 +44,19 @@ def end_step(store: Store, step_id: int, status: str, detail: dict | None = None
     values: dict[str, Any] = {"status": status, "ended_at": utcnow(), "duration_ms": duration_ms}
     if detail is not None:
         values["detail"] = detail
-    with store.session() as s:
-        s.execute(update(Step).where(Step.id == step_id).values(**values))
+    with store.begin() as c:
+        c.execute(update(S).where(S.c.id == step_id).values(**values))
 
 
 def record_step(store: Store, claim: Claim, procedure: str, name: str, status: str,
                 detail: dict | None = None) -> None:
     """A step that is over as soon as it is recorded (an observation, a decision)."""
     now = utcnow()
-    with store.session() as s:
-        _fence(s, claim)
-        s.add(Step(deployment_id=claim.deployment_id, procedure=procedure, name=name, status=status,
-                   epoch=claim.epoch, detail=detail, started_at=now, ended_at=now, duration_ms=0.0))
+    with store.begin() as c:
+        _fence(c, claim)
+        c.execute(S.insert().values(deployment_id=claim.deployment_id, procedure=procedure, name=name,
+                                    status=status, epoch=claim.epoch, detail=detail, started_at=now,
+                                    ended_at=now, duration_ms=0.0))
 
 
 class Journal:
@@ -113,12 +115,10 @@ def steps(store: Store, deployment_id: str, procedure: str | None = None) -> lis
 
 
 def save_checkpoint(store: Store, claim: Claim, kind: str, **fields: Any) -> int:
-    with store.session() as s:
-        _fence(s, claim)
-        cp = Checkpoint(deployment_id=claim.deployment_id, kind=kind, **fields)
-        s.add(cp)
-        s.flush()
-        return cp.id
+    with store.begin() as c:
+        _fence(c, claim)
+        return c.execute(Checkpoint.__table__.insert().values(deployment_id=claim.deployment_id, kind=kind,
+                                                              **fields)).inserted_primary_key[0]
 
 
 def update_checkpoint(store: Store, checkpoint_id: int, **fields: Any) -> None:

@@ -96,7 +96,7 @@ def prepare(rt: Runtime, deployment_id: str) -> Next:
     claim = lifecycle.claim_in(rt, deployment_id, [Phase.PENDING, Phase.PREPARING])
     if claim is None:
         return DONE
-    dep = deps.get_deployment(rt.store, deployment_id)
+    dep = deps.claimed(rt.store, claim)
     spec = cluster_spec(dep.spec)
     deadline = deps.as_aware(dep.phase_deadline)
     if claim.phase == Phase.PENDING:  # the deadline bounds retries after transient AWS failures
@@ -136,7 +136,7 @@ def wait_for_sync(rt: Runtime, deployment_id: str) -> Next:
     claim = lifecycle.claim_in(rt, deployment_id, [Phase.SYNCING])
     if claim is None:
         return DONE
-    dep = deps.get_deployment(rt.store, deployment_id)
+    dep = deps.claimed(rt.store, claim)
     lifecycle.refresh_lock(rt, dep)
     spec = cluster_spec(dep.spec)
     t = spec.thresholds

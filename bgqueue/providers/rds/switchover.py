@@ -66,7 +66,7 @@ def switch(rt: Runtime, deployment_id: str) -> Next:
     claim = lifecycle.claim_in(rt, deployment_id, [Phase.READY, Phase.SWITCHING])
     if claim is None:
         return DONE
-    dep = deps.get_deployment(rt.store, deployment_id)
+    dep = deps.claimed(rt.store, claim)
     lifecycle.refresh_lock(rt, dep)
     spec = cluster_spec(dep.spec)
     facts = dict(dep.facts or {})
