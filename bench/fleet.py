@@ -178,11 +178,11 @@ class LagFeeder:
                 print(f"feeder: {e}", file=sys.stderr)
 
 
-def run_batch(rt, path: Path, workers, redis_client, moto_pid: int, timeout: float) -> dict:
+def run_batch(rt, path: Path, workers, redis_client, moto_pid: int, redis_pid: int, timeout: float) -> dict:
     from bgqueue.progress import wait_for_batch
     from tasks.batch import enqueue_fleet
 
-    moto0 = cpu_seconds([moto_pid])
+    moto0, redis0, own0 = cpu_seconds([moto_pid]), cpu_seconds([redis_pid]), time.process_time()
     cpu0, msgs0, t0 = cpu_seconds(worker_pids(workers)), pushes(redis_client), time.monotonic()
     opened = enqueue_fleet(str(path))
     rows = wait_for_batch(rt, opened.batch_id, timeout=timeout, poll_s=0.1)
@@ -190,6 +190,7 @@ def run_batch(rt, path: Path, workers, redis_client, moto_pid: int, timeout: flo
     time.sleep(0.5)  # the chord body (summary) and the last acks
     cpu, msgs = cpu_seconds(worker_pids(workers)) - cpu0, pushes(redis_client) - msgs0
     moto_cpu = cpu_seconds([moto_pid]) - moto0
+    redis_cpu, own_cpu = cpu_seconds([redis_pid]) - redis0, time.process_time() - own0
     n = len(rows)
     by_phase: dict[str, int] = {}
     for d in rows:
@@ -199,7 +200,9 @@ def run_batch(rt, path: Path, workers, redis_client, moto_pid: int, timeout: flo
     return {"clusters": n, "wall_s": round(wall, 2), "by_phase": by_phase,
             "orchestration_cpu_s": round(cpu, 2), "cpu_s_per_deployment": round(cpu / n, 3),
             "broker_messages": msgs, "broker_messages_per_deployment": round(msgs / n, 1),
-            "moto_cpu_s": round(moto_cpu, 2),
+            "moto_cpu_s": round(moto_cpu, 2), "redis_cpu_s": round(redis_cpu, 2),
+            # this process: enqueue (fleet file, preflight, locks), waiting, the lag feeder
+            "enqueuer_cpu_s": round(own_cpu, 2),
             "switch_duration_ms_median": durations[len(durations) // 2] if durations else None,
             **({"not_completed": failed} if failed else {})}
 
@@ -357,9 +360,9 @@ def main() -> None:
         feeder = LagFeeder(rt, cw)
         feeder.thread.start()
         r = redis_lib.Redis.from_url(redis_server.url)
-        run_batch(rt, files["warm"], workers, r, moto.pid, timeout=300)
-        one = run_batch(rt, files["single"], workers, r, moto.pid, timeout=300)
-        fleet = run_batch(rt, files["fleet"], workers, r, moto.pid, timeout=900)
+        run_batch(rt, files["warm"], workers, r, moto.pid, redis_server.pid, timeout=300)
+        one = run_batch(rt, files["single"], workers, r, moto.pid, redis_server.pid, timeout=300)
+        fleet = run_batch(rt, files["fleet"], workers, r, moto.pid, redis_server.pid, timeout=900)
         ratio = round(fleet["wall_s"] / one["wall_s"], 2)
         measured = True
         print(json.dumps({

@@ -64,16 +64,24 @@ def check_cluster(spec: ClusterSpec) -> ClusterCheck:
     return out
 
 
-def check_any(spec) -> ClusterCheck:
-    """The provider's preflight: SQL sessions for mysql; the RDS API (topology, support) for rds."""
+def check_any(spec, described=None) -> ClusterCheck:
+    """The provider's preflight: SQL sessions for mysql; the RDS API (topology, support) for rds
+    (``described``: its source, when described with others)."""
     if spec.provider == "rds":
         from bgqueue.providers.rds.preflight import check_rds_cluster
 
-        return check_rds_cluster(spec)
+        return check_rds_cluster(spec, described)
     return check_cluster(spec)
 
 
 def check_clusters(specs: list, parallel: int = 16) -> list[ClusterCheck]:
-    """Check clusters concurrently (connects are network-bound); results in the given order."""
+    """Check clusters concurrently (connects are network-bound); results in the given order.
+    RDS sources are described first, many per call."""
+    described: dict = {}
+    rds = [s for s in specs if s.provider == "rds"]
+    if len(rds) > 1:
+        from bgqueue.providers.rds.source import describe_specs
+
+        described = describe_specs(rds)
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(specs)))) as pool:
-        return list(pool.map(check_any, specs))
+        return list(pool.map(lambda s: check_any(s, described.get(s.name)), specs))

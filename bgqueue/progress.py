@@ -28,7 +28,8 @@ class BatchTimeout(BgqueueError):
 
 def wait_for_batch(rt: Runtime, batch_id: str, *, timeout: float = 3600.0, poll_s: float = 0.2,
                    console: Console | None = None) -> list:
-    """Poll the store until every deployment of the batch is terminal; show a bar per cluster."""
+    """Poll the store until every deployment of the batch is terminal; show a bar per cluster.
+    Each poll reads two columns per deployment; the rows are read whole once, at the end."""
     deadline = time.monotonic() + timeout
     progress = None
     bars: dict[str, int] = {}
@@ -39,15 +40,14 @@ def wait_for_batch(rt: Runtime, batch_id: str, *, timeout: float = 3600.0, poll_
         progress.start()
     try:
         while True:
-            rows = deps.batch_deployments(rt.store, batch_id)
+            rows = deps.batch_phases(rt.store, batch_id)
             if progress is not None:
-                for d in rows:
-                    if d.cluster not in bars:
-                        bars[d.cluster] = progress.add_task("", total=len(ORDER) - 1, cluster=d.cluster,
-                                                            phase=d.phase)
-                    progress.update(bars[d.cluster], completed=_step(Phase(d.phase)), phase=d.phase)
-            if rows and all(Phase(d.phase) in TERMINAL for d in rows):
-                return rows
+                for cluster, phase in rows:
+                    if cluster not in bars:
+                        bars[cluster] = progress.add_task("", total=len(ORDER) - 1, cluster=cluster, phase=phase)
+                    progress.update(bars[cluster], completed=_step(Phase(phase)), phase=phase)
+            if rows and all(Phase(phase) in TERMINAL for _, phase in rows):
+                return deps.batch_deployments(rt.store, batch_id)
             if time.monotonic() > deadline:
                 raise BatchTimeout(f"batch {batch_id} not finished after {timeout:g}s; it goes on: "
                                    f"bgqueue status {batch_id}")

@@ -26,9 +26,10 @@ def _preload(**_kw) -> None:
     try:
         import bgqueue.providers.rds.checks  # noqa: F401
         import bgqueue.providers.rds.steps  # noqa: F401
-        from bgqueue.providers.rds import aws
+        from bgqueue.providers.rds import aws, cost
 
         aws.warm()
+        cost.prices()
     except Exception:  # a worker without boto3 models still works: each child loads them itself
         pass
 

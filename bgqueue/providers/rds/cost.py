@@ -17,7 +17,7 @@ import yaml
 
 from bgqueue.fleet import FleetFileError
 from bgqueue.providers.rds import aws
-from bgqueue.providers.rds.source import Source, describe_spec, replicas_detail
+from bgqueue.providers.rds.source import Source, describe_spec, describe_specs, replicas_detail
 
 PRICES_ENV = "BGQUEUE_RDS_PRICES"
 
@@ -93,10 +93,10 @@ def estimate(spec, src: Source, replicas: list[dict] | None = None) -> dict:
             "instances": instances, "storage_per_hour": round(storage, 4), "unpriced": unpriced, "note": note}
 
 
-def estimate_for_spec(spec) -> dict:
-    """Describe ``spec``'s source (and its replicas) and estimate green's hourly cost.
+def estimate_for_spec(spec, src: Source | None = None) -> dict:
+    """Describe ``spec``'s source (unless given) and its replicas, and estimate green's hourly cost.
     Raises AwsError (SourceMissing) when the source cannot be described."""
-    src = describe_spec(spec)
+    src = src if src is not None else describe_spec(spec)
     local = [r for r in src.replicas if not r.startswith("arn:")]
     replicas = replicas_detail(src.region, local) if src.kind == "instance" and local else []
     return estimate(spec, src, replicas)
@@ -128,9 +128,14 @@ def check_budget(fleet, specs, fleet_path: str) -> dict | None:
     if budget is None or not rds:
         return None
 
+    described = describe_specs(rds)
+
     def one(spec):
         try:
-            return estimate_for_spec(spec)
+            src = described[spec.name]
+            if isinstance(src, aws.AwsError):
+                raise src
+            return estimate_for_spec(spec, src)
         except aws.AwsError as e:
             field = "db_instance_identifier" if spec.db_instance_identifier else "db_cluster_identifier"
             return FleetFileError(fleet_path, f"cannot estimate its cost: {e}", cluster=spec.name, field=field)

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from bgqueue.preflight import ClusterCheck
 from bgqueue.providers.rds import aws, topology
-from bgqueue.providers.rds.source import describe_spec
+from bgqueue.providers.rds.source import Source, describe_spec
 
 
-def check_rds_cluster(spec) -> ClusterCheck:
-    """What ``fleet check`` shows and what stops ``fleet run`` before anything is created."""
+def check_rds_cluster(spec, described: Source | aws.AwsError | None = None) -> ClusterCheck:
+    """What ``fleet check`` shows and what stops ``fleet run`` before anything is created.
+    ``described``: the source as ``describe_specs`` found it for many clusters at once."""
     out = ClusterCheck(spec.name)
     field = "db_instance_identifier" if spec.db_instance_identifier else "db_cluster_identifier"
     try:
-        src = describe_spec(spec)
+        if isinstance(described, aws.AwsError):
+            raise described
+        src = described if described is not None else describe_spec(spec)
     except aws.AwsError as e:
         out.problems.append((field, str(e)))
         return out

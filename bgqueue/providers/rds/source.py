@@ -126,6 +126,52 @@ def describe_spec(spec) -> Source:
     return describe(spec.region, kind, spec.source_identifier)
 
 
+FILTER_VALUES_MAX = 100  # identifiers per describe call (AWS's filter limit)
+
+
+def describe_specs(specs) -> dict[str, Source | AwsError]:
+    """The sources of many clusters, by cluster name, in a few calls: per region and kind, one
+    filtered describe per 100 identifiers (and one for the members of up to 100 clusters), instead
+    of one or two per cluster. A source that is not there maps to a SourceMissing; a failed call
+    maps every cluster it covered to that AwsError."""
+    groups: dict[tuple[str, str], list] = {}
+    for spec in specs:
+        groups.setdefault((spec.region, "instance" if spec.db_instance_identifier else "cluster"), []).append(spec)
+    out: dict[str, Source | AwsError] = {}
+    for (region, kind), members in groups.items():
+        rds = aws.client("rds", region)
+        for i in range(0, len(members), FILTER_VALUES_MAX):
+            chunk = members[i:i + FILTER_VALUES_MAX]
+            ids = [s.source_identifier for s in chunk]
+            try:
+                found = _describe_filtered(rds, region, kind, ids)
+            except aws.AWS_ERRORS as e:
+                err = aws.failure(f"cannot describe {kind}s {', '.join(ids)} in {region}", e)
+                out.update({s.name: err for s in chunk})
+                continue
+            for s in chunk:
+                out[s.name] = found.get(s.source_identifier) or SourceMissing(
+                    f"{kind} {s.source_identifier!r} not found in {region}")
+    return out
+
+
+def _pages(rds, op: str, key: str, **kwargs) -> list[dict]:
+    return [d for page in rds.get_paginator(op).paginate(**kwargs) for d in page[key]]
+
+
+def _describe_filtered(rds, region: str, kind: str, ids: list[str]) -> dict[str, Source]:
+    if kind == "instance":
+        return {d["DBInstanceIdentifier"]: _instance(region, d) for d in _pages(
+            rds, "describe_db_instances", "DBInstances", Filters=[{"Name": "db-instance-id", "Values": ids}])}
+    clusters = _pages(rds, "describe_db_clusters", "DBClusters", Filters=[{"Name": "db-cluster-id", "Values": ids}])
+    with_members = [d["DBClusterIdentifier"] for d in clusters if d.get("DBClusterMembers")]
+    instances = _pages(rds, "describe_db_instances", "DBInstances",
+                       Filters=[{"Name": "db-cluster-id", "Values": with_members}]) if with_members else []
+    return {d["DBClusterIdentifier"]: _cluster(region, d, [m for m in instances
+                                                           if m.get("DBClusterIdentifier") == d["DBClusterIdentifier"]])
+            for d in clusters}
+
+
 def identifier_of(arn: str) -> tuple[str, str]:
     """``(kind, identifier)`` of an RDS ARN (``arn:aws:rds:<region>:<acct>:db:<id>`` or ``…:cluster:<id>``)."""
     parts = arn.split(":")
