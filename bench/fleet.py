@@ -5,13 +5,17 @@ reported apart from ours), N `celery worker` processes. Each source is an RDS My
 with a CloudWatch alarm; the fleet's change is an engine upgrade with a new instance class.
 Both batches use a status poll interval of --poll seconds (sync_poll_s, which also paces the
 switchover's polling). moto makes blue/green deployments AVAILABLE at once, so each batch
-waits at least one poll, for the switchover. A feeder publishes ReplicaLag for every green (RDS
-does that by itself; moto never does). A warm-up batch of one cluster runs first, unmeasured.
+waits at least one poll, for the switchover. The moto server publishes ReplicaLag for every green
+as it is created (RDS does that by itself; moto never does). A warm-up batch of one cluster runs
+first, unmeasured.
 
 Measured per batch: wall time (enqueue → every deployment terminal), the CPU seconds of the
-worker processes (main + prefork children, from /proc), and the broker messages (LPUSH/RPUSH on
-the redis-server, from INFO commandstats). Prints JSON. Target: the 120-cluster batch takes
-under 2× the single-cluster batch.
+worker processes (main + prefork children, from /proc), of moto, of redis-server and of this
+process (enqueue, waiting), and the broker messages (LPUSH/RPUSH on the redis-server, from INFO
+commandstats). Then, with the workers stopped, the floor: the same AWS calls per cluster, in the
+same order and with the same poll, from bare threads against a fresh moto seeded alike (no Celery,
+no store): what moto's one-request-at-a-time CPU and the poll leave of the ratio on this machine.
+Prints JSON. Target: the 120-cluster batch takes under 2× the single-cluster batch.
 
     python bench/fleet.py [--clusters 120] [--workers 2] [--concurrency 4] [--poll 5]
 
@@ -73,25 +77,50 @@ def pushes(r) -> int:
 # which keeps HTTP/1.1 connections open as AWS's endpoints do: werkzeug's development server
 # closes every connection, so each AWS call cost a TCP handshake on both sides and a new thread in
 # moto. moto's per-request scan of its package directory (to tell a service name from a host) is
-# done once. Neither changes what moto answers.
+# done once. Neither changes what moto answers. Like RDS, which publishes green's ReplicaLag from
+# the moment green exists, the server records ReplicaLag 0 for a green instance as soon as its
+# blue/green deployment is created (moto itself never publishes it).
 MOTO = """
-import sys, threading
+import io, sys, threading
 import moto.backends
+from moto.cloudwatch.models import cloudwatch_backends
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from moto.rds.models import rds_backends
 from waitress import serve
 modules = frozenset(moto.backends.list_of_moto_modules())
 moto.backends.list_of_moto_modules = lambda: modules
-app, lock = DomainDispatcherApplication(create_backend_app), threading.Lock()
+app, lock, fed = DomainDispatcherApplication(create_backend_app), threading.Lock(), set()
+
+def publish_green_lag():
+    for account, regions in list(rds_backends.items()):
+        for region, backend in list(regions.items()):
+            for bg in list(backend.blue_green_deployments.values()):
+                target = str(bg.target)
+                if target in fed or ":db:" not in target:
+                    continue
+                fed.add(target)
+                cloudwatch_backends[account][region].put_metric_data("AWS/RDS", [{
+                    "MetricName": "ReplicaLag", "Value": 0.0, "Unit": "Seconds",
+                    "Dimensions": [{"Name": "DBInstanceIdentifier", "Value": target.split(":")[-1]}]}])
+
 def serial(environ, start_response):
+    body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    environ["wsgi.input"] = io.BytesIO(body)
     with lock:
-        return list(app(environ, start_response))
+        out = list(app(environ, start_response))
+        if b"Action=CreateBlueGreenDeployment" in body:
+            try:
+                publish_green_lag()
+            except Exception as e:  # the answer stands; the check then waits for a datapoint
+                print(f"publish_green_lag: {e!r}", file=sys.stderr)
+        return out
 serve(serial, host="127.0.0.1", port=int(sys.argv[1]), threads=8, connection_limit=256, _quiet=True)
 """
 
 
-def start_moto(workdir: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+def start_moto(workdir: Path, port: int | None = None, name: str = "moto") -> tuple[subprocess.Popen, str]:
     port = port or free_port()
-    proc = subprocess.Popen([sys.executable, "-c", MOTO, str(port)], stdout=open(workdir / "moto.log", "wb"),
+    proc = subprocess.Popen([sys.executable, "-c", MOTO, str(port)], stdout=open(workdir / f"{name}.log", "wb"),
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     import urllib.request
@@ -142,42 +171,6 @@ def fleet_file(workdir: Path, tag: str, names: list[str], poll: float) -> Path:
     return path
 
 
-class LagFeeder:
-    """ReplicaLag = 0 once for every green as soon as it exists (the check looks back 60 s), as RDS
-    publishes it while green provisions. It learns the greens from the store, so that it adds no
-    listing load to moto."""
-
-    def __init__(self, rt, cw, every_s: float = 0.1):
-        self.rt, self.cw, self.every_s = rt, cw, every_s
-        self.fed: set[str] = set()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def greens(self) -> set[str]:
-        from sqlalchemy import select
-
-        from bgqueue.store.models import Deployment
-
-        with self.rt.store.session() as s:
-            rows = s.execute(select(Deployment.facts).where(Deployment.phase.in_(("SYNCING", "VALIDATING")))
-                             ).scalars().all()
-        # The bench's greens are instances: the writer is the blue/green deployment's target.
-        return {f["blue_green"]["target_arn"].split(":")[-1] for f in rows if f and f.get("blue_green")}
-
-    def run(self) -> None:
-        while not self.stop.wait(self.every_s):
-            try:
-                new = sorted(self.greens() - self.fed)
-                now = dt.datetime.now(dt.timezone.utc)
-                for i in range(0, len(new), 500):
-                    self.cw.put_metric_data(Namespace="AWS/RDS", MetricData=[
-                        {"MetricName": "ReplicaLag", "Value": 0.0, "Timestamp": now, "Unit": "Seconds",
-                         "Dimensions": [{"Name": "DBInstanceIdentifier", "Value": g}]} for g in new[i:i + 500]])
-                self.fed |= set(new)
-            except Exception as e:  # noqa: BLE001 — the next round tries again
-                print(f"feeder: {e}", file=sys.stderr)
-
-
 def run_batch(rt, path: Path, workers, redis_client, moto_pid: int, redis_pid: int, timeout: float) -> dict:
     from bgqueue.progress import wait_for_batch
     from tasks.batch import enqueue_fleet
@@ -201,10 +194,71 @@ def run_batch(rt, path: Path, workers, redis_client, moto_pid: int, redis_pid: i
             "orchestration_cpu_s": round(cpu, 2), "cpu_s_per_deployment": round(cpu / n, 3),
             "broker_messages": msgs, "broker_messages_per_deployment": round(msgs / n, 1),
             "moto_cpu_s": round(moto_cpu, 2), "redis_cpu_s": round(redis_cpu, 2),
-            # this process: enqueue (fleet file, preflight, locks), waiting, the lag feeder
+            # this process: enqueue (fleet file, preflight, locks) and waiting
             "enqueuer_cpu_s": round(own_cpu, 2),
             "switch_duration_ms_median": durations[len(durations) // 2] if durations else None,
             **({"not_completed": failed} if failed else {})}
+
+
+def bare_batch(url: str, names: list[str], poll: float, threads: int) -> dict:
+    """The floor: the AWS calls a deployment makes (same order, same poll), straight from ``threads``
+    threads of this process: no Celery, no store, no lock, no checks' logic. What is left of a
+    batch's wall time is moto's and the 5 s poll's."""
+    import boto3
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    rds = boto3.client("rds", region_name=REGION, endpoint_url=url)
+    cw = boto3.client("cloudwatch", region_name=REGION, endpoint_url=url)
+    start, pool, later = dt.datetime.now(dt.timezone.utc), ThreadPoolExecutor(threads), []
+    done_b: list = []
+
+    def phase_a(n: str) -> None:  # prepare, wait_for_sync, validate, switch (request)
+        arn = rds.describe_db_instances(DBInstanceIdentifier=n)["DBInstances"][0]["DBInstanceArn"]
+        rds.describe_blue_green_deployments(Filters=[{"Name": "source", "Values": [arn]}])
+        bg_id = rds.create_blue_green_deployment(
+            BlueGreenDeploymentName=f"bare-{n}", Source=arn, TargetEngineVersion="8.0.36",
+            TargetDBInstanceClass="db.r6g.xlarge", TargetDBParameterGroupName="bench-80-new",
+        )["BlueGreenDeployment"]["BlueGreenDeploymentIdentifier"]
+        target = rds.describe_blue_green_deployments(BlueGreenDeploymentIdentifier=bg_id)["BlueGreenDeployments"][0]["Target"]
+        green = rds.describe_db_instances(DBInstanceIdentifier=target.split(":")[-1])["DBInstances"][0]
+        cw.describe_alarms(AlarmNamePrefix=f"{n}-", AlarmTypes=["MetricAlarm", "CompositeAlarm"])
+        now = dt.datetime.now(dt.timezone.utc)
+        cw.get_metric_statistics(Namespace="AWS/RDS", MetricName="ReplicaLag", Period=60, Statistics=["Maximum"],
+                                 Dimensions=[{"Name": "DBInstanceIdentifier", "Value": green["DBInstanceIdentifier"]}],
+                                 StartTime=now - dt.timedelta(seconds=60), EndTime=now)
+        rds.describe_db_parameters(DBParameterGroupName="bench-80-new", Source="user")
+        rds.switchover_blue_green_deployment(BlueGreenDeploymentIdentifier=bg_id, SwitchoverTimeout=300)
+        timer = threading.Timer(poll, lambda: later.append(pool.submit(phase_b, n, bg_id)))
+        timer.start()
+
+    def phase_b(n: str, bg_id: str) -> None:  # switch (poll, checkpoint), migrate_cdc, monitor
+        rds.describe_blue_green_deployments(BlueGreenDeploymentIdentifier=bg_id)
+        rds.describe_events(SourceType="blue-green-deployment", SourceIdentifier=bg_id, StartTime=start)
+        cw.describe_alarms(AlarmNamePrefix=f"{n}-", AlarmTypes=["MetricAlarm", "CompositeAlarm"])
+        done_b.append(n)
+
+    t0 = time.monotonic()
+    wait([pool.submit(phase_a, n) for n in names])
+    while len(done_b) < len(names):
+        time.sleep(0.01)
+    wall = time.monotonic() - t0
+    pool.shutdown()
+    return {"clusters": len(names), "wall_s": round(wall, 2)}
+
+
+def bare_floor(workdir: Path, files: dict[str, Path], names: dict[str, list[str]], poll: float, threads: int) -> dict:
+    """``bare_batch`` for one cluster and for the fleet on a fresh moto seeded like the measured one."""
+    proc, url = start_moto(workdir, name="moto-bare")
+    try:
+        for path in files.values():
+            seed_moto(url, str(path))
+        bare_batch(url, names["warm"], poll, threads)
+        one, many = bare_batch(url, names["single"], poll, threads), bare_batch(url, names["fleet"], poll, threads)
+        return {"single_cluster_batch": one, "fleet_batch": many,
+                "wall_ratio": round(many["wall_s"] / one["wall_s"], 2), "threads": threads}
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def seed_moto(url: str, fleet_path: str) -> list[str]:
@@ -339,16 +393,14 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bgqueue-bench-fleet-"))
     redis_server = RedisServer(workdir / "redis").start()
     moto, moto_url = start_moto(workdir)
-    workers, feeder, measured = [], None, False
+    workers, measured = [], False
     try:
         env = configure(workdir, redis_server.url, moto_url)
-        import boto3
         import redis as redis_lib
 
         from bgqueue.runtime import get_runtime
         from tasks.workers import start_workers
 
-        cw = boto3.client("cloudwatch", region_name=REGION)
         warm, single, many = ["warm-001"], ["single-001"], [f"c{i:03d}" for i in range(1, args.clusters + 1)]
         files = {tag: fleet_file(workdir, tag, names, args.poll)
                  for tag, names in (("warm", warm), ("single", single), ("fleet", many))}
@@ -357,13 +409,15 @@ def main() -> None:
         workers = start_workers(env, redis_server.url, count=args.workers, concurrency=args.concurrency,
                                 logdir=workdir, prefix="bench")
         rt = get_runtime()
-        feeder = LagFeeder(rt, cw)
-        feeder.thread.start()
         r = redis_lib.Redis.from_url(redis_server.url)
         run_batch(rt, files["warm"], workers, r, moto.pid, redis_server.pid, timeout=300)
         one = run_batch(rt, files["single"], workers, r, moto.pid, redis_server.pid, timeout=300)
         fleet = run_batch(rt, files["fleet"], workers, r, moto.pid, redis_server.pid, timeout=900)
         ratio = round(fleet["wall_s"] / one["wall_s"], 2)
+        for w in workers:  # the floor runs alone
+            w.stop()
+        floor = bare_floor(workdir, files, {"warm": warm, "single": single, "fleet": many}, args.poll,
+                           args.workers * args.concurrency)
         measured = True
         print(json.dumps({
             "benchmark": "rds_fleet_orchestration",
@@ -371,11 +425,11 @@ def main() -> None:
             "cpus": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in load_at_start],
             "single_cluster_batch": one, "fleet_batch": fleet,
             "wall_ratio": ratio, "target_ratio": 2.0,
+            # the same AWS calls from bare threads: how much of the ratio moto and the poll leave
+            "bare_aws_floor": floor,
             "target_met": ratio < 2.0 and fleet["by_phase"] == {"COMPLETED": args.clusters},
         }, indent=2))
     finally:
-        if feeder is not None:
-            feeder.stop.set()
         for w in workers:
             w.stop()
         moto.terminate()
