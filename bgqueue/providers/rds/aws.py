@@ -31,6 +31,7 @@ RETRIES_ENV = "BGQUEUE_AWS_RETRIES"
 
 _lock = threading.Lock()
 _clients: dict[tuple[str, str], Any] = {}
+_used: set[tuple[str, str]] = set()  # clients that have sent a request (their pools may hold sockets)
 _session: boto3.session.Session | None = None
 _injected: Config | None = None
 
@@ -81,7 +82,9 @@ def _make(service: str, region: str):
     endpoint = os.environ.get(ENDPOINT_ENV)
     if endpoint:
         kwargs["endpoint_url"] = endpoint
-    return _session.client(service, **kwargs)
+    made = _session.client(service, **kwargs)
+    made.meta.events.register("before-send", lambda **_: _used.add((service, region)))
+    return made
 
 
 def configure(config: Config | None) -> None:
@@ -96,6 +99,7 @@ def reset() -> None:
     global _session
     with _lock:
         _clients.clear()
+        _used.clear()
         _session = None
 
 
@@ -116,11 +120,14 @@ def installed(service: str, region: str, instance) -> Iterator[Any]:
 
 
 def _after_fork() -> None:
-    # Sockets of a parent's pool must not be shared with a child: drop the clients. Keep the
-    # session: it holds no socket, and its loaded service models spare every child ~0.1 s of CPU.
+    # Sockets of a parent's pool must not be shared with a child: drop every client that has sent
+    # a request. Keep the session and the clients that never did (``warm`` made them before the
+    # fork: no socket yet), which spares every child ~0.1 s of CPU per client.
     global _lock
     _lock = threading.Lock()
-    _clients.clear()
+    for key in _used:
+        _clients.pop(key, None)
+    _used.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork)
@@ -128,14 +135,23 @@ os.register_at_fork(after_in_child=_after_fork)
 SERVICES = ("rds", "cloudwatch", "ssm", "dms")
 
 
+REGIONS_ENV = "BGQUEUE_AWS_REGIONS"
+
+
 def warm(services: tuple[str, ...] = SERVICES) -> None:
-    """Load the service models once in a worker's parent process, before it forks its children."""
+    """In a worker's parent process, before it forks its children: load the service models once,
+    and make the clients of the regions bgqueue works in (``BGQUEUE_AWS_REGIONS``, comma-separated,
+    else the session's default region). The children inherit them unused."""
     global _session
     with _lock:
         if _session is None:
             _session = boto3.session.Session()
         for name in services:
             _session._session.get_service_model(name)  # botocore caches it in the session's loader
+    regions = [r.strip() for r in os.environ.get(REGIONS_ENV, "").split(",") if r.strip()]
+    for region in regions or [r for r in [_session.region_name] if r]:
+        for name in services:
+            client(name, region)
 
 
 def error_code(e: BaseException) -> str | None:
