@@ -149,3 +149,38 @@ def test_the_example_rds_fleet_file_runs_to_completed_on_moto(moto_url, runtime,
     billing = next(d for d in rows if d.cluster == "billing")
     checks = {c.name: (c.status, c.reason) for c in validation.check_results(runtime.store, billing.id)}
     assert checks["rds_parameter_groups"][0] == "pass" and checks["rds_parameter_groups"][1].startswith("1 intended")
+
+
+def test_a_round_of_light_checks_waits_in_the_validate_task_then_goes(rds, moto_url, tmp_path, run_batch, runtime):
+    """The rds provider's checks are light: each round runs in the validate task, not a chord. With
+    no ReplicaLag datapoint yet a round is WAIT and the task re-enqueues itself; once RDS publishes
+    the lag, a later round is GO and the deployment goes on to COMPLETED."""
+    import threading
+    import time
+
+    inst = unique("cart")
+    parameter_group(rds, f"{inst}-pg")
+    instance(rds, inst, pg=f"{inst}-pg")
+    path = write_fleet(tmp_path / "fleet.yaml", [cluster_entry(inst, instance=inst, change={"engine_version": "8.0.36"})],
+                       validation_poll_s=0.5, validation_timeout_s=60)
+    out: dict = {}
+    runner = threading.Thread(target=lambda: out.update(rows=run_batch(path)[1]), daemon=True)
+    runner.start()
+    dep_id, deadline = None, time.monotonic() + 30
+    while time.monotonic() < deadline:
+        active = deps.active_deployment(runtime.store, inst)
+        dep_id = active.id if active is not None else dep_id
+        if dep_id and len(validation.decisions(runtime.store, dep_id, "pre_switch")) >= 2:
+            break
+        time.sleep(0.1)
+    waits = validation.decisions(runtime.store, dep_id, "pre_switch")
+    assert len(waits) >= 2 and {d.verdict for d in waits} == {"WAIT"}, [(d.verdict, d.reasons) for d in waits]
+    assert "no ReplicaLag datapoints" in " ".join(waits[0].reasons)
+    LagFeeder(moto_url).feed_once()
+    runner.join(60)
+    [dep] = out["rows"]
+    assert (dep.phase, dep.reason) == (Phase.COMPLETED, None)
+    decided = validation.decisions(runtime.store, dep.id, "pre_switch")
+    assert decided[-1].verdict == "GO" and {d.verdict for d in decided[:-1]} == {"WAIT"}, [d.verdict for d in decided]
+    for d in decided:  # every round recorded its five results
+        assert len(validation.check_results(runtime.store, dep.id, round_=d.round)) == 5
