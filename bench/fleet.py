@@ -238,8 +238,14 @@ def bare_batch(url: str, names: list[str], poll: float, threads: int) -> dict:
         done_b.append(n)
 
     t0 = time.monotonic()
-    wait([pool.submit(phase_a, n) for n in names])
+    for f in wait([pool.submit(phase_a, n) for n in names]).done:
+        f.result()  # a failed call fails the floor, loudly
     while len(done_b) < len(names):
+        for f in later:
+            if f.done() and f.exception() is not None:
+                raise f.exception()
+        if time.monotonic() - t0 > 600:
+            raise SystemExit(f"bare floor: {len(done_b)} of {len(names)} clusters done after 600 s")
         time.sleep(0.01)
     wall = time.monotonic() - t0
     pool.shutdown()

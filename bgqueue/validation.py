@@ -1,7 +1,8 @@
 """Pre-switchover validation: run the checks, decide, record, move the deployment on.
 
-The Celery layer runs ``run_named_check`` once per check in a chord header and
-``conclude`` as the chord body; on WAIT it starts another round after ``retry_in_s``.
+The Celery layer runs ``run_named_check`` once per check in a chord header and ``conclude`` as
+the chord body, or, for a round of light checks only, ``run_named_checks`` and ``conclude`` in
+one task; on WAIT it starts another round after ``retry_in_s``.
 Validation changes nothing on any server except the checksum bookkeeping table; a NO_GO
 releases the cluster.
 """
@@ -14,7 +15,7 @@ from datetime import timedelta
 from bgqueue import lifecycle
 from bgqueue.checks.context import CheckContext, run_check
 from bgqueue.checks.registry import check_named, checks_for
-from bgqueue.checks.result import CheckResult, errored
+from bgqueue.checks.result import ERROR, CheckResult, errored
 from bgqueue.decision import GO, NO_GO, Decision, decide
 from bgqueue.fleet import ClusterSpec, cluster_spec
 from bgqueue.phases import Phase
@@ -46,8 +47,11 @@ def run_named_check(rt: Runtime, deployment_id: str, name: str) -> dict:
     return run_named_checks(rt, deployment_id, [name])[0]
 
 
-def run_named_checks(rt: Runtime, deployment_id: str, names: list[str]) -> list[dict]:
-    """Checks one after the other (the deployment read once); a JSON-safe result dict for each."""
+def run_named_checks(rt: Runtime, deployment_id: str, names: list[str], deadline: float | None = None) -> list[dict]:
+    """Checks one after the other (the deployment read once); a JSON-safe result dict for each.
+    ``deadline`` (``time.monotonic()``): a check not started by then is not run; its result is a
+    retryable error, so the round is decided (WAIT, or NO_GO at the validation deadline) instead
+    of outliving its task."""
     try:
         dep = deps.get_deployment(rt.store, deployment_id)
         spec = cluster_spec(dep.spec)
@@ -56,6 +60,10 @@ def run_named_checks(rt: Runtime, deployment_id: str, names: list[str]) -> list[
     metrics = metrics_store(rt)
     out = []
     for name in names:
+        if deadline is not None and time.monotonic() >= deadline:
+            out.append(_json(CheckResult(name, ERROR, "not run: the round's time ran out on the checks before it",
+                                         retryable=True)))
+            continue
         try:
             blue, green = lifecycle.servers(spec) if isinstance(spec, ClusterSpec) else (None, None)
             ctx = CheckContext(spec=spec, blue=blue, green=green, store=rt.store, deployment_id=deployment_id,

@@ -1,4 +1,5 @@
-"""The per-cluster chain: prepare → wait_for_sync → validate (a chord) → switch → migrate_cdc → monitor,
+"""The per-cluster chain: prepare → wait_for_sync → validate (a chord, or one task for a round of light
+checks) → switch → migrate_cdc → monitor,
 and the rollback, which an operator or the monitoring window starts."""
 from __future__ import annotations
 

@@ -10,6 +10,8 @@ way the chain goes on to the switchover only after GO.
 """
 from __future__ import annotations
 
+import time
+
 from celery import chord
 
 from bgqueue import validation
@@ -21,8 +23,11 @@ from tasks.base import bgqueue_task, guarded
 CHECK_TIME_LIMIT = 1800
 # Checks that may run for minutes: a round with one of them is a chord.
 HEAVY = frozenset({"checksum"})
-# A round of light checks in the validate task: each is bounded by its connect/read timeouts.
-LIGHT_ROUND_TIME_LIMIT = 300
+# A round of light checks in the validate task: each is bounded by its connect/read timeouts (an
+# AWS call with its retries: ~100 s at worst). Checks not started within the budget are not run
+# (retryable errors), so the round is always decided well inside the task's limit.
+LIGHT_ROUND_BUDGET_S = 240
+LIGHT_ROUND_TIME_LIMIT = 600
 
 
 @bgqueue_task("bgqueue.validation.check", time_limit=CHECK_TIME_LIMIT)
@@ -58,7 +63,8 @@ def validate(self, deployment_id: str) -> str:
         return deployment_id  # not VALIDATING (NO_GO earlier, or already decided): the chain goes on
     if HEAVY.intersection(names):
         raise self.replace(validation_round(deployment_id, names))
-    decision = validation.conclude(rt, deployment_id, validation.run_named_checks(rt, deployment_id, names))
+    results = validation.run_named_checks(rt, deployment_id, names, deadline=time.monotonic() + LIGHT_ROUND_BUDGET_S)
+    decision = validation.conclude(rt, deployment_id, results)
     if decision is not None and decision.verdict == WAIT:
         raise self.retry(countdown=min(decision.retry_in_s or 1.0, rt.settings.max_countdown_s), kwargs={})
     return deployment_id

@@ -1,4 +1,5 @@
-"""Every pre-switchover check by name: the validation chord runs one task per entry."""
+"""Every pre-switchover check by name: a validation chord runs one task per entry; a round of light
+checks only runs them one after the other in the validate task (``tasks.validation.HEAVY``)."""
 from __future__ import annotations
 
 from bgqueue.checks.activity import blue_activity

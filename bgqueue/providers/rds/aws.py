@@ -1,7 +1,8 @@
 """boto3 clients of the rds provider: one per (service, region) per process, reused by every task.
 
 Creating a client costs tens of milliseconds of CPU and a connection pool, so a worker keeps
-one per (service, region) for its whole life (a prefork child builds its own after the fork).
+one per (service, region) for its whole life. A prefork child inherits the clients its parent
+made before the fork and never used (``warm``), and builds the others itself.
 
 Where requests go: boto3 itself honours ``AWS_ENDPOINT_URL`` (and ``AWS_ENDPOINT_URL_<SERVICE>``)
 for every service; ``BGQUEUE_AWS_ENDPOINT_URL``, when set, wins for bgqueue's clients only (a
@@ -136,18 +137,26 @@ SERVICES = ("rds", "cloudwatch", "ssm", "dms")
 
 
 REGIONS_ENV = "BGQUEUE_AWS_REGIONS"
+# Credentials that are plain values: no provider of theirs holds a socket or refreshes them later.
+STATIC_CREDENTIALS = {"env", "explicit", "shared-credentials-file", "config-file", "boto-config"}
 
 
 def warm(services: tuple[str, ...] = SERVICES) -> None:
     """In a worker's parent process, before it forks its children: load the service models once,
-    and make the clients of the regions bgqueue works in (``BGQUEUE_AWS_REGIONS``, comma-separated,
-    else the session's default region). The children inherit them unused."""
+    and, when the credentials are static, make the clients of the regions bgqueue works in
+    (``BGQUEUE_AWS_REGIONS``, comma-separated, else the session's default region). The children
+    inherit them unused. Role credentials (instance metadata, ECS, web identity, SSO) are resolved
+    by each child itself: their providers keep HTTP connections and refresh on their own, and
+    metadata that is not ready at boot would leave the inherited clients without credentials."""
     global _session
     with _lock:
         if _session is None:
             _session = boto3.session.Session()
         for name in services:
             _session._session.get_service_model(name)  # botocore caches it in the session's loader
+    credentials = _session.get_credentials()
+    if credentials is None or getattr(credentials, "method", None) not in STATIC_CREDENTIALS:
+        return
     regions = [r.strip() for r in os.environ.get(REGIONS_ENV, "").split(",") if r.strip()]
     for region in regions or [r for r in [_session.region_name] if r]:
         for name in services:

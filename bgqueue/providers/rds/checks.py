@@ -1,4 +1,4 @@
-"""Pre-switchover checks of the rds provider (one validation-chord task each) and the monitoring
+"""Pre-switchover checks of the rds provider (light: a round of them runs in the validate task) and the monitoring
 window's alarm figure. Every check returns a CheckResult and never raises: an AWS error is an
 ``error`` result (retryable, so validation waits for it until its deadline). The blue/green
 deployment's own health is not a check here: wait_for_sync saw it AVAILABLE, and the switchover

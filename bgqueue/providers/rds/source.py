@@ -132,8 +132,10 @@ FILTER_VALUES_MAX = 100  # identifiers per describe call (AWS's filter limit)
 def describe_specs(specs) -> dict[str, Source | AwsError]:
     """The sources of many clusters, by cluster name, in a few calls: per region and kind, one
     filtered describe per 100 identifiers (and one for the members of up to 100 clusters), instead
-    of one or two per cluster. A source that is not there maps to a SourceMissing; a failed call
-    maps every cluster it covered to that AwsError."""
+    of one or two per cluster. The bulk call is only a fast path: a source it did not return (named
+    by ARN, in another case, or really missing) or a chunk whose call failed (an IAM policy that
+    allows describing named resources only, throttling) is described alone, as ``describe`` does,
+    so the outcome per cluster is the same: a Source, a SourceMissing or an AwsError."""
     groups: dict[tuple[str, str], list] = {}
     for spec in specs:
         groups.setdefault((spec.region, "instance" if spec.db_instance_identifier else "cluster"), []).append(spec)
@@ -145,13 +147,16 @@ def describe_specs(specs) -> dict[str, Source | AwsError]:
             ids = [s.source_identifier for s in chunk]
             try:
                 found = _describe_filtered(rds, region, kind, ids)
-            except aws.AWS_ERRORS as e:
-                err = aws.failure(f"cannot describe {kind}s {', '.join(ids)} in {region}", e)
-                out.update({s.name: err for s in chunk})
-                continue
+            except aws.AWS_ERRORS:
+                found = {}
             for s in chunk:
-                out[s.name] = found.get(s.source_identifier) or SourceMissing(
-                    f"{kind} {s.source_identifier!r} not found in {region}")
+                src = found.get(s.source_identifier.lower())
+                if src is None:
+                    try:
+                        src = describe(region, kind, s.source_identifier)
+                    except AwsError as e:
+                        src = e
+                out[s.name] = src
     return out
 
 
@@ -160,14 +165,15 @@ def _pages(rds, op: str, key: str, **kwargs) -> list[dict]:
 
 
 def _describe_filtered(rds, region: str, kind: str, ids: list[str]) -> dict[str, Source]:
+    """Sources by lowercased identifier (RDS identifiers are case-insensitive, and stored lowercase)."""
     if kind == "instance":
-        return {d["DBInstanceIdentifier"]: _instance(region, d) for d in _pages(
+        return {d["DBInstanceIdentifier"].lower(): _instance(region, d) for d in _pages(
             rds, "describe_db_instances", "DBInstances", Filters=[{"Name": "db-instance-id", "Values": ids}])}
     clusters = _pages(rds, "describe_db_clusters", "DBClusters", Filters=[{"Name": "db-cluster-id", "Values": ids}])
     with_members = [d["DBClusterIdentifier"] for d in clusters if d.get("DBClusterMembers")]
     instances = _pages(rds, "describe_db_instances", "DBInstances",
                        Filters=[{"Name": "db-cluster-id", "Values": with_members}]) if with_members else []
-    return {d["DBClusterIdentifier"]: _cluster(region, d, [m for m in instances
+    return {d["DBClusterIdentifier"].lower(): _cluster(region, d, [m for m in instances
                                                            if m.get("DBClusterIdentifier") == d["DBClusterIdentifier"]])
             for d in clusters}
 
