@@ -70,3 +70,13 @@ def test_a_bug_outside_a_procedure_is_recorded_as_failed(runtime):
     _raising(KeyError("oops"))(_Task(), dep)
     d = deps.get_deployment(runtime.store, dep)
     assert d.phase == Phase.FAILED and d.reason == "probe: KeyError: 'oops'"
+
+
+def test_only_the_last_link_of_a_cluster_chain_stores_its_result():
+    """The batch chord reads the last link's result; the others pass the id on in their messages."""
+    from tasks.batch import cluster_chain
+
+    links = cluster_chain("dep-1").tasks
+    assert [t.task for t in links][-1] == "bgqueue.deployment.monitor"
+    assert [bool(t.options.get("ignore_result")) for t in links] == [True] * (len(links) - 1) + [False]
+    assert {tuple(t.args) for t in links} == {("dep-1",)}

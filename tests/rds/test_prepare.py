@@ -212,3 +212,25 @@ def test_alarms_in_alarm_reads_the_selection_by_prefix_and_tag(rds, moto_url):
     cw.set_alarm_state(AlarmName=f"{name}-cpu", StateValue="OK", StateReason="test")
     assert alarms_in_alarm(by(prefix=f"{name}-", tag={"team": "db"})) == ()
     assert alarms_in_alarm(by()) == ()
+
+
+def test_a_light_round_out_of_time_records_the_checks_it_did_not_run_and_waits(rds, runtime):
+    """A round of light checks runs in one task: past its budget the checks not started yet are
+    retryable errors, so the round is still decided (WAIT here) instead of outliving its task."""
+    import time
+
+    from bgqueue import validation
+
+    name = unique("budget")
+    parameter_group(rds, f"{name}-pg")
+    instance(rds, name, pg=f"{name}-pg")
+    dep_id = new_deployment(runtime, cluster_entry(name, instance=name, change={"engine_version": "8.0.36"}))
+    move(runtime, dep_id, Phase.PREPARING, Phase.SYNCING, Phase.VALIDATING, facts={})
+    names = validation.begin(runtime, dep_id)
+    results = validation.run_named_checks(runtime, dep_id, names, deadline=time.monotonic() - 1)
+    assert [r["name"] for r in results] == names
+    assert {(r["status"], r["retryable"]) for r in results} == {("error", True)}
+    assert "not run: the round's time ran out" in results[0]["reason"]
+    assert validation.conclude(runtime, dep_id, results).verdict == "WAIT"
+    assert deps.get_deployment(runtime.store, dep_id).phase == Phase.VALIDATING
+    lifecycle.end(runtime, deps.claim(runtime.store, dep_id, "test", [Phase.VALIDATING]), Phase.NO_GO, "test over")

@@ -108,3 +108,49 @@ def test_a_call_moto_does_not_implement_fails_at_once(aws_env):
     with pytest.raises(aws.AWS_ERRORS):
         aws.client("rds", REGION).describe_db_recommendations()
     assert time.monotonic() - t0 < 5
+
+
+def test_a_forked_child_keeps_the_clients_its_parent_never_used(aws_env, monkeypatch):
+    """``warm`` (a worker's parent, before the fork) makes the clients of the configured regions; a
+    real forked child keeps those that never sent a request, and builds again those that did."""
+    import os
+
+    monkeypatch.setenv(aws.REGIONS_ENV, f"{REGION},eu-west-1")
+    aws.reset()
+    try:
+        aws.warm(("rds", "cloudwatch"))
+        unused, used = aws.client("rds", "eu-west-1"), aws.client("rds", REGION)
+        assert aws.client("cloudwatch", REGION) is not None
+        used.describe_db_instances()  # a socket in the parent's pool now
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report, then leave without running the parent's atexit/pytest code
+            ok = aws.client("rds", "eu-west-1") is unused and aws.client("rds", REGION) is not used
+            os.write(w, b"1" if ok else b"0")
+            os._exit(0)
+        os.close(w)
+        assert os.read(r, 1) == b"1"
+        os.waitpid(pid, 0)
+        assert aws.client("rds", REGION) is used  # the parent keeps its own
+    finally:
+        aws.reset()
+
+
+def test_warm_makes_no_client_for_role_credentials(aws_env, monkeypatch):
+    """Instance-metadata, container and web-identity credentials are resolved by each child: their
+    providers hold connections and refresh themselves. No credentials at all: no client either."""
+    from botocore.credentials import Credentials
+
+    aws.reset()
+    try:
+        aws.warm(("rds",))
+        assert aws._session.get_credentials().method == "env" and aws._clients  # static: made
+        aws._clients.clear()
+        monkeypatch.setattr(aws._session, "get_credentials", lambda: Credentials("a", "b", method="iam-role"))
+        aws.warm(("rds",))
+        assert aws._clients == {}
+        monkeypatch.setattr(aws._session, "get_credentials", lambda: None)
+        aws.warm(("rds",))
+        assert aws._clients == {}
+    finally:
+        aws.reset()

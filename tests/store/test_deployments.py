@@ -46,6 +46,30 @@ def test_claim_bumps_epoch_and_transition_is_fenced(store):
     assert [(h.from_phase, h.to_phase, h.epoch) for h in hist] == [("PENDING", "PREPARING", 2)]
 
 
+@pytest.mark.parametrize("returning", [True, False], ids=["update-returning", "read-then-update"])
+def test_claim_on_either_path_returns_the_row_and_refuses_what_it_must(store, returning):
+    """SQLite and PostgreSQL claim with one UPDATE … RETURNING; MySQL-family stores (no UPDATE
+    RETURNING) read, then update fenced. Same outcomes either way."""
+    from bgqueue.errors import BadInput
+
+    store.engine.dialect.update_returning = returning
+    dep = _new(store)
+    c1 = deps.claim(store, dep, "w1", [Phase.PENDING, Phase.PREPARING])
+    assert (c1.epoch, c1.phase) == (1, Phase.PENDING)
+    row = deps.claimed(store, c1)
+    assert (row.id, row.cluster, row.spec, row.epoch, row.owner) == (dep, "c1", SPEC, 1, "w1")
+    assert (c1.row is not None) == returning  # the fallback reads the row when a step asks for it
+    assert deps.claim(store, dep, "w2", [Phase.SYNCING]) is None  # another phase: nothing to do
+    assert deps.get_deployment(store, dep).epoch == 1  # and the refusal changed nothing
+    with pytest.raises(BadInput, match="no deployment nope"):
+        deps.claim(store, "nope", "w1", [Phase.PENDING])
+    c2 = deps.claim(store, dep, "w2", [Phase.PENDING])
+    with pytest.raises(FencedOut):
+        deps.transition(store, c1, Phase.PREPARING)
+    deps.transition(store, c2, Phase.PREPARING)
+    assert deps.batch_phases(store, deps.get_deployment(store, dep).batch_id) == [("c1", "PREPARING")]
+
+
 def test_illegal_transition_raises_and_changes_nothing(store):
     dep = _new(store)
     c = deps.claim(store, dep, "w", [Phase.PENDING])
