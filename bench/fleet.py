@@ -200,7 +200,7 @@ def run_batch(rt, path: Path, workers, redis_client, moto_pid: int, redis_pid: i
             **({"not_completed": failed} if failed else {})}
 
 
-def bare_batch(url: str, names: list[str], poll: float, threads: int) -> dict:
+def bare_batch(url: str, names: list[str], poll: float, threads: int, moto_pid: int) -> dict:
     """The floor: the AWS calls a deployment makes (same order, same poll), straight from ``threads``
     threads of this process: no Celery, no store, no lock, no checks' logic. What is left of a
     batch's wall time is moto's and the 5 s poll's."""
@@ -237,7 +237,7 @@ def bare_batch(url: str, names: list[str], poll: float, threads: int) -> dict:
         cw.describe_alarms(AlarmNamePrefix=f"{n}-", AlarmTypes=["MetricAlarm", "CompositeAlarm"])
         done_b.append(n)
 
-    t0 = time.monotonic()
+    t0, moto0, own0 = time.monotonic(), cpu_seconds([moto_pid]), time.process_time()
     for f in wait([pool.submit(phase_a, n) for n in names]).done:
         f.result()  # a failed call fails the floor, loudly
     while len(done_b) < len(names):
@@ -249,7 +249,8 @@ def bare_batch(url: str, names: list[str], poll: float, threads: int) -> dict:
         time.sleep(0.01)
     wall = time.monotonic() - t0
     pool.shutdown()
-    return {"clusters": len(names), "wall_s": round(wall, 2)}
+    return {"clusters": len(names), "wall_s": round(wall, 2), "moto_cpu_s": round(cpu_seconds([moto_pid]) - moto0, 2),
+            "client_cpu_s": round(time.process_time() - own0, 2)}
 
 
 def bare_floor(workdir: Path, files: dict[str, Path], names: dict[str, list[str]], poll: float, threads: int) -> dict:
@@ -258,8 +259,9 @@ def bare_floor(workdir: Path, files: dict[str, Path], names: dict[str, list[str]
     try:
         for path in files.values():
             seed_moto(url, str(path))
-        bare_batch(url, names["warm"], poll, threads)
-        one, many = bare_batch(url, names["single"], poll, threads), bare_batch(url, names["fleet"], poll, threads)
+        bare_batch(url, names["warm"], poll, threads, proc.pid)
+        one = bare_batch(url, names["single"], poll, threads, proc.pid)
+        many = bare_batch(url, names["fleet"], poll, threads, proc.pid)
         return {"single_cluster_batch": one, "fleet_batch": many,
                 "wall_ratio": round(many["wall_s"] / one["wall_s"], 2), "threads": threads}
     finally:
