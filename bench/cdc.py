@@ -2,7 +2,7 @@
 
 One blue/green MariaDB pair and one redis-server (a sandbox), all real. An unprivileged
 application writer inserts at ~500 writes/s through bgqueue.client; the built-in consumer
-(``python -m bgqueue.cdc.runner``, its own process, as ``bgqueue cdc run`` runs it) streams the
+(``python -m bgqueue.app.cdc_runner``, its own process, as ``bgqueue cdc run`` runs it) streams the
 ledger table to Redis. N switchovers back and forth are driven through the domain procedure
 (``switchover.switch_writer``: fence, checkpoint, wait, promote, flip the route, reverse
 replication), each followed by the CDC phase (``migrate_pipelines``) until it confirms the move.
@@ -35,18 +35,18 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bgqueue.cdc.audit import audit_stream  # noqa: E402
-from bgqueue.cdc.consumer_state import ConsumerState  # noqa: E402
-from bgqueue.cdc.migration import migrate_pipelines  # noqa: E402
-from bgqueue.demo import _configure  # noqa: E402
-from bgqueue.fleet import ClusterSpec, load_fleet  # noqa: E402
-from bgqueue.phases import Phase  # noqa: E402
-from bgqueue.providers.mysql import Server  # noqa: E402
+from bgqueue.client.audit import audit_stream  # noqa: E402
+from bgqueue.adapters.cdc.consumer_state import ConsumerState  # noqa: E402
+from bgqueue.adapters.cdc.migration import migrate_pipelines  # noqa: E402
+from bgqueue.app.demo import _configure  # noqa: E402
+from bgqueue.model.fleet import ClusterSpec, load_fleet  # noqa: E402
+from bgqueue.model.phases import Phase  # noqa: E402
+from bgqueue.adapters.mysql.server import Server  # noqa: E402
 from bgqueue.sandbox import Sandbox  # noqa: E402
-from bgqueue.store import deployments as deps  # noqa: E402
-from bgqueue.store.journal import Journal, latest_checkpoint  # noqa: E402
-from bgqueue.switchover import SwitchPlan, switch_writer  # noqa: E402
-from bgqueue.workload import start_workload  # noqa: E402
+from bgqueue.adapters.store import deployments as deps  # noqa: E402
+from bgqueue.adapters.store.journal import Journal, latest_checkpoint  # noqa: E402
+from bgqueue.engine.mysql.switchover import SwitchPlan, switch_writer  # noqa: E402
+from bgqueue.client.workload import start_workload  # noqa: E402
 
 PIPELINE = {"kind": "binlog", "name": "bench", "tables": ["appdb.bgq_writes"]}
 
@@ -119,14 +119,14 @@ def main() -> None:
     try:
         sandbox.passwords.export_env()
         env = _configure(workdir, sandbox.info["redis"]["url"])
-        from bgqueue.runtime import get_runtime
+        from bgqueue.adapters.runtime import get_runtime
 
         rt = get_runtime()
         there, back = fleet_files(sandbox, workdir)
         specs = [load_fleet(there).clusters[0], load_fleet(back).clusters[0]]
         state = ConsumerState(rt.redis, specs[0].name, specs[0].pipelines[0])
         log = open(workdir / "consumer.log", "ab")
-        consumer = subprocess.Popen([sys.executable, "-m", "bgqueue.cdc.runner", "--fleet", str(there)], env=env,
+        consumer = subprocess.Popen([sys.executable, "-m", "bgqueue.app.cdc_runner", "--fleet", str(there)], env=env,
                                     cwd=str(REPO), stdout=log, stderr=subprocess.STDOUT)
         if not state.wait_streaming(30):
             raise SystemExit(f"consumer did not start; see {workdir / 'consumer.log'}")

@@ -32,11 +32,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bgqueue.checks.checksum import checksum_tables  # noqa: E402
-from bgqueue.providers.mysql import Server  # noqa: E402
+from bgqueue.adapters.mysql.server import Server  # noqa: E402
 from bgqueue.sandbox import (  # noqa: E402
     ADMIN_PASSWORD_ENV, ADMIN_USER, APP_DATABASE, APP_USER, ClusterPair, SandboxPasswords,
 )
-from bgqueue.schema_base import Credentials, Endpoint  # noqa: E402
+from bgqueue.model.schema_base import Credentials, Endpoint  # noqa: E402
 
 TABLE = f"{APP_DATABASE}.bench"
 DDL = (f"CREATE TABLE {TABLE} (id INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, account INT NOT NULL, "

@@ -9,8 +9,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bgqueue.fleet import ClusterSpec  # noqa: E402
-from bgqueue.workload import admin_connection  # noqa: E402
+from bgqueue.model.fleet import ClusterSpec  # noqa: E402
+from bgqueue.client.workload import admin_connection  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:
@@ -60,7 +60,7 @@ def start_sampler(env: dict, workdir: Path):
     """`bgqueue sampler run` in its own process (the validation's lag check reads its samples)."""
     import subprocess
 
-    return subprocess.Popen([sys.executable, "-m", "bgqueue.cli", "sampler", "run"], env=env, cwd=str(REPO),
+    return subprocess.Popen([sys.executable, "-m", "bgqueue.app.cli", "sampler", "run"], env=env, cwd=str(REPO),
                             stdout=open(workdir / "sampler.log", "wb"), stderr=subprocess.STDOUT)
 
 
@@ -82,17 +82,17 @@ class GapBench:
 
         import yaml
 
-        from bgqueue.demo import _configure
-        from bgqueue.fleet import load_fleet
+        from bgqueue.app.demo import _configure
+        from bgqueue.model.fleet import load_fleet
         from bgqueue.sandbox import Sandbox
-        from bgqueue.workload import start_workload
+        from bgqueue.client.workload import start_workload
 
         self.sandbox = Sandbox(self.workdir / "sandbox", clusters=1, detach=False).up()
         try:
             self.sandbox.passwords.export_env()
             redis_url = self.sandbox.info["redis"]["url"]
             self.env = _configure(self.workdir, redis_url)
-            from bgqueue.runtime import get_runtime
+            from bgqueue.adapters.runtime import get_runtime
             from tasks.workers import start_workers
 
             self.workers = start_workers(self.env, redis_url, count=1, concurrency=2, logdir=self.workdir)
@@ -122,7 +122,7 @@ class GapBench:
     def result(self, benchmark: str, count_key: str, count: int, full: list[float], floor: list[float],
                new, old, **extra) -> dict:
         """Stop the writer, look for every acknowledged write, and build the benchmark's JSON."""
-        from bgqueue.workload import verify
+        from bgqueue.client.workload import verify
 
         self.load.stop()
         stats = self.load.writer.stats()

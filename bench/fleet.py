@@ -144,7 +144,7 @@ def configure(workdir: Path, redis_url: str, moto_url: str) -> dict[str, str]:
         "AWS_DEFAULT_REGION": REGION})
     for k in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
         os.environ.pop(k, None)
-    from bgqueue.runtime import get_runtime
+    from bgqueue.adapters.runtime import get_runtime
     from config.settings import get_settings, reset_settings_cache
 
     reset_settings_cache()
@@ -172,7 +172,7 @@ def fleet_file(workdir: Path, tag: str, names: list[str], poll: float) -> Path:
 
 
 def run_batch(rt, path: Path, workers, redis_client, moto_pid: int, redis_pid: int, timeout: float) -> dict:
-    from bgqueue.progress import wait_for_batch
+    from bgqueue.app.progress import wait_for_batch
     from tasks.batch import enqueue_fleet
 
     moto0, redis0, own0 = cpu_seconds([moto_pid]), cpu_seconds([redis_pid]), time.process_time()
@@ -274,7 +274,7 @@ def seed_moto(url: str, fleet_path: str) -> list[str]:
     import boto3
     from botocore.exceptions import ClientError
 
-    from bgqueue.fleet import load_fleet
+    from bgqueue.model.fleet import load_fleet
 
     clients: dict[tuple[str, str], object] = {}
 
@@ -406,7 +406,7 @@ def main() -> None:
         env = configure(workdir, redis_server.url, moto_url)
         import redis as redis_lib
 
-        from bgqueue.runtime import get_runtime
+        from bgqueue.adapters.runtime import get_runtime
         from tasks.workers import start_workers
 
         warm, single, many = ["warm-001"], ["single-001"], [f"c{i:03d}" for i in range(1, args.clusters + 1)]

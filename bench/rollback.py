@@ -28,7 +28,7 @@ from bench.common import GapBench, bare_sql_switch, summary  # noqa: E402
 
 
 def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bgqueue.cli", *args], env=env, cwd=str(REPO),
+    return subprocess.run([sys.executable, "-m", "bgqueue.app.cli", *args], env=env, cwd=str(REPO),
                           capture_output=True, text=True, timeout=180)
 
 
@@ -41,8 +41,8 @@ def main() -> None:
 
     # A long monitoring window: each switched deployment waits there for its rollback.
     with GapBench("bgqueue-bench-rollback-", args.rate, {"monitor_window_s": 3600, "sync_poll_s": 0.1}) as b:
-        from bgqueue.store import deployments as deps
-        from bgqueue.store import journal
+        from bgqueue.adapters.store import deployments as deps
+        from bgqueue.adapters.store import journal
 
         spec = b.spec
         full, blocked = [], []

@@ -41,7 +41,7 @@ def fleet_file(workdir: Path, raw: dict, swapped: bool, i: int) -> Path:
 
 
 def full_path_switch(path: Path, env: dict) -> dict:
-    p = subprocess.run([sys.executable, "-m", "bgqueue.cli", "fleet", "run", str(path), "--wait", "--json"],
+    p = subprocess.run([sys.executable, "-m", "bgqueue.app.cli", "fleet", "run", str(path), "--wait", "--json"],
                        env=env, cwd=str(REPO), capture_output=True, text=True, timeout=120)
     if p.returncode != 0:
         raise SystemExit(f"fleet run failed ({p.returncode}): {p.stderr.strip()[-2000:]}")

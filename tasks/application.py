@@ -4,7 +4,7 @@ from __future__ import annotations
 from celery import Celery
 from celery.signals import setup_logging, worker_init
 
-from bgqueue import logs
+from bgqueue.adapters import logs
 
 from config.celery import celery_config
 from config.settings import Settings, get_settings
@@ -15,7 +15,7 @@ app.conf.update(celery_config(get_settings()))
 
 @setup_logging.connect
 def _logging(loglevel=None, **_kw) -> None:
-    """Workers log through bgqueue.logs (ids on every line, JSON mode, secrets masked)."""
+    """Workers log through bgqueue.adapters.logs (ids on every line, JSON mode, secrets masked)."""
     logs.configure(json_mode=get_settings().log_json, level=loglevel or "INFO")
 
 
@@ -24,9 +24,10 @@ def _preload(**_kw) -> None:
     """In the worker's parent, before the pool forks: import the providers and load the AWS
     service models once, instead of once in every child on its first task."""
     try:
-        import bgqueue.providers.rds.checks  # noqa: F401
-        import bgqueue.providers.rds.steps  # noqa: F401
-        from bgqueue.providers.rds import aws, cost
+        import bgqueue.checks.rds  # noqa: F401
+        import bgqueue.engine.rds.steps  # noqa: F401
+        from bgqueue.adapters.aws import clients as aws
+        from bgqueue.adapters.aws import cost
 
         aws.warm()
         cost.prices()

@@ -1,7 +1,7 @@
 """The one way tasks are declared: dotted name, acks, time limits, retries, logging.
 
 ``bgqueue_task`` fixes the options every task shares. ``deployment_task`` wraps one
-``bgqueue.lifecycle`` step: it passes only the id, calls the step, and either returns (the
+``bgqueue.engine.lifecycle`` step: it passes only the id, calls the step, and either returns (the
 chain goes on) or re-enqueues itself with a countdown when the step must wait. No task sleeps.
 """
 from __future__ import annotations
@@ -13,12 +13,14 @@ from typing import Callable
 import redis.exceptions
 import sqlalchemy.exc
 
-from bgqueue import lifecycle, logs
-from bgqueue.errors import FencedOut
-from bgqueue.phases import SERVER_CHANGING, Phase
+from bgqueue.engine import lifecycle
+
+from bgqueue.adapters import logs
+from bgqueue.model.errors import FencedOut
+from bgqueue.model.phases import SERVER_CHANGING, Phase
 from celery.exceptions import Ignore, Retry
-from bgqueue.lifecycle import Next
-from bgqueue.runtime import Runtime, get_runtime
+from bgqueue.engine.lifecycle import Next
+from bgqueue.adapters.runtime import Runtime, get_runtime
 from tasks.application import app
 
 log = logging.getLogger("bgqueue.tasks")
@@ -73,7 +75,7 @@ def bgqueue_task(name: str, *, time_limit: int = 120, **options):
 def _bind_cluster(deployment_id: str) -> None:
     """Put the cluster and batch ids on every log line of this task."""
     try:
-        from bgqueue.store import deployments as deps
+        from bgqueue.adapters.store import deployments as deps
 
         who = deps.identity(get_runtime().store, deployment_id)
         logs.bind(cluster=who.cluster, batch=who.batch_id)
@@ -92,8 +94,8 @@ _MISSING = "missing"
 def _phase_of(deployment_id: str) -> Phase | str | None:
     """The deployment's phase; ``_MISSING`` when there is no such deployment; None when the
     store itself cannot be read (then the error is treated like a transient one)."""
-    from bgqueue.errors import BadInput
-    from bgqueue.store import deployments as deps
+    from bgqueue.model.errors import BadInput
+    from bgqueue.adapters.store import deployments as deps
 
     try:
         return Phase(deps.get_deployment(get_runtime().store, deployment_id).phase)

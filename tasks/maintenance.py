@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import logging
 
-from bgqueue import retention
-from bgqueue.runtime import get_runtime
+from bgqueue.engine import retention
+from bgqueue.adapters.runtime import get_runtime
 from tasks.base import bgqueue_task
 
 log = logging.getLogger("bgqueue.maintenance")
@@ -17,10 +17,10 @@ def decommission_due() -> list[str]:
 
 @bgqueue_task("bgqueue.maintenance.watchdog", time_limit=60, ignore_result=True)
 def watchdog() -> list[str]:
-    """Resume procedures whose worker vanished (see bgqueue.watchdog)."""
+    """Resume procedures whose worker vanished (see bgqueue.engine.watchdog)."""
     from celery import chain
 
-    from bgqueue.watchdog import stalled
+    from bgqueue.engine.watchdog import stalled
     from tasks.batch import summarize_batch
     from tasks.deployment import migrate_cdc, monitor, rollback, switch
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 import time
 
-from bgqueue.fleet import load_fleet
+from bgqueue.model.fleet import load_fleet
 from bgqueue.sandbox import free_port
-from bgqueue.store import deployments as deps
+from bgqueue.adapters.store import deployments as deps
 from tests.fixtures.bgq import bgqueue_cli
 
 

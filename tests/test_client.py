@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from bgqueue.client import CommitOutcomeUnknown, RoutedClient, WriteUnavailable
-from bgqueue.routing import RoutingRegistry
+from bgqueue.adapters.routing.registry import RoutingRegistry
 from bgqueue.sandbox import APP_DATABASE, APP_USER
 
 TABLE = f"{APP_DATABASE}.items"

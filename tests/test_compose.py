@@ -112,7 +112,7 @@ def test_green_replica_setup_points_at_blue(services):
     init = next(str(v) for v in services["blue"]["volumes"] if "docker-entrypoint-initdb.d" in str(v))
     init_sql = (COMPOSE.parent / init.split(":")[0]).read_text()
     assert re.search(rf"GRANT [^;]*REPLICATION SLAVE[^;]* TO '{user}'", init_sql)
-    from bgqueue.fleet import load_fleet
+    from bgqueue.model.fleet import load_fleet
 
     [cluster] = load_fleet(REPO / "config" / "compose" / "fleet.yaml").clusters
     assert cluster.replication.user == user
@@ -180,7 +180,7 @@ def test_flower_service_requires_authentication_from_the_environment(services):
 
 
 def test_bgqueue_commands_exist_in_the_cli(services):
-    from bgqueue.cli import main
+    from bgqueue.app.cli import main
 
     commands = [argv(s) for s in services.values() if argv(s)[:1] == ["bgqueue"]]
     # And the commands the file's header tells operators to run.

@@ -1,5 +1,5 @@
-from bgqueue.checks.result import CheckResult, errored, failed, passed, waiting
-from bgqueue.decision import GO, NO_GO, WAIT, decide
+from bgqueue.model.results import CheckResult, errored, failed, passed, waiting
+from bgqueue.engine.decision import GO, NO_GO, WAIT, decide
 
 
 def _d(results, now=0.0, deadline=100.0):
@@ -41,7 +41,7 @@ def test_check_result_round_trips_through_json_shape():
 
 
 def test_monitoring_holds_on_healthy_figures_and_names_every_breach():
-    from bgqueue.decision import HOLD, ROLLBACK, MonitorFigures, decide_monitoring
+    from bgqueue.engine.decision import HOLD, ROLLBACK, MonitorFigures, decide_monitoring
 
     base = {"probe_p99_ms": 2.0, "errors_per_s": 0.0}
     kw = dict(error_rate=1.0, p99_ratio=3.0, p99_floor_ms=50.0)

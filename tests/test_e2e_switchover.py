@@ -11,12 +11,12 @@ import time
 import pymysql
 import pytest
 
-from bgqueue.fleet import ClusterSpec, load_fleet
-from bgqueue.phases import Phase
-from bgqueue.progress import wait_for_batch
-from bgqueue.store import deployments as deps
-from bgqueue.store import journal
-from bgqueue.workload import start_workload, verify
+from bgqueue.model.fleet import ClusterSpec, load_fleet
+from bgqueue.model.phases import Phase
+from bgqueue.app.progress import wait_for_batch
+from bgqueue.adapters.store import deployments as deps
+from bgqueue.adapters.store import journal
+from bgqueue.client.workload import start_workload, verify
 
 SWITCH_STEPS = ["fence", "checkpoint", "wait_for_new", "fence_held", "promote", "new_coordinates", "flip_routing",
                 "reverse_replication"]

@@ -16,7 +16,7 @@ NAMES = ["bgqueue_deployments", "bgqueue_switchover_duration_seconds_bucket", "b
 
 def test_exporter_serves_every_documented_metric(bgq_env, runtime, cluster_pair_factory, fleet_file, unique_name,
                                                  celery_workers, sampler_process):
-    from bgqueue.progress import wait_for_batch
+    from bgqueue.app.progress import wait_for_batch
     from tasks.batch import enqueue_fleet
 
     pair = cluster_pair_factory(unique_name("prom"))
@@ -24,7 +24,7 @@ def test_exporter_serves_every_documented_metric(bgq_env, runtime, cluster_pair_
     [dep] = wait_for_batch(runtime, opened.batch_id, timeout=90)
     assert dep.phase == "COMPLETED", dep.reason
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "bgqueue.cli", "exporter", "--port", str(port)], env=bgq_env,
+    proc = subprocess.Popen([sys.executable, "-m", "bgqueue.app.cli", "exporter", "--port", str(port)], env=bgq_env,
                             cwd=str(REPO), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         body = None

@@ -10,15 +10,15 @@ import pymysql
 import pytest
 from sqlalchemy import update
 
-from bgqueue import lifecycle
-from bgqueue.batches import open_batch
-from bgqueue.fleet import load_fleet
-from bgqueue.phases import Phase
-from bgqueue.providers.mysql import Server
-from bgqueue.store import deployments as deps
-from bgqueue.store import journal
-from bgqueue.store.models import Deployment
-from bgqueue.workload import start_workload, verify
+from bgqueue.engine import lifecycle
+from bgqueue.engine.batches import open_batch
+from bgqueue.model.fleet import load_fleet
+from bgqueue.model.phases import Phase
+from bgqueue.adapters.mysql.server import Server
+from bgqueue.adapters.store import deployments as deps
+from bgqueue.adapters.store import journal
+from bgqueue.adapters.store.models import Deployment
+from bgqueue.client.workload import start_workload, verify
 
 
 def _ready(runtime, path) -> str:

@@ -3,7 +3,7 @@ import textwrap
 
 import pytest
 
-from bgqueue.fleet import FleetFileError, check_credentials, load_fleet, parse_fleet
+from bgqueue.model.fleet import FleetFileError, check_credentials, load_fleet, parse_fleet
 
 GOOD = """\
 version: 1
@@ -108,7 +108,7 @@ def test_unreadable_file():
 
 
 def test_unknown_cluster_in_selection():
-    from bgqueue.errors import BadInput
+    from bgqueue.model.errors import BadInput
     with pytest.raises(BadInput, match="unknown cluster 'nope'"):
         parse_fleet(GOOD, "f").select(["nope"])
 
@@ -142,7 +142,7 @@ clusters:
 
 
 def test_rds_cluster_and_its_errors():
-    from bgqueue.fleet import RdsClusterSpec, cluster_spec
+    from bgqueue.model.fleet import RdsClusterSpec, cluster_spec
 
     c = parse_fleet(RDS, "r.yaml").clusters[0]
     assert isinstance(c, RdsClusterSpec) and c.source_identifier == "billing-prod"

@@ -1,6 +1,6 @@
 import pytest
 
-from bgqueue.gtid import GtidParseError, MariaDBPosition, MySQLGtidSet, reached, transactions_behind
+from bgqueue.model.gtid import GtidParseError, MariaDBPosition, MySQLGtidSet, reached, transactions_behind
 
 U1 = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
 U2 = "b9b4712a-df64-11e3-b391-60672090eb04"

@@ -6,10 +6,10 @@ import time
 
 from sqlalchemy import update
 
-from bgqueue import nightly
-from bgqueue.phases import Phase
-from bgqueue.store import deployments as deps
-from bgqueue.store.models import Deployment, utcnow
+from bgqueue.engine import nightly
+from bgqueue.model.phases import Phase
+from bgqueue.adapters.store import deployments as deps
+from bgqueue.adapters.store.models import Deployment, utcnow
 from tests.fixtures.bgq import bgqueue_cli
 
 
@@ -52,7 +52,7 @@ def test_beat_fan_out_runs_one_task_per_cluster_with_an_expiry(cluster_pair_fact
     from tasks.nightly import CHILD_EXPIRES_S, fan_out
 
     entry = tasks.application.app.conf.beat_schedule["nightly-validations"]
-    assert entry["task"] == "bgqueue.nightly.fan_out" and entry["options"]["expires"] > 0
+    assert entry["task"] == "bgqueue.engine.nightly.fan_out" and entry["options"]["expires"] > 0
     assert CHILD_EXPIRES_S > 0
     pairs = [cluster_pair_factory(unique_name("nbeat")) for _ in range(2)]
     path = fleet_file(pairs)

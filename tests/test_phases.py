@@ -1,7 +1,7 @@
 import pytest
 
-from bgqueue.errors import IllegalTransition
-from bgqueue.phases import TERMINAL, TRANSITIONS, Phase, check_transition
+from bgqueue.model.errors import IllegalTransition
+from bgqueue.model.phases import TERMINAL, TRANSITIONS, Phase, check_transition
 
 
 def test_happy_path_is_allowed_in_order():

@@ -7,12 +7,12 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from bgqueue import retention
-from bgqueue.fleet import load_fleet
-from bgqueue.progress import wait_for_batch
-from bgqueue.providers.mysql import Server
-from bgqueue.store import deployments as deps
-from bgqueue.store.models import Deployment, utcnow
+from bgqueue.engine import retention
+from bgqueue.model.fleet import load_fleet
+from bgqueue.app.progress import wait_for_batch
+from bgqueue.adapters.mysql.server import Server
+from bgqueue.adapters.store import deployments as deps
+from bgqueue.adapters.store.models import Deployment, utcnow
 from tests.fixtures.bgq import bgqueue_cli
 
 

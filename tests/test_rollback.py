@@ -11,15 +11,15 @@ import pytest
 import yaml
 from sqlalchemy import update
 
-from bgqueue import rollback
-from bgqueue.fleet import load_fleet
-from bgqueue.phases import Phase
-from bgqueue.progress import wait_for_batch
-from bgqueue.store import deployments as deps
-from bgqueue.store import journal
-from bgqueue.store import validation as records
-from bgqueue.store.models import Deployment, utcnow
-from bgqueue.workload import LEDGER_PIPELINE, cdc_audit, start_workload, verify, wait_cdc_streaming
+from bgqueue.engine import rollback
+from bgqueue.model.fleet import load_fleet
+from bgqueue.model.phases import Phase
+from bgqueue.app.progress import wait_for_batch
+from bgqueue.adapters.store import deployments as deps
+from bgqueue.adapters.store import journal
+from bgqueue.adapters.store import validation as records
+from bgqueue.adapters.store.models import Deployment, utcnow
+from bgqueue.client.workload import LEDGER_PIPELINE, cdc_audit, start_workload, verify, wait_cdc_streaming
 from tests.fixtures.bgq import REPO, bgqueue_cli
 
 _CONSUMERS: list[subprocess.Popen] = []
@@ -61,7 +61,7 @@ def _switched(pair, fleet_file, runtime, redis_url, sandbox_passwords, cdc_env=N
         path.write_text(yaml.safe_dump(doc))
     spec = load_fleet(path).clusters[0]
     if cdc_env is not None:
-        consumer = subprocess.Popen([sys.executable, "-m", "bgqueue.cli", "cdc", "run", "--fleet", str(path)],
+        consumer = subprocess.Popen([sys.executable, "-m", "bgqueue.app.cli", "cdc", "run", "--fleet", str(path)],
                                     env=cdc_env, cwd=str(REPO))
         _CONSUMERS.append(consumer)
         assert wait_cdc_streaming(runtime.redis, spec), "the CDC consumer did not start"
@@ -172,7 +172,7 @@ def test_worker_killed_during_the_rollback_fence_is_recovered(cluster_pair_facto
     spec, load, _opened, dep_id = _switched(pair, fleet_file, runtime, redis_url, sandbox_passwords,
                                             monitor_window_s=1800)
     try:
-        code = ("from bgqueue import rollback; from bgqueue.runtime import get_runtime; "
+        code = ("from bgqueue import rollback; from bgqueue.adapters.runtime import get_runtime; "
                 f"rollback.roll_back(get_runtime(), {dep_id!r}, 'crash test')")
         env = dict(bgq_env, BGQUEUE_FAILPOINTS="rollback.after_fence=exit")
         assert subprocess.run([sys.executable, "-c", code], env=env, cwd=str(REPO), timeout=60).returncode == 137

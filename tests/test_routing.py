@@ -8,8 +8,8 @@ import uuid
 import pytest
 import redis
 
-from bgqueue.errors import BgqueueError
-from bgqueue.routing import Route, RouteConflict, RoutingRegistry
+from bgqueue.model.errors import BgqueueError
+from bgqueue.adapters.routing.registry import Route, RouteConflict, RoutingRegistry
 
 
 @pytest.fixture

@@ -4,10 +4,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from bgqueue.fleet import load_fleet
-from bgqueue.logs import MASK, mask, register_secret
-from bgqueue.progress import wait_for_batch
-from bgqueue.workload import start_workload
+from bgqueue.model.fleet import load_fleet
+from bgqueue.adapters.logs import MASK, mask
+from bgqueue.model.secrets import register_secret
+from bgqueue.app.progress import wait_for_batch
+from bgqueue.client.workload import start_workload
 
 
 def test_masking_of_registered_values_and_shapes():

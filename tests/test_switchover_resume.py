@@ -9,13 +9,17 @@ import time
 
 import pytest
 
-from bgqueue import lifecycle, monitor_window, validation
-from bgqueue.batches import open_batch
-from bgqueue.fleet import load_fleet
-from bgqueue.phases import Phase
-from bgqueue.store import deployments as deps
-from bgqueue.store import journal
-from bgqueue.workload import start_workload, verify
+from bgqueue.engine import lifecycle
+
+from bgqueue.engine import monitor_window
+
+from bgqueue.engine import validation
+from bgqueue.engine.batches import open_batch
+from bgqueue.model.fleet import load_fleet
+from bgqueue.model.phases import Phase
+from bgqueue.adapters.store import deployments as deps
+from bgqueue.adapters.store import journal
+from bgqueue.client.workload import start_workload, verify
 from tests.fixtures.bgq import REPO
 
 
@@ -40,7 +44,7 @@ def _drive_to_ready(runtime, dep_id: str) -> None:
 
 
 def _crash_in_switch(dep_id: str, env: dict, failpoint: str) -> int:
-    code = ("from bgqueue import lifecycle; from bgqueue.runtime import get_runtime; "
+    code = ("from bgqueue import lifecycle; from bgqueue.adapters.runtime import get_runtime; "
             f"lifecycle.switch(get_runtime(), {dep_id!r})")
     env = dict(env, BGQUEUE_FAILPOINTS=f"{failpoint}=exit")
     return subprocess.run([sys.executable, "-c", code], env=env, cwd=str(REPO), timeout=60).returncode

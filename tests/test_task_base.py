@@ -9,9 +9,9 @@ import redis.exceptions
 from celery.exceptions import Retry
 from sqlalchemy import update
 
-from bgqueue.phases import Phase
-from bgqueue.store import deployments as deps
-from bgqueue.store.models import Deployment
+from bgqueue.model.phases import Phase
+from bgqueue.adapters.store import deployments as deps
+from bgqueue.adapters.store.models import Deployment
 from tasks.base import MAX_RESUME_ATTEMPTS, MAX_TRANSIENT_RETRIES, guarded
 
 

@@ -9,12 +9,12 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from bgqueue.batches import open_batch
-from bgqueue.fleet import load_fleet
-from bgqueue.phases import Phase
-from bgqueue.store import deployments as deps
-from bgqueue.store.models import Deployment, utcnow
-from bgqueue.watchdog import stalled
+from bgqueue.engine.batches import open_batch
+from bgqueue.model.fleet import load_fleet
+from bgqueue.model.phases import Phase
+from bgqueue.adapters.store import deployments as deps
+from bgqueue.adapters.store.models import Deployment, utcnow
+from bgqueue.engine.watchdog import stalled
 from tests.fixtures.bgq import REPO
 
 
@@ -29,7 +29,7 @@ def test_a_stalled_switchover_is_resumed_and_completed(cluster_pair_factory, fle
     runtime.routing.init(spec.name, spec.blue.host, spec.blue.port)
     with runtime.store.session() as s:
         s.execute(update(Deployment).where(Deployment.id == dep_id).values(phase=Phase.READY))
-    code = ("from bgqueue import lifecycle; from bgqueue.runtime import get_runtime; "
+    code = ("from bgqueue import lifecycle; from bgqueue.adapters.runtime import get_runtime; "
             f"lifecycle.switch(get_runtime(), {dep_id!r})")
     crashed = subprocess.run([sys.executable, "-c", code], cwd=str(REPO), timeout=60,
                              env=dict(bgq_env, BGQUEUE_FAILPOINTS="switchover.after_fence=exit"))

@@ -9,9 +9,9 @@ import pytest
 import redis
 
 from bgqueue.client import RoutedClient
-from bgqueue.routing import RoutingRegistry
+from bgqueue.adapters.routing.registry import RoutingRegistry
 from bgqueue.sandbox import ADMIN_USER, APP_DATABASE, APP_USER
-from bgqueue.writer import TABLE, ContinuousWriter, ensure_schema, find_lost
+from bgqueue.client.writer import TABLE, ContinuousWriter, ensure_schema, find_lost
 
 
 def admin_conn(server, pw) -> pymysql.connections.Connection:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from bgqueue.checks.context import CheckContext
-from bgqueue.checks.result import CheckResult, failed, passed
+from bgqueue.model.results import CheckResult, failed, passed
 
 _DDL = re.compile(r"^\s*(ALTER|CREATE\s+(UNIQUE\s+)?INDEX|CREATE\s+TABLE|DROP|RENAME|TRUNCATE|OPTIMIZE)\b", re.I)
 _DDL_STATES = ("altering table", "copy to tmp table", "creating index", "committing alter table")

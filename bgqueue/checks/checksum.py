@@ -21,8 +21,8 @@ import pymysql
 
 from bgqueue.checks import checksum_sql as q
 from bgqueue.checks.checksum_sql import ChecksumError
-from bgqueue.checks.result import ERROR, CheckResult, errored, failed, passed
-from bgqueue.providers.mysql import Server
+from bgqueue.model.results import ERROR, CheckResult, errored, failed, passed
+from bgqueue.adapters.mysql.server import Server
 
 CHECK = "checksum"
 _LOCK_ERRORS = {1205, 1213}  # lock wait timeout, deadlock: our chunk statement lost a race; retry it

@@ -6,9 +6,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from bgqueue.checks.result import CheckResult, errored
-from bgqueue.providers.mysql import Server
-from bgqueue.store.db import Store
+from bgqueue.model.results import CheckResult, errored
+from bgqueue.adapters.mysql.server import Server
+from bgqueue.adapters.store.db import Store
 
 
 @dataclass
@@ -18,7 +18,7 @@ class CheckContext:
     green: Server | None
     store: Store
     deployment_id: str | None = None
-    metrics: Any = None  # bgqueue.metrics.samples.MetricsStore (None: no samples available)
+    metrics: Any = None  # bgqueue.adapters.metrics.samples.MetricsStore (None: no samples available)
     now: Callable[[], float] = time.time
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from bgqueue.checks.context import CheckContext
-from bgqueue.checks.result import CheckResult, failed, passed
+from bgqueue.model.results import CheckResult, failed, passed
 
 IGNORED = frozenset({
     "server_id", "server_uuid", "read_only", "super_read_only", "hostname", "port", "socket", "datadir",

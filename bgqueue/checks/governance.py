@@ -4,11 +4,11 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from bgqueue.checks.context import CheckContext
-from bgqueue.checks.result import CheckResult, failed, passed
-from bgqueue.fleet import cluster_spec
-from bgqueue.phases import TERMINAL, Phase
-from bgqueue.store import validation
-from bgqueue.store.models import Deployment
+from bgqueue.model.results import CheckResult, failed, passed
+from bgqueue.model.fleet import cluster_spec
+from bgqueue.model.phases import TERMINAL, Phase
+from bgqueue.adapters.store import validation
+from bgqueue.adapters.store.models import Deployment
 
 
 def signoffs(ctx: CheckContext) -> CheckResult:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import re
 
 from bgqueue.checks.context import CheckContext
-from bgqueue.checks.result import CheckResult, failed, passed
-from bgqueue.errors import BgqueueError
-from bgqueue.providers.mysql import Server
+from bgqueue.model.results import CheckResult, failed, passed
+from bgqueue.model.errors import BgqueueError
+from bgqueue.adapters.mysql.server import Server
 
 
 def event_scheduler(ctx: CheckContext) -> CheckResult:

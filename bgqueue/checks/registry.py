@@ -8,7 +8,7 @@ from bgqueue.checks.drift import parameter_drift
 from bgqueue.checks.governance import signoffs, staging_gate
 from bgqueue.checks.readiness import event_scheduler, reverse_readiness
 from bgqueue.checks.replication import replication_health, replication_lag
-from bgqueue.checks.result import CheckResult, passed
+from bgqueue.model.results import CheckResult, passed
 
 
 def checksum(ctx: CheckContext) -> CheckResult:
@@ -39,7 +39,7 @@ COMMON = ("signoffs", "staging")
 
 
 def rds_checks() -> dict[str, Check]:
-    from bgqueue.providers.rds.checks import RDS_CHECKS
+    from bgqueue.checks.rds import RDS_CHECKS
 
     return RDS_CHECKS
 

@@ -1,9 +1,9 @@
 """Replication health (threads, errors, source) and lag held under a threshold for a window."""
 from __future__ import annotations
 
-from bgqueue import sync
+from bgqueue.checks import sync
 from bgqueue.checks.context import CheckContext
-from bgqueue.checks.result import CheckResult, failed, passed, waiting
+from bgqueue.model.results import CheckResult, failed, passed, waiting
 
 # Samples further apart than this leave a hole in the evidence (the sampler runs at 4 Hz).
 MAX_SAMPLE_GAP_S = 2.0

@@ -6,7 +6,7 @@ import shutil
 import signal
 import time
 
-from bgqueue.errors import BgqueueError
+from bgqueue.model.errors import BgqueueError
 
 # Searched after PATH: daemons live in sbin, which is often not on a non-root user's PATH.
 SEARCH_DIRS = ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]

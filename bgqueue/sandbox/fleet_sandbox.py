@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from bgqueue.errors import BadInput
+from bgqueue.model.errors import BadInput
 from bgqueue.sandbox.binaries import pid_running, stop_pid
 from bgqueue.sandbox.mariadb import MariaDBServer
 from bgqueue.sandbox.pair import (

@@ -6,7 +6,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from bgqueue.errors import BgqueueError
+from bgqueue.model.errors import BgqueueError
 from bgqueue.sandbox.binaries import find_binary, pid_running, stop_pid, tail
 from bgqueue.sandbox.ports import BIND_RETRIES, free_port
 

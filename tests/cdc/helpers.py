@@ -12,15 +12,15 @@ from pathlib import Path
 import pymysql
 import yaml
 
-from bgqueue import lifecycle
-from bgqueue.cdc.consumer_state import ConsumerState
-from bgqueue.cdc.migration import MigrationProgress, migrate_pipelines
-from bgqueue.fleet import ClusterSpec
-from bgqueue.phases import Phase
-from bgqueue.store import deployments as deps
-from bgqueue.store.deployments import Claim
-from bgqueue.store.journal import Journal, latest_checkpoint
-from bgqueue.switchover import SwitchPlan, switch_writer
+from bgqueue.engine import lifecycle
+from bgqueue.adapters.cdc.consumer_state import ConsumerState
+from bgqueue.adapters.cdc.migration import MigrationProgress, migrate_pipelines
+from bgqueue.model.fleet import ClusterSpec
+from bgqueue.model.phases import Phase
+from bgqueue.adapters.store import deployments as deps
+from bgqueue.adapters.store.deployments import Claim
+from bgqueue.adapters.store.journal import Journal, latest_checkpoint
+from bgqueue.engine.mysql.switchover import SwitchPlan, switch_writer
 from tests.fixtures.bgq import REPO
 
 CDC_USER = "bgq_cdc"
@@ -55,7 +55,7 @@ def create_cdc_user(pair, password: str) -> None:
 
 
 class ConsumerProcess:
-    """``python -m bgqueue.cdc.runner --fleet FILE`` in its own process (as in production)."""
+    """``python -m bgqueue.app.cdc_runner --fleet FILE`` in its own process (as in production)."""
 
     def __init__(self, fleet: Path, env: dict, log: Path):
         self.fleet, self.env, self.log = fleet, env, log
@@ -63,7 +63,7 @@ class ConsumerProcess:
 
     def start(self) -> "ConsumerProcess":
         out = open(self.log, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "bgqueue.cdc.runner", "--fleet", str(self.fleet)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "bgqueue.app.cdc_runner", "--fleet", str(self.fleet)],
                                      env=self.env, cwd=str(REPO), stdout=out, stderr=subprocess.STDOUT)
         out.close()
         return self
@@ -98,7 +98,7 @@ class ConsumerThread:
     """run_consumers in a thread of this process, stopped through its stop_event."""
 
     def __init__(self, settings, fleet: Path | None):
-        from bgqueue.cdc.runner import run_consumers
+        from bgqueue.app.cdc_runner import run_consumers
 
         self.stop_event, self.ready = threading.Event(), threading.Event()
         self.error: BaseException | None = None

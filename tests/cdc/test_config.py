@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from bgqueue.cdc.config import BinlogPipeline, DebeziumPipeline, DmsPipeline
-from bgqueue.fleet import FleetFileError, parse_fleet
+from bgqueue.model.cdc import BinlogPipeline, DebeziumPipeline, DmsPipeline
+from bgqueue.model.fleet import FleetFileError, parse_fleet
 
 CLUSTER = {"name": "orders", "provider": "mysql", "blue": {"host": "10.0.0.1"}, "green": {"host": "10.0.0.2"},
            "admin": {"user": "a", "password_env": "A_PW"}, "replication": {"user": "r", "password_env": "R_PW"}}

@@ -6,11 +6,11 @@ import time
 
 import pymysql
 
-from bgqueue.cdc.audit import audit_stream
-from bgqueue.cdc.consumer_state import ConsumerState
-from bgqueue.cdc.events import parse_entry, read_stream, row_key
-from bgqueue.fleet import load_fleet
-from bgqueue.workload import start_workload
+from bgqueue.client.audit import audit_stream
+from bgqueue.adapters.cdc.consumer_state import ConsumerState
+from bgqueue.adapters.cdc.events import parse_entry, read_stream, row_key
+from bgqueue.model.fleet import load_fleet
+from bgqueue.client.workload import start_workload
 from tests.cdc.helpers import (
     CDC_PASSWORD_ENV, CDC_USER, ConsumerProcess, ConsumerThread, create_cdc_user, server_gtid, wait_delivered,
     wait_streaming, wait_until, write_cdc_fleet,

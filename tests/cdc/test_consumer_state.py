@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import redis
 
-from bgqueue.cdc.audit import audit_stream
-from bgqueue.cdc.config import BinlogPipeline
-from bgqueue.cdc.consumer_state import ConsumerState, PositionConflict
-from bgqueue.cdc.events import ENTRY_FIELDS
+from bgqueue.client.audit import audit_stream
+from bgqueue.model.cdc import BinlogPipeline
+from bgqueue.adapters.cdc.consumer_state import ConsumerState, PositionConflict
+from bgqueue.adapters.cdc.events import ENTRY_FIELDS
 
 BLUE, GREEN = "127.0.0.1:3306", "127.0.0.1:3307"
 

@@ -12,13 +12,13 @@ import time
 
 import pytest
 
-from bgqueue.cdc import position as gtidpos
-from bgqueue.cdc.audit import audit_stream
-from bgqueue.cdc.consumer_state import ConsumerState
-from bgqueue.cdc.migration import pipeline_health
-from bgqueue.fleet import load_fleet
-from bgqueue.store import journal
-from bgqueue.workload import start_workload
+from bgqueue.adapters.cdc import position as gtidpos
+from bgqueue.client.audit import audit_stream
+from bgqueue.adapters.cdc.consumer_state import ConsumerState
+from bgqueue.adapters.cdc.migration import pipeline_health
+from bgqueue.model.fleet import load_fleet
+from bgqueue.adapters.store import journal
+from bgqueue.client.workload import start_workload
 from tests.cdc.helpers import (
     ConsumerProcess, run_cdc_phase, server_gtid, switch_over, wait_delivered, wait_streaming, write_cdc_fleet,
 )

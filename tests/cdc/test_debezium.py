@@ -6,12 +6,12 @@ from dataclasses import replace
 
 import pytest
 
-from bgqueue.cdc.debezium import kafka_version
-from bgqueue.cdc.migration import pipeline_health
-from bgqueue.cdc.pipeline import Coordinates
-from bgqueue.fleet import ClusterSpec
-from bgqueue.store import journal as journals
-from bgqueue.store.journal import Journal
+from bgqueue.adapters.cdc.debezium import kafka_version
+from bgqueue.adapters.cdc.migration import pipeline_health
+from bgqueue.adapters.cdc.pipeline import Coordinates
+from bgqueue.model.fleet import ClusterSpec
+from bgqueue.adapters.store import journal as journals
+from bgqueue.adapters.store.journal import Journal
 from tests.cdc.fake_connect import FakeConnect
 from tests.cdc.helpers import claim_deployment, drive_cdc_phase
 

@@ -11,13 +11,13 @@ from botocore.config import Config
 from botocore.stub import Stubber
 from moto.server import ThreadedMotoServer
 
-from bgqueue.cdc.dms import binlog_before, parse_recovery_checkpoint
-from bgqueue.cdc.migration import pipeline_health
-from bgqueue.cdc.pipeline import Coordinates
-from bgqueue.fleet import ClusterSpec
+from bgqueue.adapters.cdc.dms import binlog_before, parse_recovery_checkpoint
+from bgqueue.adapters.cdc.migration import pipeline_health
+from bgqueue.adapters.cdc.pipeline import Coordinates
+from bgqueue.model.fleet import ClusterSpec
 from bgqueue.sandbox import free_port
-from bgqueue.store import journal as journals
-from bgqueue.store.journal import Journal
+from bgqueue.adapters.store import journal as journals
+from bgqueue.adapters.store.journal import Journal
 from tests.cdc.helpers import claim_deployment, drive_cdc_phase
 
 REGION = "us-east-1"

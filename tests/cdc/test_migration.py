@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 
-from bgqueue.cdc.consumer_state import ConsumerState
-from bgqueue.cdc.events import ENTRY_FIELDS
-from bgqueue.cdc.migration import migrate_pipelines, state_key
-from bgqueue.cdc.pipeline import Coordinates
-from bgqueue.fleet import ClusterSpec
-from bgqueue.store import journal as journals
-from bgqueue.store.journal import Journal
+from bgqueue.adapters.cdc.consumer_state import ConsumerState
+from bgqueue.adapters.cdc.events import ENTRY_FIELDS
+from bgqueue.adapters.cdc.migration import migrate_pipelines, state_key
+from bgqueue.adapters.cdc.pipeline import Coordinates
+from bgqueue.model.fleet import ClusterSpec
+from bgqueue.adapters.store import journal as journals
+from bgqueue.adapters.store.journal import Journal
 from tests.cdc.fake_connect import FakeConnect
 from tests.cdc.helpers import claim_deployment, drive_cdc_phase
 

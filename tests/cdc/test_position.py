@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from bgqueue.cdc import position
-from bgqueue.gtid import GtidParseError
+from bgqueue.adapters.cdc import position
+from bgqueue.model.gtid import GtidParseError
 
 U1 = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
 U2 = "5b6c1a2e-0000-11e1-9e33-c80aa9429562"

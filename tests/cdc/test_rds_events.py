@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from bgqueue.cdc.rds_events import find_green_binlog_coordinates, parse_green_binlog_coordinates
+from bgqueue.adapters.cdc.rds_events import find_green_binlog_coordinates, parse_green_binlog_coordinates
 
 MESSAGE = "Binary log coordinates in green environment after switchover: file mysql-bin-changelog.000003 and position 804"
 

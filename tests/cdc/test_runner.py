@@ -1,18 +1,18 @@
-"""``bgqueue cdc run`` (bgqueue.cdc.runner): its inputs and where it takes the fleet from."""
+"""``bgqueue cdc run`` (bgqueue.app.cdc_runner): its inputs and where it takes the fleet from."""
 from __future__ import annotations
 
 import subprocess
 import sys
 
-from bgqueue.cdc.consumer_state import ConsumerState
-from bgqueue.fleet import load_fleet
-from bgqueue.store import deployments as deps
+from bgqueue.adapters.cdc.consumer_state import ConsumerState
+from bgqueue.model.fleet import load_fleet
+from bgqueue.adapters.store import deployments as deps
 from tests.cdc.helpers import ConsumerThread, wait_streaming, write_cdc_fleet
 from tests.fixtures.bgq import REPO
 
 
 def _run(env, *args):
-    return subprocess.run([sys.executable, "-m", "bgqueue.cdc.runner", *args], env=env, cwd=str(REPO),
+    return subprocess.run([sys.executable, "-m", "bgqueue.app.cdc_runner", *args], env=env, cwd=str(REPO),
                           capture_output=True, text=True, timeout=60)
 
 

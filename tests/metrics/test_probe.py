@@ -3,10 +3,10 @@ import time
 
 import pytest
 
-from bgqueue.fleet import ClusterSpec
-from bgqueue.metrics.probe import COUNTERS, ClusterProbe, LatencyWindow, rates
-from bgqueue.metrics.samples import LAG_SOURCE_HEARTBEAT, LAG_SOURCE_SECONDS_BEHIND
-from bgqueue.providers.mysql import Server
+from bgqueue.model.fleet import ClusterSpec
+from bgqueue.adapters.metrics.probe import COUNTERS, ClusterProbe, LatencyWindow, rates
+from bgqueue.adapters.metrics.samples import LAG_SOURCE_HEARTBEAT, LAG_SOURCE_SECONDS_BEHIND
+from bgqueue.adapters.mysql.server import Server
 from bgqueue.sandbox import APP_DATABASE
 
 TICK = 0.25
@@ -116,7 +116,7 @@ def test_lag_grows_while_green_sql_thread_is_stopped_and_recovers(cluster_pair_f
 
 def _app_creds():
     from bgqueue.sandbox import APP_PASSWORD_ENV, APP_USER
-    from bgqueue.schema_base import Credentials
+    from bgqueue.model.schema_base import Credentials
 
     return Credentials(user=APP_USER, password_env=APP_PASSWORD_ENV)
 

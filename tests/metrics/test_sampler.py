@@ -12,15 +12,15 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from bgqueue.errors import BadInput
-from bgqueue.fleet import ClusterSpec
-from bgqueue.metrics.samples import MetricsStore
-from bgqueue.metrics.sampler import Sampler, run_sampler
-from bgqueue.phases import Phase
-from bgqueue.routing import RoutingRegistry
-from bgqueue.store import deployments as deps
-from bgqueue.store.db import Store
-from bgqueue.store.models import MetricSummary
+from bgqueue.model.errors import BadInput
+from bgqueue.model.fleet import ClusterSpec
+from bgqueue.adapters.metrics.samples import MetricsStore
+from bgqueue.app.sampler import Sampler, run_sampler
+from bgqueue.model.phases import Phase
+from bgqueue.adapters.routing.registry import RoutingRegistry
+from bgqueue.adapters.store import deployments as deps
+from bgqueue.adapters.store.db import Store
+from bgqueue.adapters.store.models import MetricSummary
 from bgqueue.sandbox import MONITOR_PASSWORD_ENV
 from tests.fixtures.bgq import REPO
 from tests.metrics.test_probe import switch_to_green
@@ -177,7 +177,7 @@ def test_run_sampler_reads_a_fleet_file_and_stops_on_its_event(cluster_pair_fact
 
 def test_run_sampler_stops_cleanly_on_sigterm(cluster_pair_factory, unique_name, fleet_file, bgq_env, r):
     pair = cluster_pair_factory(unique_name("sig"))
-    code = ("import json, sys; from config.settings import Settings; from bgqueue.metrics.sampler import run_sampler; "
+    code = ("import json, sys; from config.settings import Settings; from bgqueue.app.sampler import run_sampler; "
             "print(json.dumps(run_sampler(Settings(), sys.argv[1])))")
     proc = subprocess.Popen([sys.executable, "-c", code, str(fleet_file([pair]))], env=bgq_env, cwd=str(REPO),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -4,7 +4,7 @@ import time
 import pytest
 import redis
 
-from bgqueue.metrics.samples import MetricsStore
+from bgqueue.adapters.metrics.samples import MetricsStore
 
 
 @pytest.fixture

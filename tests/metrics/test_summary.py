@@ -6,14 +6,14 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from bgqueue.metrics.samples import MetricsStore
-from bgqueue.metrics.samples import Sample
-from bgqueue.metrics.summary import (POINT_METRICS, PhaseTracker, downsample, metric_points, phase_windows,
+from bgqueue.adapters.metrics.samples import MetricsStore
+from bgqueue.adapters.metrics.samples import Sample
+from bgqueue.adapters.metrics.summary import (POINT_METRICS, PhaseTracker, downsample, metric_points, phase_windows,
                                      summarize_phase)
-from bgqueue.phases import Phase
-from bgqueue.store import deployments as deps
-from bgqueue.store.db import Store
-from bgqueue.store.models import MetricPoint, MetricSummary
+from bgqueue.model.phases import Phase
+from bgqueue.adapters.store import deployments as deps
+from bgqueue.adapters.store.db import Store
+from bgqueue.adapters.store.models import MetricPoint, MetricSummary
 
 SPEC = {"name": "x", "provider": "mysql", "blue": {"host": "h", "port": 1}, "green": {"host": "h", "port": 2}}
 

@@ -1,12 +1,12 @@
 """Which clusters a sampler samples: the store's in-flight deployments, a fixed list, shards."""
 import pytest
 
-from bgqueue.errors import BadInput
-from bgqueue.fleet import ClusterSpec
-from bgqueue.metrics.targets import TargetSource, in_shard, parse_shard, shard_of
-from bgqueue.phases import Phase
-from bgqueue.store import deployments as deps
-from bgqueue.store.db import Store
+from bgqueue.model.errors import BadInput
+from bgqueue.model.fleet import ClusterSpec
+from bgqueue.adapters.metrics.targets import TargetSource, in_shard, parse_shard, shard_of
+from bgqueue.model.phases import Phase
+from bgqueue.adapters.store import deployments as deps
+from bgqueue.adapters.store.db import Store
 
 
 def spec(name: str, port: int = 10) -> dict:

@@ -1,4 +1,4 @@
-from bgqueue.providers.dialects import Dialect, parse_version
+from bgqueue.adapters.mysql.dialects import Dialect, parse_version
 
 
 def test_flavour_and_version_are_read_from_the_server_string():

@@ -58,7 +58,7 @@ def moto_url() -> Iterator[str]:
 def aws_env(moto_url: str) -> Iterator[dict[str, str]]:
     """AWS_ENDPOINT_URL (honoured by boto3 itself), dummy credentials, the region, retries off —
     exported in this process for the rds tests and given to the worker processes."""
-    from bgqueue.providers.rds import aws
+    from bgqueue.adapters.aws import clients as aws
 
     values = {"AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
               "AWS_DEFAULT_REGION": REGION, aws.RETRIES_ENV: "0"}
@@ -111,8 +111,8 @@ def rds(aws_env, moto_url):
 def run_batch(runtime, rds_celery, rds_workers):
     """``run(fleet_path, timeout) -> (opened, rows)``: open_batch (preflight, budget, lock, record) as
     ``fleet run`` does, start it on our workers, wait until every deployment is terminal."""
-    from bgqueue.batches import open_batch
-    from bgqueue.progress import wait_for_batch
+    from bgqueue.engine.batches import open_batch
+    from bgqueue.app.progress import wait_for_batch
 
     def run(path: Path, timeout: float = 60):
         opened = open_batch(runtime, str(path))
@@ -125,7 +125,7 @@ def run_batch(runtime, rds_celery, rds_workers):
 @pytest.fixture(autouse=True)
 def _fresh_proxy_cache():
     """Each test sees the RDS Proxies of its moment (the provider caches them for a minute per process)."""
-    from bgqueue.providers.rds import topology
+    from bgqueue.adapters.aws import topology
 
     topology._proxies.clear()
     yield

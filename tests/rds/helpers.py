@@ -129,8 +129,8 @@ class LagFeeder:
 
 def new_deployment(runtime, entry: dict, **thresholds) -> str:
     """A PENDING deployment of one rds cluster entry in a batch of its own (no Celery involved)."""
-    from bgqueue.fleet import cluster_spec
-    from bgqueue.store import deployments as deps
+    from bgqueue.model.fleet import cluster_spec
+    from bgqueue.adapters.store import deployments as deps
 
     spec = cluster_spec({**entry, "thresholds": {**FAST, **thresholds}})
     _, ids = deps.create_batch(runtime.store, fleet_name="rds-test", fleet_path="-", fleet_text="",
@@ -140,7 +140,7 @@ def new_deployment(runtime, entry: dict, **thresholds) -> str:
 
 def move(runtime, deployment_id: str, *path, **fields):
     """Walk a deployment along ``path`` (fenced transitions, as the steps do); ``fields`` go with the last."""
-    from bgqueue.store import deployments as deps
+    from bgqueue.adapters.store import deployments as deps
 
     dep = deps.get_deployment(runtime.store, deployment_id)
     claim = deps.claim(runtime.store, deployment_id, "test", [dep.phase])

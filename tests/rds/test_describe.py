@@ -2,9 +2,9 @@
 the same outcome per cluster as describing each alone, in a few calls."""
 from __future__ import annotations
 
-from bgqueue.fleet import load_fleet
-from bgqueue.providers.rds import aws
-from bgqueue.providers.rds.source import SourceMissing, describe_spec, describe_specs
+from bgqueue.model.fleet import load_fleet
+from bgqueue.adapters.aws import clients as aws
+from bgqueue.adapters.aws.source import SourceMissing, describe_spec, describe_specs
 from tests.rds.helpers import aurora, cluster_entry, instance, parameter_group, unique, write_fleet
 
 

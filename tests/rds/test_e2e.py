@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from bgqueue import retention
-from bgqueue.errors import BadInput
-from bgqueue.phases import Phase
-from bgqueue.store import deployments as deps
-from bgqueue.store import journal, validation
+from bgqueue.engine import retention
+from bgqueue.model.errors import BadInput
+from bgqueue.model.phases import Phase
+from bgqueue.adapters.store import deployments as deps
+from bgqueue.adapters.store import journal, validation
 from tests.rds.helpers import (LagFeeder, aurora, blue_green_of, cluster_entry, instance, moto_client,
                                parameter_group, unique, write_fleet)
 
@@ -122,8 +122,8 @@ def test_the_example_rds_fleet_file_runs_to_completed_on_moto(moto_url, runtime,
     from pathlib import Path
 
     from bench.fleet import feed_replica_lag, seed_moto
-    from bgqueue.fleet import load_fleet
-    from bgqueue.store import validation as records
+    from bgqueue.model.fleet import load_fleet
+    from bgqueue.adapters.store import validation as records
 
     path = Path(__file__).resolve().parents[2] / "config" / "fleet.rds.example.yaml"
     fleet = load_fleet(path)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from bgqueue import lifecycle
-from bgqueue.batches import open_batch
+from bgqueue.engine import lifecycle
+from bgqueue.engine.batches import open_batch
 from bgqueue.checks.context import CheckContext, run_check
-from bgqueue.fleet import FleetFileError, cluster_spec
-from bgqueue.phases import Phase
-from bgqueue.providers.rds import bluegreen
-from bgqueue.providers.rds.checks import RDS_CHECKS
-from bgqueue.providers.rds.preflight import check_rds_cluster
-from bgqueue.store import deployments as deps
-from bgqueue.store import journal
+from bgqueue.model.fleet import FleetFileError, cluster_spec
+from bgqueue.model.phases import Phase
+from bgqueue.adapters.aws import bluegreen
+from bgqueue.checks.rds import RDS_CHECKS
+from bgqueue.engine.rds.preflight import check_rds_cluster
+from bgqueue.adapters.store import deployments as deps
+from bgqueue.adapters.store import journal
 from tests.fixtures.bgq import bgqueue_cli
 from tests.rds.helpers import (blue_green_of, cluster_entry, instance, moto_client, move, new_deployment,
                                parameter_group, unique, write_fleet)
@@ -129,8 +129,8 @@ def test_a_batch_over_budget_exits_2_and_creates_nothing(rds, bgq_env, aws_env, 
     for n in big:
         assert deps.latest_deployment(runtime.store, n) is None and blue_green_of(rds, n) == []
     # Under budget the same fleet passes the check (and the CLI's error names what is unpriced otherwise).
-    from bgqueue.fleet import load_fleet
-    from bgqueue.providers.rds.cost import check_budget
+    from bgqueue.model.fleet import load_fleet
+    from bgqueue.adapters.aws.cost import check_budget
 
     fleet = load_fleet(write_fleet(tmp_path / "g.yaml", [cluster_entry(n, instance=n) for n in big], budget=4.0))
     est = check_budget(fleet, fleet.clusters, str(tmp_path / "g.yaml"))
@@ -174,8 +174,8 @@ def test_fleet_check_shows_what_it_found_and_changes_nothing(rds, bgq_env, aws_e
 def test_the_application_settings_are_updated_once_and_restored_only_if_untouched(rds, moto_url, runtime):
     import json
 
-    from bgqueue.providers.rds import app_config
-    from bgqueue.providers.rds.aws import AwsError
+    from bgqueue.adapters.aws import app_config
+    from bgqueue.adapters.aws.clients import AwsError
 
     ssm = moto_client("ssm", moto_url)
     name = unique("app")
@@ -195,7 +195,7 @@ def test_the_application_settings_are_updated_once_and_restored_only_if_untouche
 
 
 def test_alarms_in_alarm_reads_the_selection_by_prefix_and_tag(rds, moto_url):
-    from bgqueue.providers.rds.checks import alarms_in_alarm
+    from bgqueue.checks.rds import alarms_in_alarm
 
     cw = moto_client("cloudwatch", moto_url)
     name = unique("mon")
@@ -219,7 +219,7 @@ def test_a_light_round_out_of_time_records_the_checks_it_did_not_run_and_waits(r
     retryable errors, so the round is still decided (WAIT here) instead of outliving its task."""
     import time
 
-    from bgqueue import validation
+    from bgqueue.engine import validation
 
     name = unique("budget")
     parameter_group(rds, f"{name}-pg")

@@ -12,13 +12,14 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from bgqueue import lifecycle
-from bgqueue.fleet import cluster_spec
-from bgqueue.phases import Phase
-from bgqueue.providers.rds import aws, switchover
-from bgqueue.providers.rds.preflight import check_rds_cluster
-from bgqueue.store import deployments as deps
-from bgqueue.store import journal
+from bgqueue.engine import lifecycle
+from bgqueue.model.fleet import cluster_spec
+from bgqueue.model.phases import Phase
+from bgqueue.adapters.aws import clients as aws
+from bgqueue.engine.rds import switchover
+from bgqueue.engine.rds.preflight import check_rds_cluster
+from bgqueue.adapters.store import deployments as deps
+from bgqueue.adapters.store import journal
 from tests.rds.helpers import ACCOUNT, REGION, cluster_entry, move, new_deployment, unique
 
 BG = "bgd-stubbed0000000001"

@@ -7,10 +7,12 @@ import time
 import pytest
 from botocore.config import Config
 
-from bgqueue.fleet import Thresholds, cluster_spec
-from bgqueue.providers.rds import aws, bluegreen, cost
-from bgqueue.providers.rds.decommission import snapshot_name
-from bgqueue.providers.rds.source import Member, Source, identifier_of
+from bgqueue.model.fleet import Thresholds, cluster_spec
+from bgqueue.adapters.aws import clients as aws
+from bgqueue.adapters.aws import bluegreen
+from bgqueue.adapters.aws import cost
+from bgqueue.engine.rds.decommission import snapshot_name
+from bgqueue.adapters.aws.source import Member, Source, identifier_of
 from tests.rds.helpers import REGION, cluster_entry
 
 

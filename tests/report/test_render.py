@@ -9,17 +9,17 @@ import stat
 import pytest
 import redis
 
-from bgqueue.checks.result import CheckResult
-from bgqueue.errors import BadInput
-from bgqueue.metrics.samples import MetricsStore
-from bgqueue.metrics.summary import POINT_METRICS, summarize_phase
-from bgqueue.phases import Phase
-from bgqueue.report import render_batch_report, write_batch_report
-from bgqueue.report.cluster import PLOTS
-from bgqueue.store import deployments as deps
-from bgqueue.store import journal
-from bgqueue.store import validation as records
-from bgqueue.store.db import Store
+from bgqueue.model.results import CheckResult
+from bgqueue.model.errors import BadInput
+from bgqueue.adapters.metrics.samples import MetricsStore
+from bgqueue.adapters.metrics.summary import POINT_METRICS, summarize_phase
+from bgqueue.model.phases import Phase
+from bgqueue.app.report import render_batch_report, write_batch_report
+from bgqueue.app.report.cluster import PLOTS
+from bgqueue.adapters.store import deployments as deps
+from bgqueue.adapters.store import journal
+from bgqueue.adapters.store import validation as records
+from bgqueue.adapters.store.db import Store
 
 SPEC = {"provider": "mysql", "blue": {"host": "10.0.0.1", "port": 3306}, "green": {"host": "10.0.0.2", "port": 3306}}
 SWITCH = ["fence", "checkpoint", "wait_for_new", "promote", "new_coordinates", "flip_routing", "reverse_replication"]

@@ -15,14 +15,14 @@ import time
 import pytest
 import yaml
 
-from bgqueue.demo import inject_app_fault
-from bgqueue.fleet import load_fleet
-from bgqueue.progress import wait_for_batch
-from bgqueue.report import wait_for_metrics, write_batch_report
-from bgqueue.report.cluster import PLOTS
-from bgqueue.metrics.summary import metric_points
-from bgqueue.store import deployments as deps
-from bgqueue.workload import start_workload
+from bgqueue.app.demo import inject_app_fault
+from bgqueue.model.fleet import load_fleet
+from bgqueue.app.progress import wait_for_batch
+from bgqueue.app.report import wait_for_metrics, write_batch_report
+from bgqueue.app.report.cluster import PLOTS
+from bgqueue.adapters.metrics.summary import metric_points
+from bgqueue.adapters.store import deployments as deps
+from bgqueue.client.workload import start_workload
 from tests.report.chromium import Chromium, MissingChromium, find_chromium
 
 # What the page looks like to the browser: per cluster section, each plot's laid-out series.

@@ -1,7 +1,7 @@
 """The report's drawing primitives: ticks, labels, path data with gaps, plots and the timeline."""
 import re
 
-from bgqueue.report.svg import (Bar, Event, Series, Tick, fmt_rel, fmt_value, line_plot, nice_ticks, path_d,
+from bgqueue.app.report.svg import (Bar, Event, Series, Tick, fmt_rel, fmt_value, line_plot, nice_ticks, path_d,
                                 phase_timeline, time_ticks)
 
 

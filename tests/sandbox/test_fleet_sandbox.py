@@ -10,8 +10,8 @@ import sys
 import pymysql
 import pytest
 
-from bgqueue.errors import BadInput
-from bgqueue.fleet import check_credentials, load_fleet
+from bgqueue.model.errors import BadInput
+from bgqueue.model.fleet import check_credentials, load_fleet
 from bgqueue.sandbox import Sandbox
 from bgqueue.sandbox.binaries import pid_running
 

@@ -3,11 +3,11 @@ import sqlite3
 import pytest
 from sqlalchemy import inspect
 
-from bgqueue.errors import FencedOut, IllegalTransition
-from bgqueue.phases import Phase
-from bgqueue.store import deployments as deps
-from bgqueue.store import journal
-from bgqueue.store.db import Store
+from bgqueue.model.errors import FencedOut, IllegalTransition
+from bgqueue.model.phases import Phase
+from bgqueue.adapters.store import deployments as deps
+from bgqueue.adapters.store import journal
+from bgqueue.adapters.store.db import Store
 
 SPEC = {"name": "c1", "provider": "mysql", "blue": {"host": "h", "port": 1}, "green": {"host": "h", "port": 2}}
 
@@ -50,7 +50,7 @@ def test_claim_bumps_epoch_and_transition_is_fenced(store):
 def test_claim_on_either_path_returns_the_row_and_refuses_what_it_must(store, returning):
     """SQLite and PostgreSQL claim with one UPDATE … RETURNING; MySQL-family stores (no UPDATE
     RETURNING) read, then update fenced. Same outcomes either way."""
-    from bgqueue.errors import BadInput
+    from bgqueue.model.errors import BadInput
 
     store.engine.dialect.update_returning = returning
     dep = _new(store)

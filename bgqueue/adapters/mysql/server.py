@@ -1,0 +1,264 @@
+"""The ``mysql`` provider's adapter: one admin connection to one server (MariaDB or MySQL 8).
+
+This is the only module that speaks SQL to managed servers. Credentials are resolved here
+from the environment variable the fleet file names; statements that carry a password are
+never logged or put in an error message.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import pymysql
+import pymysql.cursors
+
+from bgqueue.model.errors import BadInput
+from bgqueue.model.fleet import Credentials, Endpoint
+from bgqueue.adapters.mysql.dialects import Dialect, parse_version
+
+log = logging.getLogger(__name__)
+
+# Sessions never ended at a fence: server internals and replication streams.
+_SYSTEM_USERS = {"system user", "event_scheduler"}
+_REPLICATION_COMMANDS = {"Binlog Dump", "Binlog Dump GTID", "Daemon", "Slave_IO", "Slave_SQL", "Slave_worker"}
+_UNKNOWN_THREAD = 1094
+# A fence (SET GLOBAL read_only) waits behind running write statements while new writers queue
+# behind it: a short lock wait fails the fence cleanly instead of blocking every write.
+FENCE_LOCK_WAIT_S = 5
+# MASTER_GTID_WAIT blocks the session: wait in slices shorter than the read timeout.
+_WAIT_SLICE_S = 20.0
+
+
+@dataclass(frozen=True)
+class ReplicaStatus:
+    source_host: str
+    source_port: int
+    io_running: bool
+    sql_running: bool
+    seconds_behind: int | None
+    last_error: str
+    using_gtid: bool
+
+    @property
+    def healthy(self) -> bool:
+        return self.io_running and self.sql_running and not self.last_error
+
+
+@dataclass(frozen=True)
+class BinlogCoordinates:
+    file: str
+    pos: int
+
+
+class Server:
+    """An admin session on one server. Connects lazily; ``close()`` when done."""
+
+    def __init__(self, endpoint: Endpoint, admin: Credentials, *, label: str, connect_timeout: float = 5.0,
+                 tls: str = "preferred", read_timeout: float | None = 60.0):
+        self.endpoint, self.admin, self.label = endpoint, admin, label
+        self.connect_timeout, self.tls, self.read_timeout = connect_timeout, tls, read_timeout
+        self._conn: pymysql.Connection | None = None
+        self._dialect: Dialect | None = None
+
+    # --- connection ----------------------------------------------------------------
+    def connect(self) -> "Server":
+        """Open the admin session. BadInput names the server and what went wrong."""
+        if self._conn is not None:
+            return self
+        kwargs: dict = {}
+        if self.tls == "disabled":
+            kwargs["ssl_disabled"] = True
+        elif self.tls == "required":
+            kwargs["ssl"] = {"check_hostname": False}
+        try:
+            self._conn = pymysql.connect(host=self.endpoint.host, port=self.endpoint.port, user=self.admin.user,
+                                         password=self.admin.password(), autocommit=True,
+                                         connect_timeout=self.connect_timeout, read_timeout=self.read_timeout,
+                                         write_timeout=self.read_timeout, **kwargs)
+        except pymysql.err.OperationalError as e:
+            code = e.args[0] if e.args else None
+            if code == 1045:
+                raise BadInput(f"{self.label} {self.endpoint}: access denied for user {self.admin.user!r} "
+                               f"(password from {self.admin.password_env})") from None
+            raise BadInput(f"{self.label} {self.endpoint}: cannot connect: {e.args[-1] if e.args else e}") from None
+        with self._conn.cursor() as cur:
+            cur.execute("SELECT VERSION()")
+            flavour, version = parse_version(cur.fetchone()[0])
+            cur.execute(f"SET SESSION lock_wait_timeout = {FENCE_LOCK_WAIT_S}")
+        self._dialect = Dialect(flavour, version)
+        return self
+
+    def reconnect(self) -> "Server":
+        """A fresh session (after a timeout the old one may be dead or still busy server-side)."""
+        self.close()
+        return self.connect()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # already gone
+                pass
+            self._conn = None
+
+    def __enter__(self) -> "Server":
+        return self.connect()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def dialect(self) -> Dialect:
+        self.connect()
+        assert self._dialect is not None
+        return self._dialect
+
+    @property
+    def flavour(self) -> str:
+        return self.dialect.flavour
+
+    def execute(self, sql: str, args: tuple | None = None, *, secret: bool = False) -> None:
+        self.connect()
+        assert self._conn is not None
+        with self._conn.cursor() as cur:
+            try:
+                cur.execute(sql, args)
+            except pymysql.err.MySQLError as e:
+                if secret:  # the statement carries a password: say what failed, not the statement
+                    raise type(e)(e.args[0] if e.args else 0, "statement with credentials failed") from None
+                raise
+
+    def scalar(self, sql: str, args: tuple | None = None):
+        self.connect()
+        assert self._conn is not None
+        with self._conn.cursor() as cur:
+            cur.execute(sql, args)
+            row = cur.fetchone()
+            return row[0] if row else None
+
+    def row_dict(self, sql: str) -> dict | None:
+        self.connect()
+        assert self._conn is not None
+        with self._conn.cursor(pymysql.cursors.DictCursor) as cur:
+            cur.execute(sql)
+            return cur.fetchone()
+
+    def rows(self, sql: str, args: tuple | None = None) -> list[tuple]:
+        self.connect()
+        assert self._conn is not None
+        with self._conn.cursor() as cur:
+            cur.execute(sql, args)
+            return list(cur.fetchall())
+
+    # --- observation ----------------------------------------------------------------
+    def server_id(self) -> int:
+        return int(self.scalar("SELECT @@GLOBAL.server_id"))
+
+    def version(self) -> str:
+        return str(self.scalar("SELECT VERSION()"))
+
+    def is_read_only(self) -> bool:
+        ro, sro = self.rows(self.dialect.read_only_sql)[0]
+        return bool(int(ro)) or bool(int(sro))
+
+    def gtid_position(self) -> str:
+        """Everything in this server's binlog (the position a replica of it must reach)."""
+        return str(self.scalar(self.dialect.gtid_position_sql) or "")
+
+    def applied_position(self) -> str:
+        return str(self.scalar(self.dialect.applied_position_sql) or "")
+
+    def binlog_coordinates(self) -> BinlogCoordinates | None:
+        row = self.row_dict(self.dialect.binlog_status_sql)
+        if not row:
+            return None
+        return BinlogCoordinates(str(row["File"]), int(row["Position"]))
+
+    def replica_status(self) -> ReplicaStatus | None:
+        """None when the server is not configured as a replica."""
+        row = self.row_dict(self.dialect.replica_status_sql)
+        if not row:
+            return None
+
+        def g(*names: str, default=None):
+            for n in names:
+                if n in row:
+                    return row[n]
+            return default
+
+        behind = g("Seconds_Behind_Master", "Seconds_Behind_Source")
+        errors = [str(g(k, default="") or "") for k in
+                  ("Last_IO_Error", "Last_SQL_Error", "Last_Replica_IO_Error", "Last_Replica_SQL_Error")]
+        using_gtid = str(g("Using_Gtid", default="")).lower() in ("slave_pos", "current_pos") or \
+            str(g("Auto_Position", default="0")) == "1"
+        return ReplicaStatus(
+            source_host=str(g("Master_Host", "Source_Host", default="")),
+            source_port=int(g("Master_Port", "Source_Port", default=0) or 0),
+            io_running=str(g("Slave_IO_Running", "Replica_IO_Running", default="No")) == "Yes",
+            sql_running=str(g("Slave_SQL_Running", "Replica_SQL_Running", default="No")) == "Yes",
+            seconds_behind=None if behind is None else int(behind),
+            last_error="; ".join(e for e in errors if e),
+            using_gtid=using_gtid,
+        )
+
+    def client_sessions(self) -> list[tuple[int, str]]:
+        """Every client session a fence must end: (id, user). All but this session, server
+        internals and replication streams — privileged sessions too (root, an admin user, another
+        bgqueue process), because read_only does not stop a user with SUPER / READ_ONLY ADMIN."""
+        own = self.scalar("SELECT CONNECTION_ID()")
+        rows = self.rows("SELECT ID, USER, COMMAND FROM information_schema.PROCESSLIST")
+        return [(int(pid), str(user)) for pid, user, command in rows
+                if int(pid) != int(own) and user not in _SYSTEM_USERS and str(command) not in _REPLICATION_COMMANDS]
+
+    # --- changes ----------------------------------------------------------------
+    def set_read_only(self, on: bool) -> None:
+        for sql in self.dialect.set_read_only_sql(on):
+            self.execute(sql)
+
+    def end_sessions(self, sessions: list[tuple[int, str]]) -> int:
+        """KILL each session; ones that already ended are fine. Returns how many were killed."""
+        killed = 0
+        for pid, _user in sessions:
+            try:
+                self.execute(f"KILL CONNECTION {int(pid)}")
+                killed += 1
+            except pymysql.err.InternalError as e:
+                if e.args[0] != _UNKNOWN_THREAD:
+                    raise
+            except pymysql.err.OperationalError as e:
+                if e.args[0] != _UNKNOWN_THREAD:
+                    raise
+        return killed
+
+    def wait_for_position(self, position: str, timeout_s: float) -> bool:
+        """Block (server-side, bounded) until this replica has applied ``position``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            result = self.scalar(self.dialect.wait_for_position_sql(), (position, float(max(0.0, min(left, _WAIT_SLICE_S)))))
+            if self.dialect.wait_reached(result) or left <= _WAIT_SLICE_S:
+                return self.dialect.wait_reached(result)
+
+    def promote(self) -> None:
+        """Stop and forget replication, then accept writes."""
+        self.execute(self.dialect.stop_replica_sql)
+        self.execute(self.dialect.reset_replica_sql)
+        self.set_read_only(False)
+
+    def replicate_from(self, source: Endpoint, repl: Credentials, tls: bool = False) -> None:
+        """Become a GTID replica of ``source`` starting from this server's own position."""
+        status = self.replica_status()
+        if status is not None:
+            self.execute(self.dialect.stop_replica_sql)
+            self.execute(self.dialect.reset_replica_sql)
+        for sql in self.dialect.prepare_reverse_sql():
+            self.execute(sql)
+        self.execute(self.dialect.change_source_sql(source.host, source.port, repl.user, repl.password(), tls=tls),
+                     secret=True)
+        self.execute(self.dialect.start_replica_sql)
+
+    def stop_replication(self) -> None:
+        if self.replica_status() is not None:
+            self.execute(self.dialect.stop_replica_sql)
+            self.execute(self.dialect.reset_replica_sql)

@@ -1,0 +1,65 @@
+"""Check results, decisions and sign-offs in the store (the audit trail of every go/no-go)."""
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from bgqueue.model.results import CheckResult
+from bgqueue.adapters.store.db import Store, detached
+from bgqueue.adapters.store.models import CheckResultRow, DecisionRow, Signoff, utcnow
+
+
+def next_round(store: Store, deployment_id: str, kind: str = "pre_switch") -> int:
+    with store.session() as s:
+        n = s.execute(select(func.max(DecisionRow.round)).where(DecisionRow.deployment_id == deployment_id,
+                                                                 DecisionRow.kind == kind)).scalar()
+        return (n or 0) + 1
+
+
+def record_round(store: Store, deployment_id: str, round_: int, results: list[CheckResult], verdict: str,
+                 reasons: list[str], kind: str = "pre_switch") -> None:
+    """One validation round: every check's result and the decision, in one transaction."""
+    now = utcnow()
+    with store.session() as s:
+        for r in results:
+            s.add(CheckResultRow(deployment_id=deployment_id, round=round_, name=r.name, status=r.status,
+                                 retryable=bool(r.retryable), value=None if r.value is None else str(r.value),
+                                 threshold=None if r.threshold is None else str(r.threshold), reason=r.reason,
+                                 evidence=r.evidence or None, duration_ms=r.duration_ms, at=now))
+        s.add(DecisionRow(deployment_id=deployment_id, kind=kind, round=round_, verdict=verdict, reasons=reasons,
+                          at=now))
+
+
+def decisions(store: Store, deployment_id: str, kind: str | None = None) -> list[DecisionRow]:
+    with store.session() as s:
+        q = select(DecisionRow).where(DecisionRow.deployment_id == deployment_id)
+        if kind:
+            q = q.where(DecisionRow.kind == kind)
+        return detached(s, q.order_by(DecisionRow.id))
+
+
+def check_results(store: Store, deployment_id: str, round_: int | None = None,
+                  kind_rounds: list[int] | None = None) -> list[CheckResultRow]:
+    """Results of one round (default: the latest round that has results)."""
+    with store.session() as s:
+        if round_ is None:
+            round_ = s.execute(select(func.max(CheckResultRow.round))
+                               .where(CheckResultRow.deployment_id == deployment_id)).scalar()
+            if round_ is None:
+                return []
+        rows = list(s.execute(select(CheckResultRow).where(CheckResultRow.deployment_id == deployment_id,
+                                                           CheckResultRow.round == round_)
+                              .order_by(CheckResultRow.id)).scalars())
+        for r in rows:
+            s.expunge(r)
+        return rows
+
+
+def add_signoff(store: Store, cluster: str, change_key: str, team: str, signed_by: str, note: str | None = None) -> None:
+    with store.session() as s:
+        s.add(Signoff(cluster=cluster, change_key=change_key, team=team, signed_by=signed_by, note=note))
+
+
+def signoffs(store: Store, cluster: str, change_key: str) -> list[Signoff]:
+    with store.session() as s:
+        return detached(s, select(Signoff).where(Signoff.cluster == cluster, Signoff.change_key == change_key)
+                              .order_by(Signoff.id))

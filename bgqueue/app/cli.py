@@ -1,0 +1,429 @@
+"""Operator commands. Exit codes: 0 success; 1 ran and did not succeed; 2 bad input (nothing changed)."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from bgqueue.model.errors import BadInput, BgqueueError
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+class _Group(click.Group):
+    """Turns BgqueueError into its exit code and a one-line message on stderr."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BgqueueError as e:
+            err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+            ctx.exit(e.exit_code)
+
+
+@click.group(cls=_Group)
+def main() -> None:
+    """bgqueue: blue/green switchovers for fleets of MySQL-family databases."""
+    import os
+
+    from bgqueue.adapters import logs
+    from config.settings import get_settings
+
+    logs.configure(json_mode=get_settings().log_json, level=os.environ.get("BGQUEUE_LOG_LEVEL", "WARNING"))
+
+
+def _only(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+# --- fleet ---------------------------------------------------------------------------
+
+
+@main.group(cls=_Group)
+def fleet() -> None:
+    """Check or run a fleet file."""
+
+
+@fleet.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--only", help="comma-separated cluster names")
+@click.option("--json", "as_json", is_flag=True)
+def fleet_check(file: str, only: str | None, as_json: bool) -> None:
+    """Validate FILE and reach every server; change nothing."""
+    from bgqueue.model.fleet import check_credentials, load_fleet
+    from bgqueue.engine.preflight import check_clusters
+
+    spec = load_fleet(file)
+    clusters = spec.select(_only(only))
+    check_credentials(spec, file, clusters)
+    results = check_clusters(clusters)
+    if as_json:
+        click.echo(json.dumps([{"cluster": r.cluster, "ok": r.ok, "problems": [{"field": f, "message": m}
+                                                                              for f, m in r.problems],
+                                "facts": r.facts} for r in results], indent=2))
+    for r in results:
+        for field, message in r.problems:
+            err.print(f"{file}: cluster {r.cluster!r}: field {field}: {message}", highlight=False, soft_wrap=True)
+        if r.ok and not as_json:
+            out.print(f"{r.cluster}: ok ({r.summary()})", highlight=False)
+    if not all(r.ok for r in results):
+        sys.exit(2)
+
+
+@fleet.command("register")
+@click.argument("file", type=click.Path(dir_okay=False))
+def fleet_register(file: str) -> None:
+    """Include FILE's clusters in the nightly validations."""
+    from bgqueue.engine.nightly import register
+    from bgqueue.adapters.runtime import get_runtime
+
+    out.print(f"registered {register(get_runtime(), file)}")
+
+
+@fleet.command("unregister")
+@click.argument("file", type=click.Path(dir_okay=False))
+def fleet_unregister(file: str) -> None:
+    from bgqueue.engine.nightly import unregister
+    from bgqueue.adapters.runtime import get_runtime
+
+    if not unregister(get_runtime(), file):
+        raise BadInput(f"{file} is not registered")
+    out.print(f"unregistered {file}")
+
+
+@fleet.command("run")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--only", help="comma-separated cluster names")
+@click.option("--wait", is_flag=True, help="show progress and return when every deployment is terminal")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON summary")
+@click.option("--timeout", type=float, default=3600.0, show_default=True, help="with --wait: give up after")
+def fleet_run(file: str, only: str | None, wait: bool, as_json: bool, timeout: float) -> None:
+    """Enqueue one batch for FILE (every cluster, or --only)."""
+    from tasks.batch import enqueue_fleet
+
+    opened = enqueue_fleet(file, _only(only))
+    if not wait:
+        if as_json:
+            click.echo(json.dumps({"batch": opened.batch_id, "deployments": opened.deployments}))
+        else:
+            out.print(f"batch {opened.batch_id} enqueued: {', '.join(opened.deployments)}")
+        return
+    from bgqueue.app.progress import wait_for_batch
+    from bgqueue.adapters.runtime import get_runtime
+    from bgqueue.app.views import batch_dict, print_batch
+
+    rt = get_runtime()
+    wait_for_batch(rt, opened.batch_id, timeout=timeout, console=None if as_json else err)
+    data = batch_dict(rt, opened.batch_id)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        print_batch(out, data)
+    sys.exit(0 if data["ok"] else 1)
+
+
+# --- status --------------------------------------------------------------------------
+
+
+@main.command("status")
+@click.argument("ref", required=False)
+@click.option("--json", "as_json", is_flag=True)
+def status(ref: str | None, as_json: bool) -> None:
+    """Show recent batches, one batch (BATCH_ID or a unique prefix), or one CLUSTER."""
+    from bgqueue.adapters.runtime import get_runtime
+    from bgqueue.adapters.store import deployments as deps
+    from bgqueue.app.views import batch_dict, deployment_dict, print_batch, print_deployment
+
+    rt = get_runtime()
+    if ref is None:
+        from bgqueue.engine.nightly import latest_run
+
+        data = [batch_dict(rt, b.id) for b in deps.recent_batches(rt.store)]
+        night = latest_run(rt)
+        if as_json:
+            click.echo(json.dumps({"batches": data, "nightly": night}, indent=2))
+            return
+        if not data:
+            out.print("no batches yet")
+        for b in data:
+            print_batch(out, b)
+        if night is not None:
+            bad = [r for r in night["results"] if r["status"] != "pass"]
+            out.print(f"nightly run {night['run']} ({night['finished_at']}): {night['clusters']} clusters, "
+                      f"{night['findings']} finding(s)")
+            for r in bad:
+                out.print(f"  [red]{r['cluster']} {r['check']}[/]: {r['reason']}")
+        return
+    batch = deps.find_batch(rt.store, ref)
+    if batch is not None:
+        data = batch_dict(rt, batch.id)
+        click.echo(json.dumps(data, indent=2)) if as_json else print_batch(out, data)
+        return
+    dep = deps.latest_deployment(rt.store, ref)
+    if dep is None:
+        raise BadInput(f"{ref!r} is neither a batch id nor a cluster with a deployment")
+    d = deployment_dict(rt, dep, detail=True)
+    click.echo(json.dumps(d, indent=2)) if as_json else print_deployment(out, d)
+
+
+@main.command("signoff")
+@click.argument("cluster")
+@click.option("--team", required=True)
+@click.option("--by", "by", required=True, help="who signs")
+@click.option("--fleet", "fleet_file", type=click.Path(dir_okay=False),
+              help="take the change from this fleet file (default: the cluster's deployment in flight)")
+@click.option("--note", default=None)
+def signoff(cluster: str, team: str, by: str, fleet_file: str | None, note: str | None) -> None:
+    """Record TEAM's sign-off of the change CLUSTER is to receive (valid for that change only)."""
+    from bgqueue.model.fleet import cluster_spec, load_fleet
+    from bgqueue.adapters.runtime import get_runtime
+    from bgqueue.adapters.store import deployments as deps
+    from bgqueue.adapters.store import validation as records
+
+    rt = get_runtime()
+    if fleet_file:
+        spec = load_fleet(fleet_file).cluster(cluster)
+    else:
+        dep = deps.active_deployment(rt.store, cluster)
+        if dep is None:
+            raise BadInput(f"cluster {cluster!r} has no deployment in flight; name the change with --fleet FILE")
+        spec = cluster_spec(dep.spec)
+    if team not in spec.signoffs:
+        raise BadInput(f"team {team!r} is not a sign-off team of cluster {cluster!r} "
+                       f"(teams: {', '.join(spec.signoffs) or 'none'})")
+    key = spec.change_key()
+    records.add_signoff(rt.store, cluster, key, team, by, note)
+    out.print(f"{cluster}: {team} signed off change {key} ({spec.change.description or 'no description'}) by {by}")
+
+
+@main.command("rollback")
+@click.argument("cluster")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@click.option("--no-wait", is_flag=True, help="enqueue and return")
+@click.option("--timeout", type=float, default=600.0, show_default=True)
+def rollback_cmd(cluster: str, yes: bool, no_wait: bool, timeout: float) -> None:
+    """Switch CLUSTER back to blue (possible while reverse replication keeps blue current)."""
+    import getpass
+
+    from bgqueue.model.errors import ClusterBusy
+    from bgqueue.engine.rollback import preconditions
+    from bgqueue.adapters.runtime import get_runtime
+    from bgqueue.adapters.store import deployments as deps
+    from bgqueue.adapters.store import journal
+
+    rt = get_runtime()
+    dep = deps.latest_deployment(rt.store, cluster)
+    if dep is None:
+        raise BadInput(f"cluster {cluster!r} has no deployment")
+    problems = preconditions(rt, dep)
+    if problems:
+        raise ClusterBusy(f"rollback of {cluster!r} refused: " + "; ".join(problems))
+    if not yes:
+        if not sys.stdin.isatty():
+            raise BadInput("rollback needs --yes when not run from a terminal")
+        click.confirm(f"Roll {cluster} back to blue {dep.spec['blue']['host']}:{dep.spec['blue']['port']}?",
+                      abort=True)
+    from tasks.deployment import rollback as rollback_task
+
+    # Only what this request leads to counts: an earlier attempt's refusal is history.
+    seen = max((s.id for s in journal.steps(rt.store, dep.id, "rollback")), default=0)
+    rollback_task.apply_async((f"manual rollback by {getpass.getuser()}", dep.id), ignore_result=True)
+    if no_wait:
+        out.print(f"rollback of {cluster} enqueued (deployment {dep.id})")
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        d = deps.get_deployment(rt.store, dep.id)
+        if d.phase in ("ROLLED_BACK", "FAILED"):
+            break
+        mine = [s for s in journal.steps(rt.store, dep.id, "rollback") if s.id > seen]
+        if any(s.name == "aborted" for s in mine) and d.phase != "ROLLING_BACK":
+            break
+        refused = [s for s in mine if s.name == "refused"]
+        if refused:
+            raise ClusterBusy(f"rollback of {cluster!r} refused: " + "; ".join(refused[-1].detail["problems"]))
+        time.sleep(0.1)
+    d = deps.get_deployment(rt.store, dep.id)
+    out.print(f"{cluster}: {d.phase}" + (f" — {d.reason}" if d.reason else ""))
+    sys.exit(0 if d.phase == "ROLLED_BACK" else 1)
+
+
+@main.command("decommission")
+@click.argument("cluster")
+@click.option("--force", is_flag=True, help="before the retention period ends (rollback becomes impossible)")
+@click.option("--yes", is_flag=True)
+def decommission_cmd(cluster: str, force: bool, yes: bool) -> None:
+    """Stop reverse replication on CLUSTER's old primary and report it free."""
+    from bgqueue.engine.retention import decommission
+    from bgqueue.adapters.runtime import get_runtime
+    from bgqueue.adapters.store import deployments as deps
+
+    rt = get_runtime()
+    dep = deps.latest_deployment(rt.store, cluster)
+    if dep is None:
+        raise BadInput(f"cluster {cluster!r} has no deployment")
+    if force and not yes:
+        raise BadInput("--force ends the possibility of a rollback: confirm with --yes")
+    out.print(f"{cluster}: {decommission(rt, dep.id, force=force)}")
+
+
+@main.command("nightly")
+@click.option("--now", "now", is_flag=True, required=True, help="run the nightly validations in this process now")
+@click.option("--json", "as_json", is_flag=True)
+def nightly_cmd(now: bool, as_json: bool) -> None:
+    """The nightly validations of every registered fleet, on demand. Exit 1 when anything is found."""
+    from bgqueue.engine.nightly import registered, run_now
+    from bgqueue.adapters.runtime import get_runtime
+
+    rt = get_runtime()
+    if not registered(rt):
+        raise BadInput("no fleet file is registered: bgqueue fleet register FILE")
+    summary = run_now(rt)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        for r in summary["results"]:
+            style = {"pass": "green", "fail": "red", "error": "red"}[r["status"]]
+            out.print(f"{r['cluster']:<12} {r['check']:<22} [{style}]{r['status']}[/] {r['reason'] or ''}")
+        out.print(f"nightly run {summary['run']}: {summary['clusters']} clusters, {summary['findings']} finding(s)")
+    sys.exit(1 if summary["findings"] else 0)
+
+
+@main.command("report")
+@click.argument("batch_ref", metavar="BATCH_ID")
+@click.option("--html", "html_out", required=True, type=click.Path(dir_okay=False),
+              help="write the report to this file (one self-contained HTML file)")
+def report(batch_ref: str, html_out: str) -> None:
+    """Write the report of BATCH_ID (an id or a unique prefix) from the store: per cluster, the
+    timeline of steps and phases, checks and decisions, checkpoints, and plots around the switchover."""
+    from bgqueue.app.report import write_batch_report
+    from bgqueue.adapters.runtime import get_runtime
+
+    path = write_batch_report(get_runtime().store, batch_ref, html_out)
+    out.print(f"report: {path}", highlight=False)
+
+
+# --- sandbox -------------------------------------------------------------------------
+
+
+@main.group(cls=_Group)
+def sandbox() -> None:
+    """A local fleet: redis-server and blue/green MariaDB pairs that outlive the command."""
+
+
+@sandbox.command("up")
+@click.option("--clusters", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default=".sandbox", show_default=True)
+def sandbox_up(clusters: int, directory: str) -> None:
+    from bgqueue.sandbox import Sandbox
+
+    t0 = time.perf_counter()
+    sb = Sandbox(Path(directory), clusters=clusters, detach=True)
+    sb.up()
+    out.print(f"sandbox up in {time.perf_counter() - t0:.2f}s: {clusters} clusters, redis {sb.info['redis']['url']}")
+    out.print(f"fleet file: {Path(directory) / 'fleet.yaml'}")
+    out.print(f"credentials: source {Path(directory) / 'sandbox.env'}")
+
+
+@sandbox.command("down")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default=".sandbox", show_default=True)
+def sandbox_down(directory: str) -> None:
+    from bgqueue.sandbox import Sandbox
+
+    Sandbox.load(Path(directory)).down()
+    out.print(f"sandbox in {directory} stopped")
+
+
+# --- long-running processes ------------------------------------------------------------
+
+
+@main.group(cls=_Group)
+def sampler() -> None:
+    """The metrics sampler (heartbeat lag, status counters, probe latency) → Redis."""
+
+
+@sampler.command("run")
+@click.option("--fleet", "fleet_file", type=click.Path(dir_okay=False),
+              help="sample these clusters (default: every deployment in flight, from the store)")
+@click.option("--shard", default=None, help="i/n: this process samples its share of the clusters")
+def sampler_run(fleet_file: str | None, shard: str | None) -> None:
+    from bgqueue.app.sampler import run_sampler
+    from config.settings import get_settings
+
+    parsed = None
+    if shard:
+        try:
+            i, n = (int(x) for x in shard.split("/"))
+            assert 0 <= i < n
+        except (ValueError, AssertionError):
+            raise BadInput(f"--shard {shard!r}: expected i/n with 0 <= i < n") from None
+        parsed = (i, n)
+    import logging
+
+    logging.getLogger().setLevel(logging.INFO)
+    run_sampler(get_settings(), fleet_path=fleet_file, shard=parsed)
+
+
+@main.group(cls=_Group)
+def cdc() -> None:
+    """The built-in CDC consumer (binlog → Redis stream), following the writer across switchovers."""
+
+
+@cdc.command("run")
+@click.option("--fleet", "fleet_file", type=click.Path(dir_okay=False),
+              help="the fleet whose binlog pipelines to run (default: the latest batch's fleet file)")
+@click.option("--only", help="comma-separated cluster names")
+def cdc_run(fleet_file: str | None, only: str | None) -> None:
+    import logging
+
+    from bgqueue.app.cdc_runner import run_consumers
+    from config.settings import get_settings
+
+    logging.getLogger().setLevel(logging.INFO)
+    run_consumers(get_settings(), fleet_file, only=_only(only))
+
+
+@main.command("exporter")
+@click.option("--port", type=int, default=9108, show_default=True)
+@click.option("--addr", default="127.0.0.1", show_default=True, help="listen address (0.0.0.0 to expose)")
+def exporter_cmd(port: int, addr: str) -> None:
+    """Serve Prometheus metrics (/metrics) computed from the store."""
+    import signal
+    import threading
+
+    from bgqueue.app.exporter import serve
+    from bgqueue.adapters.runtime import get_runtime
+
+    serve(get_runtime().store, port, addr)
+    out.print(f"serving Prometheus metrics on http://{addr}:{port}/metrics")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+
+
+# --- demo ----------------------------------------------------------------------------
+
+
+@main.command("demo")
+@click.option("--clusters", type=click.IntRange(1, 32), default=4, show_default=True)
+@click.option("--rate", type=float, default=100.0, show_default=True, help="writes per second per cluster")
+@click.option("--keep", is_flag=True, help="keep the sandbox directory (logs, store)")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default="var/demo-report.html",
+              show_default=True, help="where the batch's HTML report is written")
+def demo(clusters: int, rate: float, keep: bool, report_path: str) -> None:
+    """Switch a local sandbox fleet under continuous writes, then tear it down."""
+    from bgqueue.app.demo import run_demo
+
+    sys.exit(run_demo(clusters=clusters, rate=rate, keep=keep, console=out, report_path=report_path))
+
+
+if __name__ == "__main__":
+    main()

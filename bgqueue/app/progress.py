@@ -1,0 +1,57 @@
+"""Live progress of a batch, read from the store (the authority), for `fleet run --wait` and the demo."""
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bgqueue.model.errors import BgqueueError
+from bgqueue.model.phases import TERMINAL, Phase
+from bgqueue.adapters.runtime import Runtime
+from bgqueue.adapters.store import deployments as deps
+
+# How far along the lifecycle each phase is, for the bars.
+ORDER = [Phase.PENDING, Phase.PREPARING, Phase.SYNCING, Phase.VALIDATING, Phase.PILOTING, Phase.READY,
+         Phase.SWITCHING, Phase.CDC_MIGRATING, Phase.MONITORING, Phase.COMPLETED]
+
+
+def _step(phase: Phase) -> int:
+    if phase in TERMINAL:
+        return len(ORDER) - 1
+    return ORDER.index(phase) if phase in ORDER else ORDER.index(Phase.MONITORING)  # ROLLING_BACK
+
+
+class BatchTimeout(BgqueueError):
+    exit_code = 1
+
+
+def wait_for_batch(rt: Runtime, batch_id: str, *, timeout: float = 3600.0, poll_s: float = 0.2,
+                   console: Console | None = None) -> list:
+    """Poll the store until every deployment of the batch is terminal; show a bar per cluster.
+    Each poll reads two columns per deployment; the rows are read whole once, at the end."""
+    deadline = time.monotonic() + timeout
+    progress = None
+    bars: dict[str, int] = {}
+    if console is not None:
+        progress = Progress(TextColumn("{task.fields[cluster]:<12}"), BarColumn(),
+                            TextColumn("{task.fields[phase]:<18}"), TimeElapsedColumn(),
+                            console=console, transient=False)
+        progress.start()
+    try:
+        while True:
+            rows = deps.batch_phases(rt.store, batch_id)
+            if progress is not None:
+                for cluster, phase in rows:
+                    if cluster not in bars:
+                        bars[cluster] = progress.add_task("", total=len(ORDER) - 1, cluster=cluster, phase=phase)
+                    progress.update(bars[cluster], completed=_step(Phase(phase)), phase=phase)
+            if rows and all(Phase(phase) in TERMINAL for _, phase in rows):
+                return deps.batch_deployments(rt.store, batch_id)
+            if time.monotonic() > deadline:
+                raise BatchTimeout(f"batch {batch_id} not finished after {timeout:g}s; it goes on: "
+                                   f"bgqueue status {batch_id}")
+            time.sleep(poll_s)
+    finally:
+        if progress is not None:
+            progress.stop()

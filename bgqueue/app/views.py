@@ -1,0 +1,133 @@
+"""What operators see: status of batches and clusters, as terminal tables or JSON-ready dicts."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from rich.console import Console
+from rich.table import Table
+
+from bgqueue.model.phases import SWITCHED, Phase
+from bgqueue.adapters.runtime import Runtime
+from bgqueue.adapters.store import deployments as deps
+from bgqueue.adapters.store import journal, validation
+
+PHASE_STYLE = {
+    "COMPLETED": "green", "MONITORING": "green", "CDC_MIGRATING": "cyan", "SWITCHING": "yellow",
+    "NO_GO": "magenta", "SWITCHOVER_FAILED": "red", "FAILED": "bold red", "ROLLED_BACK": "red",
+    "ROLLING_BACK": "yellow",
+}
+
+
+def _iso(dt: datetime | None) -> str | None:
+    dt = deps.as_aware(dt)
+    return dt.isoformat(timespec="milliseconds") if dt else None
+
+
+def _endpoint(spec: dict, side: str) -> str:
+    """host:port (mysql), or the RDS source identifier / its green counterpart (rds)."""
+    if side in spec:
+        return f"{spec[side]['host']}:{spec[side]['port']}"
+    source = spec.get("db_instance_identifier") or spec.get("db_cluster_identifier") or "?"
+    return source if side == "blue" else f"green of {source}"
+
+
+def deployment_dict(rt: Runtime, dep, detail: bool = False) -> dict:
+    out = {
+        "deployment": dep.id, "batch": dep.batch_id, "cluster": dep.cluster, "provider": dep.provider,
+        "phase": dep.phase, "epoch": dep.epoch, "reason": dep.reason,
+        "blue": _endpoint(dep.spec, "blue"),
+        "green": _endpoint(dep.spec, "green"),
+        "switch_duration_ms": dep.switch_duration_ms, "writes_blocked_ms": dep.writes_blocked_ms,
+        "created_at": _iso(dep.created_at), "finished_at": _iso(dep.finished_at),
+        "switched": Phase(dep.phase) in SWITCHED,
+        "green_cost_per_hour": ((dep.facts or {}).get("cost") or {}).get("green_per_hour"),
+        "retention_until": _iso(dep.retention_until), "decommissioned_at": _iso(dep.decommissioned_at),
+    }
+    if detail:
+        out["phases"] = [{"from": p.from_phase, "to": p.to_phase, "at": _iso(p.at), "reason": p.reason}
+                         for p in deps.phase_history(rt.store, dep.id)]
+        out["steps"] = [{"procedure": s.procedure, "name": s.name, "status": s.status, "epoch": s.epoch,
+                         "duration_ms": s.duration_ms, "detail": s.detail, "at": _iso(s.started_at)}
+                        for s in journal.steps(rt.store, dep.id)]
+        out["checkpoints"] = [{"kind": c.kind, "old_primary": c.old_primary, "new_primary": c.new_primary,
+                               "old_gtid": c.old_gtid, "old_binlog": f"{c.old_binlog_file}:{c.old_binlog_pos}",
+                               "new_gtid": c.new_gtid, "new_binlog": f"{c.new_binlog_file}:{c.new_binlog_pos}",
+                               "captured_at": _iso(c.captured_at)}
+                              for c in journal.checkpoints(rt.store, dep.id)]
+        decisions = validation.decisions(rt.store, dep.id)
+        out["decisions"] = [{"kind": d.kind, "round": d.round, "verdict": d.verdict, "reasons": d.reasons,
+                             "at": _iso(d.at)} for d in decisions[-5:]]
+        out["checks"] = [{"name": c.name, "status": c.status, "retryable": c.retryable, "value": c.value,
+                          "threshold": c.threshold, "reason": c.reason, "duration_ms": c.duration_ms,
+                          "round": c.round} for c in validation.check_results(rt.store, dep.id)]
+        route = rt.routing.get(dep.cluster)
+        out["route"] = None if route is None else {"writer": f"{route.host}:{route.port}", "version": route.version}
+    return out
+
+
+def batch_dict(rt: Runtime, batch_id: str) -> dict:
+    b = deps.get_batch(rt.store, batch_id)
+    rows = [deployment_dict(rt, d) for d in deps.batch_deployments(rt.store, batch_id)]
+    coexisting = [r["green_cost_per_hour"] for r in rows
+                  if r["green_cost_per_hour"] and r["phase"] not in ("NO_GO", "ROLLED_BACK")]
+    return {"batch": b.id, "fleet": b.fleet_name, "status": b.status, "requested_by": b.requested_by,
+            "created_at": _iso(b.created_at), "finished_at": _iso(b.finished_at),
+            "green_cost_per_hour": round(sum(coexisting), 4) if coexisting else None,
+            "total": len(rows), "switched": sum(r["switched"] for r in rows),
+            "ok": bool(rows) and all(r["switched"] for r in rows), "clusters": rows}
+
+
+def deployments_table(rows: list[dict], title: str) -> Table:
+    t = Table(title=title, title_justify="left")
+    for col in ("cluster", "phase", "switch ms", "writes blocked ms", "green $/h", "reason"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        style = PHASE_STYLE.get(r["phase"], "")
+        cost = f"{r['green_cost_per_hour']:.2f}" if r.get("green_cost_per_hour") else ""
+        t.add_row(r["cluster"], f"[{style}]{r['phase']}[/]" if style else r["phase"],
+                  _num(r["switch_duration_ms"]), _num(r["writes_blocked_ms"]), cost, r["reason"] or "")
+    return t
+
+
+def print_batch(console: Console, data: dict) -> None:
+    cost = f", green environments ${data['green_cost_per_hour']:.2f}/h" if data.get("green_cost_per_hour") else ""
+    console.print(deployments_table(data["clusters"], f"batch {data['batch']} ({data['fleet']}): "
+                                                      f"{data['switched']}/{data['total']} switched{cost}"))
+
+
+def print_deployment(console: Console, d: dict) -> None:
+    console.print(f"[bold]{d['cluster']}[/]  deployment {d['deployment']}  batch {d['batch']}")
+    console.print(f"phase [bold]{d['phase']}[/]  epoch {d['epoch']}  blue {d['blue']}  green {d['green']}"
+                  + (f"  route → {d['route']['writer']} (v{d['route']['version']})" if d.get("route") else ""))
+    if d["reason"]:
+        console.print(f"reason: {d['reason']}")
+    if d.get("decommissioned_at"):
+        console.print(f"old primary {d['blue']}: decommissioned at {d['decommissioned_at']} — free")
+    elif d.get("retention_until") and d["phase"] == "COMPLETED":
+        console.print(f"old primary {d['blue']}: reverse replica (rollback possible) until {d['retention_until']}")
+    if d.get("checks"):
+        t = Table(title=f"checks (round {d['checks'][0]['round']})", title_justify="left")
+        for col in ("check", "status", "value", "threshold", "reason"):
+            t.add_column(col, overflow="fold")
+        for c in d["checks"]:
+            style = {"pass": "green", "fail": "red", "error": "red", "wait": "yellow"}.get(c["status"], "")
+            t.add_row(c["name"], f"[{style}]{c['status']}[/]", c["value"] or "", c["threshold"] or "",
+                      (c["reason"] or "")[:300])
+        console.print(t)
+    for dec in d.get("decisions", [])[-1:]:
+        console.print(f"decision ({dec['kind']}, round {dec['round']}): [bold]{dec['verdict']}[/]"
+                      + "".join(f"\n  - {r}" for r in dec["reasons"] or []))
+    t = Table(title="journal", title_justify="left")
+    for col in ("procedure", "step", "status", "ms", "detail"):
+        t.add_column(col, overflow="fold")
+    for s in d.get("steps", []):
+        detail = ", ".join(f"{k}={v}" for k, v in (s["detail"] or {}).items())
+        t.add_row(s["procedure"], s["name"], s["status"], _num(s["duration_ms"]), detail[:200])
+    console.print(t)
+    for c in d.get("checkpoints", []):
+        console.print(f"checkpoint ({c['kind']}): {c['old_primary']} final gtid {c['old_gtid']} binlog "
+                      f"{c['old_binlog']} → {c['new_primary']} binlog {c['new_binlog']}")
+
+
+def _num(v: float | None) -> str:
+    return "" if v is None else f"{v:.1f}"

@@ -1,0 +1,95 @@
+"""Opening a batch (validate, preflight, lock, record) and summarising it when it ends.
+
+The Celery canvas is built in ``tasks.batch``; everything that decides whether a batch may
+start lives here, so that ``fleet run``, the demo and the benchmark share one code path.
+"""
+from __future__ import annotations
+
+import getpass
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from bgqueue.model.errors import BadInput, ClusterBusy
+from bgqueue.model.fleet import FleetFileError, check_credentials, load_fleet
+from bgqueue.model.phases import SWITCHED, TERMINAL, Phase
+from bgqueue.engine.preflight import check_clusters
+from bgqueue.adapters.runtime import Runtime
+from bgqueue.adapters.store import deployments as deps
+
+
+@dataclass(frozen=True)
+class OpenedBatch:
+    batch_id: str
+    deployments: dict[str, str]  # cluster → deployment id
+
+
+def open_batch(rt: Runtime, fleet_path: str, only: list[str] | None = None, *, preflight: bool = True,
+               requested_by: str | None = None) -> OpenedBatch:
+    """Everything before enqueueing. Raises BadInput (exit 2) or ClusterBusy (exit 1); on any
+    error nothing is recorded, no lock is left behind, and no server was changed."""
+    text = Path(fleet_path).read_text() if Path(fleet_path).is_file() else None
+    fleet = load_fleet(fleet_path)
+    specs = fleet.select(only)
+    check_credentials(fleet, fleet_path, specs)
+    if any(s.provider == "rds" for s in specs):
+        from bgqueue.adapters.aws.cost import check_budget
+
+        check_budget(fleet, specs, fleet_path)  # FleetFileError (exit 2) when the estimate is over budget
+    if preflight:
+        for result in check_clusters(specs):
+            if result.problems:
+                field, message = result.problems[0]
+                more = f" (and {len(result.problems) - 1} more)" if len(result.problems) > 1 else ""
+                raise FleetFileError(fleet_path, message + more, cluster=result.cluster, field=field)
+    holder = str(uuid.uuid4())
+    taken: list[str] = []
+    try:
+        for spec in specs:
+            active = deps.active_deployment(rt.store, spec.name)
+            if active is not None:
+                raise ClusterBusy(f"cluster {spec.name!r} is in flight: deployment {active.id} of batch "
+                                  f"{active.batch_id} is {active.phase}; nothing was enqueued")
+            if not rt.locks.acquire(spec.name, holder, rt.settings.lock_ttl_s):
+                raise ClusterBusy(f"cluster {spec.name!r} is locked by batch {rt.locks.holder(spec.name)}; "
+                                  f"nothing was enqueued")
+            taken.append(spec.name)
+        batch_id, ids = deps.create_batch(
+            rt.store, fleet_name=fleet.name, fleet_path=str(Path(fleet_path).resolve()), fleet_text=text or "",
+            clusters=[s.model_dump(mode="json") for s in specs],
+            requested_by=requested_by or getpass.getuser(), batch_id=holder)
+    except BaseException:
+        for name in taken:
+            rt.locks.release(name, holder)
+        raise
+    return OpenedBatch(batch_id, ids)
+
+
+def summarize(rt: Runtime, batch_id: str) -> dict:
+    """The batch's outcome per cluster, written to the store when the batch ends."""
+    rows = deps.batch_deployments(rt.store, batch_id)
+    clusters = []
+    for d in rows:
+        clusters.append({
+            "cluster": d.cluster, "deployment": d.id, "phase": d.phase, "reason": d.reason,
+            "switch_duration_ms": d.switch_duration_ms, "writes_blocked_ms": d.writes_blocked_ms,
+            "green_cost_per_hour": ((d.facts or {}).get("cost") or {}).get("green_per_hour"),
+        })
+    phases = [Phase(d.phase) for d in rows]
+    summary = {
+        "batch": batch_id,
+        "clusters": clusters,
+        "total": len(rows),
+        "switched": sum(p in SWITCHED for p in phases),
+        "terminal": sum(p in TERMINAL for p in phases),
+        "by_phase": {p.value: phases.count(p) for p in sorted(set(phases))},
+    }
+    deps.finish_batch(rt.store, batch_id, summary)
+    return summary
+
+
+def resolve_batch_id(rt: Runtime, ref: str) -> str:
+    b = deps.find_batch(rt.store, ref)
+    if b is None:
+        raise BadInput(f"no batch matches {ref!r}")
+    return b.id
