@@ -4,13 +4,19 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
 
-.PHONY: demo test bench system-deps system-deps-test venv clean flower
+.PHONY: demo test lint bench system-deps system-deps-test venv clean flower
 
 demo: system-deps venv
 	$(BIN)/bgqueue demo
 
-test: system-deps-test venv
+test: system-deps-test venv lint
 	$(BIN)/python -m pytest
+
+# The habits that keep the layers: ruff, import-linter's contracts, mypy on model/ and engine/.
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 flower: venv
 	$(BIN)/celery -A tasks flower --conf=config/flower.py --port=5555

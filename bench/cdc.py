@@ -35,18 +35,18 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bgqueue.client.audit import audit_stream  # noqa: E402
 from bgqueue.adapters.cdc.consumer_state import ConsumerState  # noqa: E402
 from bgqueue.adapters.cdc.migration import migrate_pipelines  # noqa: E402
-from bgqueue.app.demo import _configure  # noqa: E402
-from bgqueue.model.fleet import ClusterSpec, load_fleet  # noqa: E402
-from bgqueue.model.phases import Phase  # noqa: E402
 from bgqueue.adapters.mysql.server import Server  # noqa: E402
-from bgqueue.sandbox import Sandbox  # noqa: E402
 from bgqueue.adapters.store import deployments as deps  # noqa: E402
 from bgqueue.adapters.store.journal import Journal, latest_checkpoint  # noqa: E402
-from bgqueue.engine.mysql.switchover import SwitchPlan, switch_writer  # noqa: E402
+from bgqueue.app.demo import _configure  # noqa: E402
+from bgqueue.client.audit import audit_stream  # noqa: E402
 from bgqueue.client.workload import start_workload  # noqa: E402
+from bgqueue.engine.mysql.switchover import SwitchPlan, switch_writer  # noqa: E402
+from bgqueue.model.fleet import ClusterSpec, load_fleet  # noqa: E402
+from bgqueue.model.phases import Phase  # noqa: E402
+from bgqueue.sandbox import Sandbox  # noqa: E402
 
 PIPELINE = {"kind": "binlog", "name": "bench", "tables": ["appdb.bgq_writes"]}
 
@@ -161,7 +161,7 @@ def main() -> None:
             "cdc_gap": gap,
             "writers_gap": summary(write_gaps),
             "cdc_gap_minus_writers_gap_median_ms": round(statistics.median(
-                c.gap_ms - w for c, w in zip(changes, write_gaps)), 2) if len(changes) == len(write_gaps) else None,
+                c.gap_ms - w for c, w in zip(changes, write_gaps, strict=False)), 2) if len(changes) == len(write_gaps) else None,
             "consumer_source_switch_gap": summary([m.gap_ms for m in moves]),
             "cdc_phase_downtime_ms": summary(down),
             "cdc_phase_duration_ms": summary(phase_ms),

@@ -31,12 +31,17 @@ import pymysql
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bgqueue.checks.checksum import checksum_tables  # noqa: E402
 from bgqueue.adapters.mysql.server import Server  # noqa: E402
-from bgqueue.sandbox import (  # noqa: E402
-    ADMIN_PASSWORD_ENV, ADMIN_USER, APP_DATABASE, APP_USER, ClusterPair, SandboxPasswords,
-)
+from bgqueue.checks.checksum import checksum_tables  # noqa: E402
 from bgqueue.model.schema_base import Credentials, Endpoint  # noqa: E402
+from bgqueue.sandbox import (  # noqa: E402
+    ADMIN_PASSWORD_ENV,
+    ADMIN_USER,
+    APP_DATABASE,
+    APP_USER,
+    ClusterPair,
+    SandboxPasswords,
+)
 
 TABLE = f"{APP_DATABASE}.bench"
 DDL = (f"CREATE TABLE {TABLE} (id INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, account INT NOT NULL, "
@@ -136,7 +141,7 @@ def run_pt(pair: ClusterPair, cnf: Path, chunk_time: float) -> dict:
     head = next((i for i, ln in enumerate(lines) if ln and ln[0] == "TS"), None)
     if head is None or head + 1 >= len(lines):
         raise SystemExit(f"pt-table-checksum printed no result ({p.returncode}): {(p.stdout + p.stderr)[-1500:]}")
-    row = dict(zip(lines[head], lines[head + 1]))
+    row = dict(zip(lines[head], lines[head + 1], strict=False))
     rows = int(row["ROWS"])
     own = float(row["TIME"])
     return {"seconds": round(seconds, 3), "reported_time_s": own, "rows": rows, "rows_per_s": round(rows / seconds),

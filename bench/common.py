@@ -9,8 +9,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bgqueue.model.fleet import ClusterSpec  # noqa: E402
 from bgqueue.client.workload import admin_connection  # noqa: E402
+from bgqueue.model.fleet import ClusterSpec  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:
@@ -77,15 +77,15 @@ class GapBench:
         self.workers: list = []
         self.sampler = self.load = self.sandbox = None
 
-    def __enter__(self) -> "GapBench":
+    def __enter__(self) -> GapBench:
         import time
 
         import yaml
 
         from bgqueue.app.demo import _configure
+        from bgqueue.client.workload import start_workload
         from bgqueue.model.fleet import load_fleet
         from bgqueue.sandbox import Sandbox
-        from bgqueue.client.workload import start_workload
 
         self.sandbox = Sandbox(self.workdir / "sandbox", clusters=1, detach=False).up()
         try:

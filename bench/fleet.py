@@ -204,12 +204,13 @@ def bare_batch(url: str, names: list[str], poll: float, threads: int, moto_pid: 
     """The floor: the AWS calls a deployment makes (same order, same poll), straight from ``threads``
     threads of this process: no Celery, no store, no lock, no checks' logic. What is left of a
     batch's wall time is moto's and the 5 s poll's."""
-    import boto3
     from concurrent.futures import ThreadPoolExecutor, wait
+
+    import boto3
 
     rds = boto3.client("rds", region_name=REGION, endpoint_url=url)
     cw = boto3.client("cloudwatch", region_name=REGION, endpoint_url=url)
-    start, pool, later = dt.datetime.now(dt.timezone.utc), ThreadPoolExecutor(threads), []
+    start, pool, later = dt.datetime.now(dt.UTC), ThreadPoolExecutor(threads), []
     done_b: list = []
 
     def phase_a(n: str) -> None:  # prepare, wait_for_sync, validate, switch (request)
@@ -222,7 +223,7 @@ def bare_batch(url: str, names: list[str], poll: float, threads: int, moto_pid: 
         target = rds.describe_blue_green_deployments(BlueGreenDeploymentIdentifier=bg_id)["BlueGreenDeployments"][0]["Target"]
         green = rds.describe_db_instances(DBInstanceIdentifier=target.split(":")[-1])["DBInstances"][0]
         cw.describe_alarms(AlarmNamePrefix=f"{n}-", AlarmTypes=["MetricAlarm", "CompositeAlarm"])
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         cw.get_metric_statistics(Namespace="AWS/RDS", MetricName="ReplicaLag", Period=60, Statistics=["Maximum"],
                                  Dimensions=[{"Name": "DBInstanceIdentifier", "Value": green["DBInstanceIdentifier"]}],
                                  StartTime=now - dt.timedelta(seconds=60), EndTime=now)
@@ -347,7 +348,7 @@ def feed_replica_lag(url: str, region: str = REGION) -> int:
         else:
             members = rds.describe_db_clusters(DBClusterIdentifier=ident)["DBClusters"][0]["DBClusterMembers"]
             data += [("AuroraBinlogReplicaLag", m["DBInstanceIdentifier"]) for m in members if m["IsClusterWriter"]]
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     for i in range(0, len(data), 500):
         cw.put_metric_data(Namespace="AWS/RDS", MetricData=[
             {"MetricName": m, "Value": 0.0, "Timestamp": now, "Unit": "Seconds",

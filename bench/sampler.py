@@ -29,8 +29,8 @@ sys.path.insert(0, str(REPO))
 
 import redis  # noqa: E402
 
-from bgqueue.model.fleet import ClusterSpec  # noqa: E402
 from bgqueue.app.sampler import Sampler  # noqa: E402
+from bgqueue.model.fleet import ClusterSpec  # noqa: E402
 from bgqueue.sandbox import Sandbox  # noqa: E402
 
 _BROKER_SENDS = ("lpush", "rpush", "publish")

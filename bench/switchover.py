@@ -19,9 +19,9 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import yaml
-from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))

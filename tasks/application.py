@@ -5,7 +5,6 @@ from celery import Celery
 from celery.signals import setup_logging, worker_init
 
 from bgqueue.adapters import logs
-
 from config.celery import celery_config
 from config.settings import Settings, get_settings
 

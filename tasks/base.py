@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import redis.exceptions
 import sqlalchemy.exc
-
-from bgqueue.engine import lifecycle
+from celery.exceptions import Ignore, Retry
 
 from bgqueue.adapters import logs
-from bgqueue.model.errors import FencedOut
-from bgqueue.model.phases import SERVER_CHANGING, Phase
-from celery.exceptions import Ignore, Retry
-from bgqueue.engine.lifecycle import Next
 from bgqueue.adapters.runtime import Runtime, get_runtime
+from bgqueue.engine import claims
+from bgqueue.model.errors import FencedOut
+from bgqueue.model.outcomes import Next
+from bgqueue.model.phases import SERVER_CHANGING, Phase
 from tasks.application import app
 
 log = logging.getLogger("bgqueue.tasks")
@@ -94,8 +93,8 @@ _MISSING = "missing"
 def _phase_of(deployment_id: str) -> Phase | str | None:
     """The deployment's phase; ``_MISSING`` when there is no such deployment; None when the
     store itself cannot be read (then the error is treated like a transient one)."""
-    from bgqueue.model.errors import BadInput
     from bgqueue.adapters.store import deployments as deps
+    from bgqueue.model.errors import BadInput
 
     try:
         return Phase(deps.get_deployment(get_runtime().store, deployment_id).phase)
@@ -138,9 +137,9 @@ def guarded(name: str):
                 if (changing or isinstance(e, TRANSIENT)) and errors < limit:
                     log.warning("task=%s error in %s, attempt %d of %d, again shortly: %s: %s", name, phase,
                                 errors + 1, limit, type(e).__name__, e)
-                    raise self.retry(countdown=min(2 ** errors, 30), kwargs={"errors": errors + 1})
+                    raise self.retry(countdown=min(2 ** errors, 30), kwargs={"errors": errors + 1}) from e
                 log.exception("task=%s failed in %s", name, phase)
-                lifecycle.fail(get_runtime(), deployment_id, f"{name}: {type(e).__name__}: {e}"
+                claims.fail(get_runtime(), deployment_id, f"{name}: {type(e).__name__}: {e}"
                                + (f" (after {errors} attempts)" if errors else ""))
                 return deployment_id
         return run

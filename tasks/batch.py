@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from celery import chain, chord
 
-from bgqueue.engine.batches import OpenedBatch, open_batch, summarize
-from bgqueue.model.phases import Phase
 from bgqueue.adapters.runtime import get_runtime
 from bgqueue.adapters.store import deployments as deps
+from bgqueue.engine.batches import OpenedBatch, open_batch, summarize
+from bgqueue.model.phases import Phase
 from tasks.base import bgqueue_task
 from tasks.deployment import CHAIN
 

@@ -3,12 +3,9 @@ checks) → switch → migrate_cdc → monitor,
 and the rollback, which an operator or the monitoring window starts."""
 from __future__ import annotations
 
-from bgqueue.engine import lifecycle
-
-from bgqueue.engine import monitor_window
-
-from bgqueue.engine import rollback as rollbacks
 from bgqueue.adapters.runtime import get_runtime
+from bgqueue.engine import lifecycle, monitor_window
+from bgqueue.engine import rollback as rollbacks
 from tasks.base import bgqueue_task, deployment_task, guarded
 from tasks.validation import validate
 

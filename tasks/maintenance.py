@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import logging
 
-from bgqueue.engine import retention
 from bgqueue.adapters.runtime import get_runtime
+from bgqueue.engine import retention
 from tasks.base import bgqueue_task
 
 log = logging.getLogger("bgqueue.maintenance")

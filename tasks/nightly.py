@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from celery import chord
 
-from bgqueue.engine import nightly
 from bgqueue.adapters.runtime import get_runtime
+from bgqueue.engine import nightly
 from tasks.base import bgqueue_task
 
 # A child still queued this long after the fan-out is stale: the next night's run replaces it.

@@ -14,9 +14,9 @@ import time
 
 from celery import chord
 
+from bgqueue.adapters.runtime import get_runtime
 from bgqueue.engine import validation
 from bgqueue.engine.decision import WAIT
-from bgqueue.adapters.runtime import get_runtime
 from tasks.base import bgqueue_task, guarded
 
 # A checksum of large critical tables is the longest check.

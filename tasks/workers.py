@@ -24,7 +24,7 @@ class WorkerProcess:
         self.proc: subprocess.Popen | None = None
         self.nodename = f"{name}@{socket.gethostname()}"
 
-    def start(self) -> "WorkerProcess":
+    def start(self) -> WorkerProcess:
         cmd = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-n", self.nodename, "-Q", "bgqueue",
                "-c", str(self.concurrency), "-P", self.pool, "-l", self.loglevel, "-E",
                "--without-gossip", "--without-mingle"]

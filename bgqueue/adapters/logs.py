@@ -13,12 +13,14 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
+from types import MappingProxyType
 
 from bgqueue.model.secrets import known_secrets
 
-_CONTEXT: contextvars.ContextVar[dict] = contextvars.ContextVar("bgqueue_log_context", default={})
+_CONTEXT: contextvars.ContextVar[dict] = contextvars.ContextVar("bgqueue_log_context",
+                                                               default=MappingProxyType({}))
 MASK = "***"
 _SHAPES = [
     re.compile(r"(?i)(password\s*[=:]\s*)('[^']*'|\"[^\"]*\"|[^\s,;)]+)"),

@@ -21,7 +21,7 @@ class Runtime:
     locks: ClusterLocks
 
     @classmethod
-    def build(cls, settings: Settings) -> "Runtime":
+    def build(cls, settings: Settings) -> Runtime:
         client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=10,
                                       socket_connect_timeout=5, health_check_interval=30)
         return cls(settings=settings, store=open_store(settings.effective_store_url), redis=client,

@@ -21,11 +21,13 @@ from collections import defaultdict
 
 import redis
 
-from bgqueue.model.cdc import BinlogPipeline
 from bgqueue.adapters.cdc.consumer import BinlogConsumer
+from bgqueue.adapters.routing.registry import RoutingRegistry
+from bgqueue.adapters.runtime import Runtime, get_runtime
+from bgqueue.adapters.store import deployments as deps
+from bgqueue.model.cdc import BinlogPipeline
 from bgqueue.model.errors import BadInput
 from bgqueue.model.fleet import ClusterSpec, check_credentials, load_fleet
-from bgqueue.adapters.routing.registry import RoutingRegistry
 
 log = logging.getLogger(__name__)
 JOIN_TIMEOUT_S = 15.0
@@ -67,14 +69,11 @@ class RouteWatcher(threading.Thread):
                 event.set()
 
 
-def resolve_fleet_path(settings, fleet_path: str | None) -> str:
+def resolve_fleet_path(runtime: Runtime, fleet_path: str | None) -> str:
     """The fleet file given, else the one of the most recent batch in the store."""
     if fleet_path:
         return str(fleet_path)
-    from bgqueue.adapters.store import deployments as deps
-    from bgqueue.adapters.store.db import open_store
-
-    recent = deps.recent_batches(open_store(settings.effective_store_url), 1)
+    recent = deps.recent_batches(runtime.store, 1)
     if not recent:
         raise BadInput("no fleet file given and no batch in the store to take it from: "
                        "bgqueue cdc run --fleet FILE")
@@ -86,16 +85,16 @@ def binlog_pipelines(specs: list[ClusterSpec]) -> list[tuple[ClusterSpec, Binlog
     return [(s, p) for s in specs for p in s.pipelines if isinstance(p, BinlogPipeline)]
 
 
-def run_consumers(settings, fleet_path: str | None = None, stop_event=None, *, only: list[str] | None = None,
+def run_consumers(runtime: Runtime, fleet_path: str | None = None, stop_event=None, *, only: list[str] | None = None,
                   ready: threading.Event | None = None) -> int:
     """Run every binlog pipeline of the fleet until ``stop_event`` is set (or SIGTERM/SIGINT when
     no event is given and this is the main thread). Returns 0.
 
-    ``settings`` is config.settings.Settings (``redis_url``; ``effective_store_url`` when no fleet
-    file is given). Raises BadInput (exit 2) for a bad fleet file, a missing password variable or a
+    ``runtime`` (built by the caller, the composition root) gives Redis and, when no fleet file is
+    given, the store. Raises BadInput (exit 2) for a bad fleet file, a missing password variable or a
     fleet with no binlog pipeline. ``ready`` is set once every consumer thread has started.
     """
-    path = resolve_fleet_path(settings, fleet_path)
+    path = resolve_fleet_path(runtime, fleet_path)
     fleet = load_fleet(path)
     specs = fleet.select(only)
     check_credentials(fleet, path, specs)
@@ -106,8 +105,7 @@ def run_consumers(settings, fleet_path: str | None = None, stop_event=None, *, o
     if stop_event is None and threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=10,
-                                  socket_connect_timeout=5, health_check_interval=30)
+    client = runtime.redis
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     events: dict[str, list[threading.Event]] = defaultdict(list)
     threads = []
@@ -134,7 +132,6 @@ def run_consumers(settings, fleet_path: str | None = None, stop_event=None, *, o
         for t in threads:
             t.join(JOIN_TIMEOUT_S)
         watcher.join(2.0)
-        client.close()
     return 0
 
 
@@ -145,10 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", help="comma-separated cluster names")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from config.settings import get_settings
-
     try:
-        return run_consumers(get_settings(), args.fleet, only=args.only.split(",") if args.only else None)
+        return run_consumers(get_runtime(), args.fleet, only=args.only.split(",") if args.only else None)
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

@@ -55,8 +55,8 @@ def fleet() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def fleet_check(file: str, only: str | None, as_json: bool) -> None:
     """Validate FILE and reach every server; change nothing."""
-    from bgqueue.model.fleet import check_credentials, load_fleet
     from bgqueue.engine.preflight import check_clusters
+    from bgqueue.model.fleet import check_credentials, load_fleet
 
     spec = load_fleet(file)
     clusters = spec.select(_only(only))
@@ -79,8 +79,8 @@ def fleet_check(file: str, only: str | None, as_json: bool) -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 def fleet_register(file: str) -> None:
     """Include FILE's clusters in the nightly validations."""
-    from bgqueue.engine.nightly import register
     from bgqueue.adapters.runtime import get_runtime
+    from bgqueue.engine.nightly import register
 
     out.print(f"registered {register(get_runtime(), file)}")
 
@@ -88,8 +88,8 @@ def fleet_register(file: str) -> None:
 @fleet.command("unregister")
 @click.argument("file", type=click.Path(dir_okay=False))
 def fleet_unregister(file: str) -> None:
-    from bgqueue.engine.nightly import unregister
     from bgqueue.adapters.runtime import get_runtime
+    from bgqueue.engine.nightly import unregister
 
     if not unregister(get_runtime(), file):
         raise BadInput(f"{file} is not registered")
@@ -113,8 +113,8 @@ def fleet_run(file: str, only: str | None, wait: bool, as_json: bool, timeout: f
         else:
             out.print(f"batch {opened.batch_id} enqueued: {', '.join(opened.deployments)}")
         return
-    from bgqueue.app.progress import wait_for_batch
     from bgqueue.adapters.runtime import get_runtime
+    from bgqueue.app.progress import wait_for_batch
     from bgqueue.app.views import batch_dict, print_batch
 
     rt = get_runtime()
@@ -180,10 +180,10 @@ def status(ref: str | None, as_json: bool) -> None:
 @click.option("--note", default=None)
 def signoff(cluster: str, team: str, by: str, fleet_file: str | None, note: str | None) -> None:
     """Record TEAM's sign-off of the change CLUSTER is to receive (valid for that change only)."""
-    from bgqueue.model.fleet import cluster_spec, load_fleet
     from bgqueue.adapters.runtime import get_runtime
     from bgqueue.adapters.store import deployments as deps
     from bgqueue.adapters.store import validation as records
+    from bgqueue.model.fleet import cluster_spec, load_fleet
 
     rt = get_runtime()
     if fleet_file:
@@ -210,11 +210,11 @@ def rollback_cmd(cluster: str, yes: bool, no_wait: bool, timeout: float) -> None
     """Switch CLUSTER back to blue (possible while reverse replication keeps blue current)."""
     import getpass
 
-    from bgqueue.model.errors import ClusterBusy
-    from bgqueue.engine.rollback import preconditions
     from bgqueue.adapters.runtime import get_runtime
     from bgqueue.adapters.store import deployments as deps
     from bgqueue.adapters.store import journal
+    from bgqueue.engine.rollback import preconditions
+    from bgqueue.model.errors import ClusterBusy
 
     rt = get_runtime()
     dep = deps.latest_deployment(rt.store, cluster)
@@ -259,9 +259,9 @@ def rollback_cmd(cluster: str, yes: bool, no_wait: bool, timeout: float) -> None
 @click.option("--yes", is_flag=True)
 def decommission_cmd(cluster: str, force: bool, yes: bool) -> None:
     """Stop reverse replication on CLUSTER's old primary and report it free."""
-    from bgqueue.engine.retention import decommission
     from bgqueue.adapters.runtime import get_runtime
     from bgqueue.adapters.store import deployments as deps
+    from bgqueue.engine.retention import decommission
 
     rt = get_runtime()
     dep = deps.latest_deployment(rt.store, cluster)
@@ -277,8 +277,8 @@ def decommission_cmd(cluster: str, force: bool, yes: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def nightly_cmd(now: bool, as_json: bool) -> None:
     """The nightly validations of every registered fleet, on demand. Exit 1 when anything is found."""
-    from bgqueue.engine.nightly import registered, run_now
     from bgqueue.adapters.runtime import get_runtime
+    from bgqueue.engine.nightly import registered, run_now
 
     rt = get_runtime()
     if not registered(rt):
@@ -301,8 +301,8 @@ def nightly_cmd(now: bool, as_json: bool) -> None:
 def report(batch_ref: str, html_out: str) -> None:
     """Write the report of BATCH_ID (an id or a unique prefix) from the store: per cluster, the
     timeline of steps and phases, checks and decisions, checkpoints, and plots around the switchover."""
-    from bgqueue.app.report import write_batch_report
     from bgqueue.adapters.runtime import get_runtime
+    from bgqueue.app.report import write_batch_report
 
     path = write_batch_report(get_runtime().store, batch_ref, html_out)
     out.print(f"report: {path}", highlight=False)
@@ -352,8 +352,8 @@ def sampler() -> None:
               help="sample these clusters (default: every deployment in flight, from the store)")
 @click.option("--shard", default=None, help="i/n: this process samples its share of the clusters")
 def sampler_run(fleet_file: str | None, shard: str | None) -> None:
+    from bgqueue.adapters.runtime import get_runtime
     from bgqueue.app.sampler import run_sampler
-    from config.settings import get_settings
 
     parsed = None
     if shard:
@@ -366,7 +366,7 @@ def sampler_run(fleet_file: str | None, shard: str | None) -> None:
     import logging
 
     logging.getLogger().setLevel(logging.INFO)
-    run_sampler(get_settings(), fleet_path=fleet_file, shard=parsed)
+    run_sampler(get_runtime(), fleet_path=fleet_file, shard=parsed)
 
 
 @main.group(cls=_Group)
@@ -381,11 +381,11 @@ def cdc() -> None:
 def cdc_run(fleet_file: str | None, only: str | None) -> None:
     import logging
 
+    from bgqueue.adapters.runtime import get_runtime
     from bgqueue.app.cdc_runner import run_consumers
-    from config.settings import get_settings
 
     logging.getLogger().setLevel(logging.INFO)
-    run_consumers(get_settings(), fleet_file, only=_only(only))
+    run_consumers(get_runtime(), fleet_file, only=_only(only))
 
 
 @main.command("exporter")
@@ -396,8 +396,8 @@ def exporter_cmd(port: int, addr: str) -> None:
     import signal
     import threading
 
-    from bgqueue.app.exporter import serve
     from bgqueue.adapters.runtime import get_runtime
+    from bgqueue.app.exporter import serve
 
     serve(get_runtime().store, port, addr)
     out.print(f"serving Prometheus metrics on http://{addr}:{port}/metrics")

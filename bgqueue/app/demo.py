@@ -103,8 +103,8 @@ def run_demo(clusters: int = 4, rate: float = 100.0, keep: bool = False, console
         env = _configure(workdir, redis_url)
         console.print(f"sandbox: {clusters} blue/green MariaDB pairs + redis-server up in "
                       f"{time.perf_counter() - t0:.1f}s ({workdir})")
-        from bgqueue.app.progress import wait_for_batch
         from bgqueue.adapters.runtime import get_runtime
+        from bgqueue.app.progress import wait_for_batch
         from bgqueue.client.workload import start_workload, verify, wait_cdc_streaming
         from tasks.batch import enqueue_fleet
         from tasks.workers import start_workers
@@ -123,7 +123,7 @@ def run_demo(clusters: int = 4, rate: float = 100.0, keep: bool = False, console
                                     stdout=open(workdir / "cdc.log", "wb"), stderr=subprocess.STDOUT)
         if not all(wait_cdc_streaming(rt.redis, s) for s in specs):
             raise RuntimeError(f"the CDC consumer did not start streaming; see {workdir / 'cdc.log'}")
-        console.print(f"cdc: one built-in binlog consumer per cluster streaming appdb.bgq_writes to Redis")
+        console.print("cdc: one built-in binlog consumer per cluster streaming appdb.bgq_writes to Redis")
         loads = [start_workload(s, redis_url, rt.routing, app_user="app", app_password=sandbox.passwords.app,
                                 rate_hz=rate) for s in specs]
         console.print(f"writers: {len(loads)} application writers at {rate:g} writes/s each (user 'app')")
@@ -173,8 +173,8 @@ def _write_report(console: Console, rt, batch_id: str, out: Path) -> Path:
 
 
 def _report(console: Console, rt, specs, loads, rows, verify) -> int:
-    from bgqueue.adapters.store import validation as records
     from bgqueue.adapters.store import journal
+    from bgqueue.adapters.store import validation as records
     from bgqueue.client.workload import cdc_audit
 
     by_cluster = {d.cluster: d for d in rows}
@@ -188,7 +188,7 @@ def _report(console: Console, rt, specs, loads, rows, verify) -> int:
                          no_wrap=True)
     switched = rolled_back = lost_total = cdc_lost = cdc_dup = 0
     max_gap = 0.0
-    for spec, load in zip(specs, loads):
+    for spec, load in zip(specs, loads, strict=False):
         d = by_cluster[spec.name]
         decisions = records.decisions(rt.store, d.id, "pre_switch")
         results = records.check_results(rt.store, d.id, decisions[-1].round if decisions else None)

@@ -15,14 +15,13 @@ Metric names (all prefixed ``bgqueue_``):
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
-from sqlalchemy import func, select
 
 from bgqueue.adapters.store.db import Store
-from bgqueue.adapters.store.models import CheckResultRow, DecisionRow, Deployment, NightlyRun, Step
+from bgqueue.adapters.store.figures import exporter_figures
 
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -40,21 +39,13 @@ class StoreCollector(Collector):
         self.store = store
 
     def collect(self) -> Iterable:
-        with self.store.session() as s:
-            by_phase = s.execute(select(Deployment.phase, func.count()).group_by(Deployment.phase)).all()
-            durations = [r[0] / 1000 for r in s.execute(select(Deployment.switch_duration_ms)
-                                                        .where(Deployment.switch_duration_ms.is_not(None))).all()]
-            blocked_sw = [r[0] / 1000 for r in s.execute(select(Deployment.writes_blocked_ms)
-                                                         .where(Deployment.writes_blocked_ms.is_not(None))).all()]
-            rolled = s.execute(select(Step.detail).where(Step.procedure == "rollback", Step.name == "rolled_back")).all()
-            checks = s.execute(select(CheckResultRow.name, CheckResultRow.status, func.count())
-                               .group_by(CheckResultRow.name, CheckResultRow.status)).all()
-            verdicts = s.execute(select(DecisionRow.kind, DecisionRow.verdict, func.count())
-                                 .group_by(DecisionRow.kind, DecisionRow.verdict)).all()
-            reasons = s.execute(select(Deployment.reason).where(Deployment.phase == "ROLLED_BACK")).all()
-            cdc = s.execute(select(Step.detail).where(Step.procedure == "cdc", Step.name == "resume")).all()
-            night = s.execute(select(NightlyRun.findings).where(NightlyRun.finished_at.is_not(None))
-                              .order_by(NightlyRun.started_at.desc()).limit(1)).scalar()
+        f = exporter_figures(self.store)
+        by_phase, durations, blocked_sw = f.by_phase, f.switch_durations_s, f.switch_writes_blocked_s
+        rolled = [(d,) for d in f.rollback_details]
+        checks, verdicts = f.checks, f.verdicts
+        reasons = [(r,) for r in f.rolled_back_reasons]
+        cdc = [(d,) for d in f.cdc_resume_details]
+        night = f.latest_nightly_findings
 
         g = GaugeMetricFamily("bgqueue_deployments", "Deployments currently in each phase", labels=["phase"])
         for phase, n in by_phase:

@@ -6,10 +6,10 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bgqueue.model.errors import BgqueueError
-from bgqueue.model.phases import TERMINAL, Phase
 from bgqueue.adapters.runtime import Runtime
 from bgqueue.adapters.store import deployments as deps
+from bgqueue.model.errors import BgqueueError
+from bgqueue.model.phases import TERMINAL, Phase
 
 # How far along the lifecycle each phase is, for the bars.
 ORDER = [Phase.PENDING, Phase.PREPARING, Phase.SYNCING, Phase.VALIDATING, Phase.PILOTING, Phase.READY,

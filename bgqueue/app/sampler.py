@@ -22,19 +22,20 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import redis
 
-from bgqueue.model.fleet import ClusterSpec, check_credentials, load_fleet
 from bgqueue.adapters.metrics.probe import ClusterProbe
 from bgqueue.adapters.metrics.samples import DEFAULT_MAXLEN, DEFAULT_RETENTION_S, MetricsStore
 from bgqueue.adapters.metrics.summary import PhaseTracker
 from bgqueue.adapters.metrics.targets import Shard, Target, TargetSource, parse_shard
 from bgqueue.adapters.routing.registry import RoutingRegistry
+from bgqueue.adapters.runtime import Runtime
 from bgqueue.adapters.store.db import Store
+from bgqueue.model.fleet import ClusterSpec, check_credentials, load_fleet
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class Sampler:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_runtime(cls, runtime, **kw) -> "Sampler":
+    def from_runtime(cls, runtime, **kw) -> Sampler:
         """From a bgqueue.adapters.runtime.Runtime (its redis, store and routing registry)."""
         return cls(runtime.redis, runtime.store, routing=runtime.routing, **kw)
 
@@ -132,7 +133,7 @@ class Sampler:
         for n in names:
             pipe.hmget(self.routing.key(n), "host", "port")
         out = {}
-        for n, (host, port) in zip(names, pipe.execute()):
+        for n, (host, port) in zip(names, pipe.execute(), strict=False):
             out[n] = None if host is None or port is None else (_text(host), int(port))
         with self._lock:
             self.stats.redis_commands += len(names)
@@ -248,21 +249,19 @@ class Sampler:
         self._retiring.clear()
 
 
-def run_sampler(settings, fleet_path: str | None = None, shard: Shard | str | None = None,
+def run_sampler(runtime: Runtime, fleet_path: str | None = None, shard: Shard | str | None = None,
                 stop_event: threading.Event | None = None, **sampler_kw) -> dict:
     """Run a sampler until ``stop_event`` is set (or SIGTERM/SIGINT when called from the main thread).
 
     Targets: the clusters of ``fleet_path`` if given, else every in-flight deployment in the
-    store. Returns the sampler's stats. The entry point of ``bgqueue sampler run``.
+    store. Returns the sampler's stats. The entry point of ``bgqueue sampler run``; the caller
+    builds the runtime (the composition root) and owns its connections.
     """
-    from bgqueue.adapters.runtime import Runtime
-
     clusters = None
     if fleet_path:
         fleet = load_fleet(fleet_path)
         check_credentials(fleet, str(fleet_path))  # a missing password variable is bad input, not "down"
         clusters = fleet.clusters
-    runtime = Runtime.build(settings)
     stop_event = stop_event or threading.Event()
     sampler = Sampler.from_runtime(runtime, shard=shard, clusters=clusters, **sampler_kw)
     previous: dict[int, object] = {}
@@ -276,7 +275,6 @@ def run_sampler(settings, fleet_path: str | None = None, shard: Shard | str | No
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        runtime.redis.close()
 
 
 def _text(value) -> str:

@@ -6,10 +6,10 @@ from datetime import datetime
 from rich.console import Console
 from rich.table import Table
 
-from bgqueue.model.phases import SWITCHED, Phase
 from bgqueue.adapters.runtime import Runtime
 from bgqueue.adapters.store import deployments as deps
 from bgqueue.adapters.store import journal, validation
+from bgqueue.model.phases import SWITCHED, Phase
 
 PHASE_STYLE = {
     "COMPLETED": "green", "MONITORING": "green", "CDC_MIGRATING": "cyan", "SWITCHING": "yellow",

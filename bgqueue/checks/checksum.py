@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import pymysql
 
+from bgqueue.adapters.mysql.server import Server
 from bgqueue.checks import checksum_sql as q
 from bgqueue.checks.checksum_sql import ChecksumError
 from bgqueue.model.results import ERROR, CheckResult, errored, failed, passed
-from bgqueue.adapters.mysql.server import Server
 
 CHECK = "checksum"
 _LOCK_ERRORS = {1205, 1213}  # lock wait timeout, deadlock: our chunk statement lost a race; retry it

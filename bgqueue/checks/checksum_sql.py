@@ -8,9 +8,9 @@ empty), so a literal ``%`` in an identifier is doubled here.
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Callable
 
 import pymysql
 

@@ -3,12 +3,13 @@ the metrics samples, and the time (injected, so tests control it)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from bgqueue.model.results import CheckResult, errored
 from bgqueue.adapters.mysql.server import Server
 from bgqueue.adapters.store.db import Store
+from bgqueue.model.results import CheckResult, errored
 
 
 @dataclass

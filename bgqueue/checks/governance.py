@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from bgqueue.checks.context import CheckContext
-from bgqueue.model.results import CheckResult, failed, passed
-from bgqueue.model.fleet import cluster_spec
-from bgqueue.model.phases import TERMINAL, Phase
 from bgqueue.adapters.store import validation
 from bgqueue.adapters.store.models import Deployment
+from bgqueue.checks.context import CheckContext
+from bgqueue.model.fleet import cluster_spec
+from bgqueue.model.phases import TERMINAL, Phase
+from bgqueue.model.results import CheckResult, failed, passed
 
 
 def signoffs(ctx: CheckContext) -> CheckResult:

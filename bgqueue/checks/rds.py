@@ -14,13 +14,13 @@ import functools
 import logging
 from datetime import timedelta
 
+from bgqueue.adapters.aws import clients as aws
+from bgqueue.adapters.store import deployments as deps
+from bgqueue.adapters.store.models import utcnow
+from bgqueue.checks import rds_params as params
 from bgqueue.checks.context import Check, CheckContext
 from bgqueue.checks.drift import MAX_LISTED
 from bgqueue.model.results import ERROR, CheckResult, failed, passed, waiting
-from bgqueue.adapters.aws import clients as aws
-from bgqueue.checks import rds_params as params
-from bgqueue.adapters.store import deployments as deps
-from bgqueue.adapters.store.models import utcnow
 
 log = logging.getLogger("bgqueue.rds")
 LAG_PERIOD_S = 60  # RDS publishes replica lag once a minute

@@ -9,8 +9,8 @@ side only is compared with ``(engine default)`` on the other.
 """
 from __future__ import annotations
 
-from bgqueue.checks.drift import diff
 from bgqueue.adapters.aws import clients as aws
+from bgqueue.checks.drift import diff
 
 ENGINE_DEFAULT = "(engine default)"
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import re
 
-from bgqueue.checks.context import CheckContext
-from bgqueue.model.results import CheckResult, failed, passed
-from bgqueue.model.errors import BgqueueError
 from bgqueue.adapters.mysql.server import Server
+from bgqueue.checks.context import CheckContext
+from bgqueue.model.errors import BgqueueError
+from bgqueue.model.results import CheckResult, failed, passed
 
 
 def event_scheduler(ctx: CheckContext) -> CheckResult:

@@ -6,6 +6,7 @@ from bgqueue.checks.activity import blue_activity
 from bgqueue.checks.context import Check, CheckContext
 from bgqueue.checks.drift import parameter_drift
 from bgqueue.checks.governance import signoffs, staging_gate
+from bgqueue.checks.rds import RDS_CHECKS
 from bgqueue.checks.readiness import event_scheduler, reverse_readiness
 from bgqueue.checks.replication import replication_health, replication_lag
 from bgqueue.model.results import CheckResult, passed
@@ -21,7 +22,8 @@ def checksum(ctx: CheckContext) -> CheckResult:
                            catchup_timeout_s=max(30.0, ctx.spec.thresholds.catchup_timeout_s))
 
 
-CHECKS: dict[str, Check] = {
+# The checks of a cluster reached by SQL sessions (the mysql provider's validation).
+SQL_CHECKS: dict[str, Check] = {
     "replication_health": replication_health,
     "replication_lag": replication_lag,
     "checksum": checksum,
@@ -33,23 +35,12 @@ CHECKS: dict[str, Check] = {
     "staging": staging_gate,
 }
 
-
 # Checks that need no SQL session: they serve every provider.
 COMMON = ("signoffs", "staging")
 
-
-def rds_checks() -> dict[str, Check]:
-    from bgqueue.checks.rds import RDS_CHECKS
-
-    return RDS_CHECKS
+CHECKS: dict[str, Check] = {**SQL_CHECKS, **RDS_CHECKS}
 
 
 def check_named(name: str) -> Check:
-    return CHECKS[name] if name in CHECKS else rds_checks()[name]
-
-
-def checks_for(spec) -> list[str]:
-    """The checks a cluster's validation runs (all of them: a check with nothing to do passes)."""
-    if spec.provider == "rds":
-        return [*rds_checks(), *COMMON]
-    return list(CHECKS)
+    """The check function of that name (which checks a cluster runs is its provider's choice)."""
+    return CHECKS[name]

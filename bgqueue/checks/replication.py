@@ -40,7 +40,7 @@ def replication_lag(ctx: CheckContext) -> CheckResult:
         return failed("replication_lag", f"lag {worst / 1000:.2f}s at {worst_ts:.0f} is not below {t.max_lag_s:g}s "
                       f"(window {t.lag_window_s:g}s)", retryable=True, value=round(worst / 1000, 3),
                       threshold=threshold, evidence=evidence)
-    gaps = [b - a for (a, _), (b, _) in zip(lags, lags[1:])] + [now - lags[-1][0]]
+    gaps = [b - a for (a, _), (b, _) in zip(lags, lags[1:], strict=False)] + [now - lags[-1][0]]
     if covered < t.lag_window_s or max(gaps) > MAX_SAMPLE_GAP_S:
         return waiting("replication_lag", f"{covered:.1f}s of {t.lag_window_s:g}s covered by samples "
                        f"(largest gap {max(gaps):.1f}s)", value=round(worst / 1000, 3), threshold=threshold,

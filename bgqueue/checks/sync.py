@@ -8,9 +8,9 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 
+from bgqueue.adapters.mysql.server import Server
 from bgqueue.model import gtid
 from bgqueue.model.fleet import Endpoint
-from bgqueue.adapters.mysql.server import Server
 
 
 @dataclass

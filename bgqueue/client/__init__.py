@@ -5,7 +5,12 @@ one are the routed client itself (``routed``), the test/demo writer with its led
 and the workload harness (``workload``, ``audit``).
 """
 from bgqueue.client.routed import (
-    CommitOutcomeUnknown, NoRoute, RoutedClient, WriteUnavailable, error_code, is_connection_error,
+    CommitOutcomeUnknown,
+    NoRoute,
+    RoutedClient,
+    WriteUnavailable,
+    error_code,
+    is_connection_error,
 )
 
 __all__ = ["CommitOutcomeUnknown", "NoRoute", "RoutedClient", "WriteUnavailable", "error_code",

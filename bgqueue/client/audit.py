@@ -10,8 +10,8 @@ reported, not counted as errors.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from bgqueue.adapters.cdc.events import parse_entry, read_stream, row_key
 from bgqueue.client.writer import TABLE as LEDGER_TABLE

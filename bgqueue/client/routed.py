@@ -18,13 +18,14 @@ import logging
 import random
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pymysql
 import redis
 
-from bgqueue.model.errors import BgqueueError
 from bgqueue.adapters.routing.registry import Route, RoutingRegistry
+from bgqueue.model.errors import BgqueueError
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import pymysql
 
-from bgqueue.client.routed import RoutedClient
-from bgqueue.model.fleet import ClusterSpec, Endpoint
 from bgqueue.adapters.routing.registry import RoutingRegistry
+from bgqueue.client.routed import RoutedClient
 from bgqueue.client.writer import ContinuousWriter, ensure_schema, find_lost
+from bgqueue.model.fleet import ClusterSpec, Endpoint
 
 APP_DATABASE = "appdb"
 
@@ -99,9 +99,9 @@ def wait_cdc_streaming(redis_client, spec: ClusterSpec, timeout_s: float = 30.0)
 def cdc_audit(redis_client, spec: ClusterSpec, acked_ids: list[int], primary: Endpoint, timeout_s: float = 30.0):
     """Every acknowledged write delivered exactly once to the stream of the cluster's first pipeline?
     Waits until the consumer has delivered everything up to the primary's current position."""
-    from bgqueue.client.audit import audit_stream
     from bgqueue.adapters.cdc.consumer_state import ConsumerState
     from bgqueue.adapters.mysql.server import Server
+    from bgqueue.client.audit import audit_stream
 
     state = ConsumerState(redis_client, spec.name, spec.pipelines[0])
     with Server(primary, spec.admin, label="primary", tls=spec.tls) as server:

@@ -11,7 +11,7 @@ import secrets
 import threading
 import time
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable
 
 import pymysql
 
@@ -171,7 +171,7 @@ class ContinuousWriter:
     def gaps_ms(self) -> list[float]:
         """Intervals between consecutive acknowledgements, in ms."""
         times = [t for _, t in self.ledger()]
-        return [(b - a) * 1000.0 for a, b in zip(times, times[1:])]
+        return [(b - a) * 1000.0 for a, b in zip(times, times[1:], strict=False)]
 
     def max_gap_ms(self, between: tuple[float, float] | None = None) -> float:
         """Longest interval between consecutive acknowledgements, in ms (0.0 with < 2 acks).
@@ -181,7 +181,7 @@ class ContinuousWriter:
         """
         times = [t for _, t in self.ledger()]
         longest = 0.0
-        for a, b in zip(times, times[1:]):
+        for a, b in zip(times, times[1:], strict=False):
             if between is not None and (b < between[0] or a > between[1]):
                 continue
             longest = max(longest, (b - a) * 1000.0)

@@ -10,18 +10,26 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from bgqueue.adapters.runtime import Runtime
+from bgqueue.adapters.store import deployments as deps
+from bgqueue.engine.preflight import check_clusters
+from bgqueue.engine.providers import provider_for
 from bgqueue.model.errors import BadInput, ClusterBusy
 from bgqueue.model.fleet import FleetFileError, check_credentials, load_fleet
 from bgqueue.model.phases import SWITCHED, TERMINAL, Phase
-from bgqueue.engine.preflight import check_clusters
-from bgqueue.adapters.runtime import Runtime
-from bgqueue.adapters.store import deployments as deps
 
 
 @dataclass(frozen=True)
 class OpenedBatch:
     batch_id: str
     deployments: dict[str, str]  # cluster → deployment id
+
+
+def _by_provider(specs: list) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for s in specs:
+        out.setdefault(s.provider, []).append(s)
+    return out
 
 
 def open_batch(rt: Runtime, fleet_path: str, only: list[str] | None = None, *, preflight: bool = True,
@@ -32,10 +40,9 @@ def open_batch(rt: Runtime, fleet_path: str, only: list[str] | None = None, *, p
     fleet = load_fleet(fleet_path)
     specs = fleet.select(only)
     check_credentials(fleet, fleet_path, specs)
-    if any(s.provider == "rds" for s in specs):
-        from bgqueue.adapters.aws.cost import check_budget
-
-        check_budget(fleet, specs, fleet_path)  # FleetFileError (exit 2) when the estimate is over budget
+    for group in _by_provider(specs).values():
+        # FleetFileError (exit 2) when the estimate is over budget
+        provider_for(group[0]).check_budget(fleet, group, fleet_path)
     if preflight:
         for result in check_clusters(specs):
             if result.problems:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from bgqueue.model.outcomes import MonitorFigures
 from bgqueue.model.results import FAIL, PASS, CheckResult
 
 GO, NO_GO, WAIT = "GO", "NO_GO", "WAIT"
@@ -47,22 +48,6 @@ def decide(results: list[CheckResult], *, now: float, deadline: float, poll_s: f
 
 
 HOLD, ROLLBACK = "HOLD", "ROLLBACK"
-
-
-@dataclass(frozen=True)
-class MonitorFigures:
-    """What the monitoring window sees of the new primary (averaged over the evaluation span)."""
-
-    samples: int
-    errors_per_s: float | None = None
-    probe_p99_ms: float | None = None
-    reverse_running: bool | None = None
-    reverse_lag_s: float | None = None
-    unhealthy_pipelines: tuple[str, ...] = ()
-    alarms: tuple[str, ...] = ()
-
-    def as_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
 
 
 MIN_SAMPLES = 3  # one noisy sample never rolls a cluster back

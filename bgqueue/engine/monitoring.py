@@ -8,8 +8,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from bgqueue.engine.decision import MonitorFigures
 from bgqueue.model.fleet import ClusterSpec, Endpoint
+from bgqueue.model.outcomes import MonitorFigures
 
 BASELINE_SPAN_S = 60.0
 

@@ -8,25 +8,18 @@ the clusters out as separate tasks, `bgqueue nightly --now` runs the same code i
 """
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
-from sqlalchemy import func, select, update
-
-from bgqueue.engine import lifecycle
-from bgqueue.checks.context import CheckContext, run_check
-from bgqueue.checks.drift import parameter_drift
-from bgqueue.checks.registry import checksum
-from bgqueue.checks.replication import replication_health
-from bgqueue.model.errors import BadInput, BgqueueError
-from bgqueue.model.fleet import ClusterSpec, load_fleet
-from bgqueue.model.phases import Phase
+from bgqueue.adapters.mysql.server import servers
 from bgqueue.adapters.runtime import Runtime
 from bgqueue.adapters.store import deployments as deps
-from bgqueue.adapters.store.models import Deployment, FleetRegistration, NightlyFinding, NightlyRun, utcnow
-
-NIGHTLY_CHECKS = (("replication_health", replication_health), ("parameter_drift", parameter_drift),
-                  ("checksum", checksum))
+from bgqueue.adapters.store import nightly as records
+from bgqueue.adapters.store.models import Deployment, utcnow
+from bgqueue.checks.context import CheckContext, run_check
+from bgqueue.engine.providers import names, provider_for, provider_named
+from bgqueue.model.errors import BgqueueError
+from bgqueue.model.fleet import ClusterSpec, load_fleet
 
 
 @dataclass(frozen=True)
@@ -36,29 +29,18 @@ class Target:
 
 
 def register(rt: Runtime, path: str) -> str:
-    from pathlib import Path
-
     fleet = load_fleet(path)  # refuse a file that does not validate
     resolved = str(Path(path).resolve())
-    with rt.store.session() as s:
-        s.merge(FleetRegistration(path=resolved, name=fleet.name, registered_at=utcnow()))
+    records.register(rt.store, resolved, fleet.name)
     return resolved
 
 
 def unregister(rt: Runtime, path: str) -> bool:
-    from pathlib import Path
-
-    with rt.store.session() as s:
-        row = s.get(FleetRegistration, str(Path(path).resolve()))
-        if row is None:
-            return False
-        s.delete(row)
-    return True
+    return records.unregister(rt.store, str(Path(path).resolve()))
 
 
 def registered(rt: Runtime) -> list[str]:
-    with rt.store.session() as s:
-        return [r.path for r in s.execute(select(FleetRegistration).order_by(FleetRegistration.path)).scalars()]
+    return records.registered(rt.store)
 
 
 def targets(rt: Runtime) -> list[Target]:
@@ -74,17 +56,12 @@ def targets(rt: Runtime) -> list[Target]:
 
 
 def start_run(rt: Runtime, trigger: str) -> str:
-    run_id = str(uuid.uuid4())
-    with rt.store.session() as s:
-        s.add(NightlyRun(id=run_id, trigger=trigger))
-    return run_id
+    return records.start_run(rt.store, trigger)
 
 
 def _record(rt: Runtime, run_id: str, cluster: str, check: str, status: str, reason: str = "",
             evidence: dict | None = None) -> None:
-    with rt.store.session() as s:
-        s.add(NightlyFinding(run_id=run_id, cluster=cluster, check=check, status=status, reason=reason,
-                             evidence=evidence))
+    records.record(rt.store, run_id, cluster, check, status, reason, evidence)
 
 
 def _roles(rt: Runtime, spec: ClusterSpec) -> ClusterSpec:
@@ -104,8 +81,8 @@ def check_target(rt: Runtime, run_id: str, fleet_path: str, cluster: str) -> int
     except BgqueueError as e:
         _record(rt, run_id, cluster, "fleet_file", "error", f"{fleet_path}: {e}")
         return 1
-    if not isinstance(spec, ClusterSpec):
-        return 0  # rds clusters: their health is CloudWatch's (alarms); cost is counted fleet-wide
+    if spec is None or not provider_for(spec).nightly_checks(spec):
+        return 0  # e.g. rds clusters: their health is CloudWatch's (alarms); cost is counted fleet-wide
     # The checksum writes on the primary: never while a deployment may be fencing it, and hold the
     # cluster's lock meanwhile so that no batch starts under it.
     active = deps.active_deployment(rt.store, cluster)
@@ -115,17 +92,18 @@ def check_target(rt: Runtime, run_id: str, fleet_path: str, cluster: str) -> int
                 {"deployment": active.id if active else None, "lock": rt.locks.holder(cluster)})
         return 0
     try:
+        assert isinstance(spec, ClusterSpec)  # a provider with nightly checks has SQL servers
         return _check_locked(rt, run_id, cluster, _roles(rt, spec))
     finally:
         rt.locks.release(cluster, holder)
 
 
 def _check_locked(rt: Runtime, run_id: str, cluster: str, spec: ClusterSpec) -> int:
-    blue, green = lifecycle.servers(spec)
+    blue, green = servers(spec)
     ctx = CheckContext(spec=spec, blue=blue, green=green, store=rt.store)
     findings = 0
     try:
-        for name, check in NIGHTLY_CHECKS:
+        for name, check in provider_for(spec).nightly_checks(spec):
             r = run_check(name, check, ctx)
             findings += r.status != "pass"
             _record(rt, run_id, cluster, name, "pass" if r.status == "pass" else ("error" if r.status == "error"
@@ -140,11 +118,7 @@ def fleet_wide(rt: Runtime, run_id: str) -> int:
     """Overdue decommissions and the cost of coexisting environments."""
     findings = 0
     now = utcnow()
-    with rt.store.session() as s:
-        rows = list(s.execute(select(Deployment).where(Deployment.phase == Phase.COMPLETED,
-                                                       Deployment.decommissioned_at.is_(None))).scalars())
-        for r in rows:
-            s.expunge(r)
+    rows = deps.completed_not_decommissioned(rt.store)
     for d in rows:
         until = deps.as_aware(d.retention_until)
         if until is not None and until < now:
@@ -159,16 +133,10 @@ def fleet_wide(rt: Runtime, run_id: str) -> int:
 
 
 def coexistence_cost(rt: Runtime, completed: list[Deployment]) -> tuple[float, list[dict]]:
-    """Extra hourly cost of green environments that exist beside their blue (rds provider)."""
+    """Extra hourly cost of green environments that exist beside their blue (providers that create them)."""
     items = []
-    with rt.store.session() as s:
-        live = list(s.execute(select(Deployment).where(Deployment.provider == "rds",
-                                                       Deployment.phase.not_in([Phase.NO_GO, Phase.FAILED,
-                                                                                Phase.ROLLED_BACK,
-                                                                                Phase.SWITCHOVER_FAILED]),
-                                                       Deployment.decommissioned_at.is_(None))).scalars())
-        for d in live:
-            s.expunge(d)
+    live = [d for name in names() if provider_named(name).creates_environments
+            for d in deps.coexisting(rt.store, name)]
     total = 0.0
     for d in live:
         # Estimated at prepare from the source's real class and storage: no AWS call at report time.
@@ -181,33 +149,16 @@ def coexistence_cost(rt: Runtime, completed: list[Deployment]) -> tuple[float, l
 
 
 def finish_run(rt: Runtime, run_id: str, clusters: int) -> dict:
-    with rt.store.session() as s:
-        n = s.execute(select(func.count()).select_from(NightlyFinding)
-                      .where(NightlyFinding.run_id == run_id, NightlyFinding.status != "pass")).scalar()
-        s.execute(update(NightlyRun).where(NightlyRun.id == run_id)
-                  .values(finished_at=utcnow(), findings=n, clusters=clusters))
+    records.finish_run(rt.store, run_id, clusters)
     return run_summary(rt, run_id)
 
 
 def run_summary(rt: Runtime, run_id: str) -> dict:
-    with rt.store.session() as s:
-        run = s.get(NightlyRun, run_id)
-        if run is None:
-            raise BadInput(f"no nightly run {run_id}")
-        rows = list(s.execute(select(NightlyFinding).where(NightlyFinding.run_id == run_id)
-                              .order_by(NightlyFinding.id)).scalars())
-        return {"run": run.id, "trigger": run.trigger, "started_at": run.started_at.isoformat(),
-                "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-                "clusters": run.clusters, "findings": run.findings,
-                "results": [{"cluster": f.cluster, "check": f.check, "status": f.status, "reason": f.reason}
-                            for f in rows]}
+    return records.run_summary(rt.store, run_id)
 
 
 def latest_run(rt: Runtime) -> dict | None:
-    with rt.store.session() as s:
-        run = s.execute(select(NightlyRun).where(NightlyRun.finished_at.is_not(None))
-                        .order_by(NightlyRun.started_at.desc()).limit(1)).scalar_one_or_none()
-        run_id = run.id if run else None
+    run_id = records.latest_finished_run(rt.store)
     return run_summary(rt, run_id) if run_id else None
 
 

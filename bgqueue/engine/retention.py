@@ -3,31 +3,24 @@ and the server is reported free. Never earlier, and never while rollback is poss
 forced with an explicit confirmation."""
 from __future__ import annotations
 
-from sqlalchemy import select, update
-
-from bgqueue.engine import lifecycle
-from bgqueue.model.errors import BadInput, BgqueueError
-from bgqueue.model.fleet import ClusterSpec
-from bgqueue.model.phases import Phase
 from bgqueue.adapters.runtime import Runtime
 from bgqueue.adapters.store import deployments as deps
-from bgqueue.adapters.store.journal import record_step
-from bgqueue.adapters.store.models import Deployment, utcnow
+from bgqueue.adapters.store.journal import Journal
+from bgqueue.adapters.store.models import utcnow
+from bgqueue.engine import claims
+from bgqueue.engine.providers import provider_for
+from bgqueue.model.errors import BadInput, BgqueueError
+from bgqueue.model.phases import Phase
 
 
 def due(rt: Runtime) -> list[str]:
     """COMPLETED deployments whose retention ended and whose old primary is not yet decommissioned."""
-    now = utcnow()
-    with rt.store.session() as s:
-        rows = s.execute(select(Deployment.id, Deployment.retention_until)
-                         .where(Deployment.phase == Phase.COMPLETED, Deployment.decommissioned_at.is_(None))).all()
-    return [r.id for r in rows if r.retention_until is not None and deps.as_aware(r.retention_until) <= now]
+    return deps.retention_due(rt.store, utcnow())
 
 
 def decommission(rt: Runtime, deployment_id: str, *, force: bool = False) -> str:
-    """Stop reverse replication on the old primary and record it. Returns what happened.
-
-    Refused (BadInput) before the window and retention ended unless ``force``.
+    """Free the old primary (the provider's way) and record it with a fenced update. Returns
+    what happened. Refused (BadInput) before the window and retention ended unless ``force``.
     """
     dep = deps.get_deployment(rt.store, deployment_id)
     if dep.decommissioned_at is not None:
@@ -39,25 +32,13 @@ def decommission(rt: Runtime, deployment_id: str, *, force: bool = False) -> str
     if not force and (until is None or utcnow() < until):
         raise BadInput(f"{dep.cluster}: rollback stays possible until {until.isoformat() if until else '?'}; "
                        "decommissioning now needs --force --yes")
-    if dep.provider == "rds":
-        from bgqueue.engine.rds import steps
-
-        return steps.decommission(rt, dep)
-    spec = ClusterSpec.model_validate(dep.spec)
-    blue, _green = lifecycle.servers(spec)
-    try:
-        blue.stop_replication()
-    except BgqueueError as e:
-        raise BadInput(f"{dep.cluster}: cannot reach blue {spec.blue} to stop reverse replication: {e}") from None
-    finally:
-        blue.close()
-    now = utcnow()
-    with rt.store.session() as s:
-        s.execute(update(Deployment).where(Deployment.id == dep.id).values(decommissioned_at=now, updated_at=now))
-    claim = deps.Claim(dep.id, dep.epoch, Phase.COMPLETED)
-    record_step(rt.store, claim, "retention", "decommissioned", "done",
-                {"blue": str(spec.blue), "forced": force, "note": "reverse replication stopped; blue is free"})
-    return f"blue {spec.blue} decommissioned: reverse replication stopped, the server is free"
+    claim = claims.claim_in(rt, deployment_id, [Phase.COMPLETED])
+    if claim is None:
+        raise BadInput(f"deployment {dep.id} of {dep.cluster} left COMPLETED meanwhile: nothing was decommissioned")
+    message, detail = provider_for(dep).decommission(rt, dep, force=force)
+    deps.update_fenced(rt.store, claim, decommissioned_at=utcnow())
+    Journal(rt.store, claim, "retention").note("decommissioned", **detail)
+    return message
 
 
 def decommission_due(rt: Runtime) -> list[str]:

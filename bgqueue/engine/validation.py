@@ -12,17 +12,19 @@ import json
 import time
 from datetime import timedelta
 
-from bgqueue.engine import lifecycle
-from bgqueue.checks.context import CheckContext, run_check
-from bgqueue.checks.registry import check_named, checks_for
-from bgqueue.model.results import ERROR, CheckResult, errored
-from bgqueue.engine.decision import GO, NO_GO, Decision, decide
-from bgqueue.model.fleet import ClusterSpec, cluster_spec
-from bgqueue.model.phases import Phase
+from bgqueue.adapters.mysql.server import servers
 from bgqueue.adapters.runtime import Runtime
 from bgqueue.adapters.store import deployments as deps
 from bgqueue.adapters.store import validation as records
 from bgqueue.adapters.store.models import utcnow
+from bgqueue.checks.context import CheckContext, run_check
+from bgqueue.checks.registry import check_named
+from bgqueue.engine import claims, lifecycle
+from bgqueue.engine.decision import GO, NO_GO, Decision, decide
+from bgqueue.engine.providers import provider_for
+from bgqueue.model.fleet import ClusterSpec, cluster_spec
+from bgqueue.model.phases import Phase
+from bgqueue.model.results import ERROR, CheckResult, errored
 
 
 def metrics_store(rt: Runtime):
@@ -39,7 +41,7 @@ def begin(rt: Runtime, deployment_id: str) -> list[str] | None:
     dep = deps.get_deployment(rt.store, deployment_id)
     if dep.phase != Phase.VALIDATING:
         return None
-    return checks_for(cluster_spec(dep.spec))
+    return provider_for(dep).check_names(cluster_spec(dep.spec))
 
 
 def run_named_check(rt: Runtime, deployment_id: str, name: str) -> dict:
@@ -65,7 +67,7 @@ def run_named_checks(rt: Runtime, deployment_id: str, names: list[str], deadline
                                          retryable=True)))
             continue
         try:
-            blue, green = lifecycle.servers(spec) if isinstance(spec, ClusterSpec) else (None, None)
+            blue, green = servers(spec) if isinstance(spec, ClusterSpec) else (None, None)
             ctx = CheckContext(spec=spec, blue=blue, green=green, store=rt.store, deployment_id=deployment_id,
                                metrics=metrics, extra={"facts": dep.facts or {}})
             try:
@@ -86,7 +88,7 @@ def _json(result: CheckResult) -> dict:
 def conclude(rt: Runtime, deployment_id: str, results: list[dict]) -> Decision | None:
     """Decide on one round, record it, and move the deployment: READY (GO), NO_GO, or stay (WAIT).
     None when the deployment is no longer VALIDATING."""
-    claim = deps.claim(rt.store, deployment_id, lifecycle.OWNER, [Phase.VALIDATING])
+    claim = deps.claim(rt.store, deployment_id, claims.OWNER, [Phase.VALIDATING])
     if claim is None:
         return None
     dep = deps.claimed(rt.store, claim)

@@ -9,15 +9,13 @@ task layer resumes it (the resume observes the servers first, and fencing stops 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 
-from sqlalchemy import select
-
-from bgqueue.model.fleet import cluster_spec
-from bgqueue.model.phases import Phase
 from bgqueue.adapters.runtime import Runtime
 from bgqueue.adapters.store import deployments as deps
-from bgqueue.adapters.store.models import Deployment, utcnow
+from bgqueue.adapters.store.figures import in_phases
+from bgqueue.adapters.store.models import utcnow
+from bgqueue.model.fleet import cluster_spec
+from bgqueue.model.phases import Phase
 
 # Beyond the procedure's own bounded wait (catch-up) a step is never this quiet.
 QUIET_MARGIN_S = 60.0
@@ -34,13 +32,10 @@ class Stalled:
 
 def stalled(rt: Runtime, margin_s: float = QUIET_MARGIN_S) -> list[Stalled]:
     now = utcnow()
-    with rt.store.session() as s:
-        rows = s.execute(select(Deployment.id, Deployment.batch_id, Deployment.phase, Deployment.reason,
-                                Deployment.updated_at, Deployment.spec)
-                         .where(Deployment.phase.in_([Phase.SWITCHING, Phase.ROLLING_BACK]))).all()
+    rows = in_phases(rt.store, [Phase.SWITCHING, Phase.ROLLING_BACK])
     out = []
     for r in rows:
-        quiet = (now - deps.as_aware(r.updated_at)).total_seconds()
+        quiet = (now - (deps.as_aware(r.updated_at) or now)).total_seconds()
         bound = cluster_spec(r.spec).thresholds.catchup_timeout_s + margin_s
         if quiet > bound:
             out.append(Stalled(r.id, r.batch_id, Phase(r.phase), r.reason, round(quiet, 1)))

@@ -8,7 +8,7 @@ to the new primary before it reports a problem.
 from __future__ import annotations
 
 import zlib
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -88,4 +88,4 @@ class DebeziumPipeline(StrictModel):
     move_timeout_s: float = Field(default=300.0, gt=0)
 
 
-PipelineSpec = Annotated[Union[BinlogPipeline, DmsPipeline, DebeziumPipeline], Field(discriminator="kind")]
+PipelineSpec = Annotated[BinlogPipeline | DmsPipeline | DebeziumPipeline, Field(discriminator="kind")]

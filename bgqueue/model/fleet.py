@@ -12,14 +12,15 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from bgqueue.model.cdc import PipelineSpec
 from bgqueue.model.errors import BadInput
-from bgqueue.model.schema_base import Credentials, Endpoint, StrictModel as _Strict
+from bgqueue.model.schema_base import Credentials, Endpoint
+from bgqueue.model.schema_base import StrictModel as _Strict
 
 NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
@@ -82,7 +83,7 @@ class Change(_Strict):
     parameters: dict[str, str | int | float] = Field(default_factory=dict)
 
 
-def change_key(change: "Change") -> str:
+def change_key(change: Change) -> str:
     canonical = json.dumps(change.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -125,7 +126,7 @@ class ClusterSpec(_Strict):
         return tables
 
     @model_validator(mode="after")
-    def _distinct(self) -> "ClusterSpec":
+    def _distinct(self) -> ClusterSpec:
         if (self.blue.host, self.blue.port) == (self.green.host, self.green.port):
             raise ValueError("blue and green are the same endpoint")
         names = [p.name for p in self.pipelines]
@@ -188,7 +189,7 @@ class RdsClusterSpec(_Strict):
     thresholds: Thresholds = Field(default_factory=Thresholds)
 
     @model_validator(mode="after")
-    def _one_source(self) -> "RdsClusterSpec":
+    def _one_source(self) -> RdsClusterSpec:
         if bool(self.db_instance_identifier) == bool(self.db_cluster_identifier):
             raise ValueError("name exactly one of db_instance_identifier and db_cluster_identifier")
         return self
@@ -198,19 +199,22 @@ class RdsClusterSpec(_Strict):
         return self.db_instance_identifier or self.db_cluster_identifier  # type: ignore[return-value]
 
     def credential_envs(self) -> list[tuple[str, Credentials]]:
-        return [(f"pipelines.{i}.user", p.user) for i, p in enumerate(self.pipelines)
-                if getattr(p, "user", None) is not None]
+        return [(f"pipelines.{i}.user", user) for i, p in enumerate(self.pipelines)
+                if (user := getattr(p, "user", None)) is not None]
 
     def change_key(self) -> str:
         return change_key(self.change)
 
 
 PROVIDERS = ("mysql", "rds")
-AnyClusterSpec = Annotated[Union[ClusterSpec, RdsClusterSpec], Field(discriminator="provider")]
+AnyClusterSpec = Annotated[ClusterSpec | RdsClusterSpec, Field(discriminator="provider")]
 _ANY_CLUSTER = TypeAdapter(AnyClusterSpec)
 
 
-def cluster_spec(data: dict) -> "ClusterSpec | RdsClusterSpec":
+AnySpec = ClusterSpec | RdsClusterSpec
+
+
+def cluster_spec(data: dict) -> ClusterSpec | RdsClusterSpec:
     """A stored cluster spec (a deployment's ``spec`` column) back as its provider's model."""
     return _ANY_CLUSTER.validate_python(data)
 
@@ -228,13 +232,13 @@ class Fleet(_Strict):
                                           description="refuse a batch whose coexistence cost estimate is above")
     clusters: list[AnyClusterSpec] = Field(min_length=1)
 
-    def cluster(self, name: str) -> "ClusterSpec | RdsClusterSpec":
+    def cluster(self, name: str) -> ClusterSpec | RdsClusterSpec:
         for c in self.clusters:
             if c.name == name:
                 return c
         raise BadInput(f"unknown cluster {name!r}; the fleet has: {', '.join(c.name for c in self.clusters)}")
 
-    def select(self, only: list[str] | None) -> list["ClusterSpec | RdsClusterSpec"]:
+    def select(self, only: list[str] | None) -> list[ClusterSpec | RdsClusterSpec]:
         if not only:
             return list(self.clusters)
         return [self.cluster(n) for n in only]
@@ -299,7 +303,7 @@ def _merge_thresholds(raw: dict, cluster: dict) -> dict:
 class _UniqueKeyLoader(yaml.SafeLoader):
     """A second `blue:` in one mapping is a mistake, not "the last one wins"."""
 
-    def construct_mapping(self, node, deep=False):
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
@@ -368,7 +372,7 @@ def parse_fleet(text: str, path: str = "<fleet>") -> Fleet:
     try:
         return Fleet.model_validate(raw)
     except ValidationError as e:
-        raise _all_located(path, root, raw, e.errors()) from None
+        raise _all_located(path, root, raw, [dict(x) for x in e.errors()]) from None
 
 
 def _validate_part(model: type[BaseModel], value: Any, path: str, root: yaml.Node | None,
@@ -428,7 +432,7 @@ def load_fleet(path: str | os.PathLike) -> Fleet:
     return parse_fleet(text, str(path))
 
 
-def check_credentials(fleet: Fleet, path: str, clusters: list[ClusterSpec] | None = None) -> None:
+def check_credentials(fleet: Fleet, path: str, clusters: list[ClusterSpec] | list[AnySpec] | None = None) -> None:
     """Every credential variable the selected clusters name must be set in this environment."""
     for c in clusters or fleet.clusters:
         for role, cred in c.credential_envs():

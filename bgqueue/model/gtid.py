@@ -27,7 +27,7 @@ class MariaDBPosition:
     domains: dict[int, tuple[int, int]]
 
     @classmethod
-    def parse(cls, text: str | None) -> "MariaDBPosition":
+    def parse(cls, text: str | None) -> MariaDBPosition:
         domains: dict[int, tuple[int, int]] = {}
         for item in (text or "").replace("\n", "").split(","):
             item = item.strip()
@@ -42,11 +42,11 @@ class MariaDBPosition:
             domains[d] = (s, n)
         return cls(domains)
 
-    def reached(self, target: "MariaDBPosition") -> bool:
+    def reached(self, target: MariaDBPosition) -> bool:
         """True when this position includes everything up to ``target``."""
         return all(d in self.domains and self.domains[d][1] >= seq for d, (_, seq) in target.domains.items())
 
-    def behind(self, target: "MariaDBPosition") -> int:
+    def behind(self, target: MariaDBPosition) -> int:
         """How many transactions this position lacks to reach ``target`` (summed over domains)."""
         return sum(max(0, seq - self.domains.get(d, (0, 0))[1]) for d, (_, seq) in target.domains.items())
 
@@ -61,7 +61,7 @@ class MySQLGtidSet:
     sets: dict[str, tuple[tuple[int, int], ...]]
 
     @classmethod
-    def parse(cls, text: str | None) -> "MySQLGtidSet":
+    def parse(cls, text: str | None) -> MySQLGtidSet:
         raw: dict[str, list[tuple[int, int]]] = {}
         for part in (text or "").replace("\n", "").split(","):
             part = part.strip()
@@ -81,7 +81,7 @@ class MySQLGtidSet:
                 raw.setdefault(uuid.lower(), []).append((a, b))
         return cls({u: _merge(iv) for u, iv in raw.items()})
 
-    def contains(self, other: "MySQLGtidSet") -> bool:
+    def contains(self, other: MySQLGtidSet) -> bool:
         """True when every transaction of ``other`` is in this set."""
         for uuid, ivals in other.sets.items():
             mine = self.sets.get(uuid, ())
@@ -90,7 +90,7 @@ class MySQLGtidSet:
                     return False
         return True
 
-    def missing(self, other: "MySQLGtidSet") -> int:
+    def missing(self, other: MySQLGtidSet) -> int:
         """How many transactions of ``other`` this set lacks."""
         count = 0
         for uuid, ivals in other.sets.items():

@@ -33,8 +33,9 @@ class CheckResult:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "CheckResult":
-        return cls(**{k: data.get(k) for k in cls.__dataclass_fields__ if k in data})
+    def from_dict(cls, data: dict[str, Any]) -> CheckResult:
+        fields: dict[str, Any] = {k: data.get(k) for k in cls.__dataclass_fields__ if k in data}
+        return cls(**fields)
 
 
 def passed(name: str, reason: str = "", **kw: Any) -> CheckResult:

@@ -20,7 +20,12 @@ from bgqueue.model.errors import BadInput
 from bgqueue.sandbox.binaries import pid_running, stop_pid
 from bgqueue.sandbox.mariadb import MariaDBServer
 from bgqueue.sandbox.pair import (
-    ADMIN_USER, APP_DATABASE, APP_USER, REPL_USER, ClusterPair, SandboxPasswords,
+    ADMIN_USER,
+    APP_DATABASE,
+    APP_USER,
+    REPL_USER,
+    ClusterPair,
+    SandboxPasswords,
 )
 from bgqueue.sandbox.redis_server import RedisServer
 
@@ -61,7 +66,7 @@ class Sandbox:
     env_path = property(lambda self: self.dir / "sandbox.env")
 
     @classmethod
-    def load(cls, dir: Path) -> "Sandbox":
+    def load(cls, dir: Path) -> Sandbox:
         """The sandbox recorded in ``dir/sandbox.json`` (e.g. to stop it from another process)."""
         path = Path(dir).absolute() / "sandbox.json"
         try:
@@ -86,7 +91,7 @@ class Sandbox:
         """True when any recorded server process is still alive."""
         return any(pid_running(p) for p in self.pids())
 
-    def up(self) -> "Sandbox":
+    def up(self) -> Sandbox:
         """Start redis and the pairs (in parallel), write the three files. BadInput if one runs here."""
         if self.json_path.exists():
             previous = Sandbox.load(self.dir)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pymysql
 
 from bgqueue.sandbox.binaries import find_binary, pid_cmdline, pid_running, stop_pid, tail
-from bgqueue.sandbox.ports import BIND_RETRIES, free_port
+from bgqueue.sandbox.ports import start_on_free_port
 from bgqueue.sandbox.redis_server import ServerStartError
 
 # The server must be started with the same redo log size the template was made with
@@ -39,7 +39,7 @@ def mariadbd_version() -> str:
     return _version_of(find_binary("mariadbd"))
 
 
-@functools.lru_cache(maxsize=None)  # every instance start asks; running the binary costs ~20 ms
+@functools.cache  # every instance start asks; running the binary costs ~20 ms
 def _version_of(binary: str) -> str:
     out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
     m = re.search(r"Ver\s+(\S+)", out)
@@ -152,7 +152,7 @@ class MariaDBServer:
             lines.append("user=root")  # else mariadbd refuses to run as root
         self.cnf.write_text("\n".join(lines) + "\n")
 
-    def start(self, timeout: float = 20) -> "MariaDBServer":
+    def start(self, timeout: float = 20) -> MariaDBServer:
         """Start mariadbd and return once root() connects; retry on a new port if the port was taken.
 
         The first start copies the template datadir; a later start (after stop() or kill())
@@ -164,17 +164,13 @@ class MariaDBServer:
         if not (self.datadir / "mysql").is_dir():
             shutil.rmtree(self.datadir, ignore_errors=True)
             shutil.copytree(template_datadir(self.cache_dir), self.datadir, symlinks=True)
-        for attempt in range(BIND_RETRIES + 1):
-            if not self._fixed_port:
-                self.port = free_port()
+        def attempt() -> bool:
             self._write_cnf()
             self.error_log.unlink(missing_ok=True)  # so the bind check reads this attempt only
-            if self._try_start(timeout):
-                self._fixed_port = True  # a restart keeps the port: replicas and clients point at it
-                return self
-            taken = "Address already in use" in tail(self.error_log, 30)
-            if not taken or self._fixed_port or attempt == BIND_RETRIES:
-                break
+            return self._try_start(timeout)
+
+        if start_on_free_port(self, attempt, lambda: tail(self.error_log, 30)):
+            return self
         raise ServerStartError(
             f"mariadbd {self.name!r} (port {self.port}) did not start within {timeout}s; "
             f"end of {self.error_log}:\n{tail(self.error_log)}"

@@ -39,7 +39,7 @@ class SandboxPasswords:
     monitor: str
 
     @classmethod
-    def generate(cls) -> "SandboxPasswords":
+    def generate(cls) -> SandboxPasswords:
         """Fresh random passwords."""
         return cls(*(secrets.token_urlsafe(18) for _ in range(4)))
 
@@ -53,7 +53,7 @@ class SandboxPasswords:
         os.environ.update(self.env())
 
     @classmethod
-    def from_env(cls) -> "SandboxPasswords":
+    def from_env(cls) -> SandboxPasswords:
         """Read them back from the environment (e.g. after ``source sandbox.env``)."""
         return cls(os.environ[ADMIN_PASSWORD_ENV], os.environ[REPL_PASSWORD_ENV], os.environ[APP_PASSWORD_ENV],
                    os.environ[MONITOR_PASSWORD_ENV])
@@ -78,7 +78,7 @@ class ClusterPair:
         self.green = MariaDBServer(self.workdir / "green", f"{name}-green", green_server_id,
                                    read_only=True, detach=detach, cache_dir=cache_dir)
 
-    def start(self) -> "ClusterPair":
+    def start(self) -> ClusterPair:
         """Start both servers, replicate green from blue, create the users and wait for green."""
         try:
             # Start green in a thread meanwhile: the two starts are independent (~0.2 s each).
@@ -135,7 +135,7 @@ class ClusterPair:
         green_cur.execute("SELECT MASTER_GTID_WAIT(%s, %s)", (pos, timeout))
         if green_cur.fetchone()[0] != 0:
             green_cur.execute("SHOW SLAVE STATUS")
-            row = dict(zip([d[0] for d in green_cur.description], green_cur.fetchone() or ()))
+            row = dict(zip([d[0] for d in green_cur.description], green_cur.fetchone() or (), strict=False))
             raise ServerStartError(
                 f"cluster {self.name!r}: green (port {self.green.port}) did not reach blue's GTID {pos} "
                 f"within {timeout}s; IO: {row.get('Slave_IO_Running')} {row.get('Last_IO_Error')!r}; "

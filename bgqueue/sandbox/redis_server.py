@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bgqueue.model.errors import BgqueueError
 from bgqueue.sandbox.binaries import find_binary, pid_running, stop_pid, tail
-from bgqueue.sandbox.ports import BIND_RETRIES, free_port
+from bgqueue.sandbox.ports import start_on_free_port
 
 
 class ServerStartError(BgqueueError):
@@ -36,18 +36,11 @@ class RedisServer:
         """The server's log file (in the workdir)."""
         return self.workdir / "redis.log"
 
-    def start(self, timeout: float = 5) -> "RedisServer":
+    def start(self, timeout: float = 5) -> RedisServer:
         """Start the server and return once it answers PING; retry on a new port if the port was taken."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        for attempt in range(BIND_RETRIES + 1):
-            if not self._fixed_port:
-                self.port = free_port()
-            if self._try_start(timeout):
-                self._fixed_port = True  # a restart keeps the port: replicas and clients point at it
-                return self
-            taken = "Address already in use" in tail(self.logfile, 30)
-            if not taken or self._fixed_port or attempt == BIND_RETRIES:
-                break
+        if start_on_free_port(self, lambda: self._try_start(timeout), lambda: tail(self.logfile, 30)):
+            return self
         raise ServerStartError(
             f"redis-server on port {self.port} did not start within {timeout}s; end of {self.logfile}:\n"
             + tail(self.logfile)

@@ -10,11 +10,11 @@ import time
 import pymysql
 import pytest
 
+from bgqueue.adapters.mysql.server import Server
 from bgqueue.checks.checksum import check_checksums, checksum_tables
 from bgqueue.checks.checksum_sql import describe_table, range_predicate
-from bgqueue.adapters.mysql.server import Server
-from bgqueue.sandbox import ADMIN_PASSWORD_ENV, ADMIN_USER, APP_DATABASE, APP_USER, ClusterPair
 from bgqueue.model.schema_base import Credentials, Endpoint
+from bgqueue.sandbox import ADMIN_PASSWORD_ENV, ADMIN_USER, APP_DATABASE, APP_USER, ClusterPair
 
 ORDERS = f"{APP_DATABASE}.orders"
 MIXED = f"{APP_DATABASE}.mixed"

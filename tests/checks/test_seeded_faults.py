@@ -7,17 +7,17 @@ import time
 import pymysql
 import pytest
 
-from bgqueue.engine import lifecycle
+from bgqueue.adapters.store import deployments as deps
+from bgqueue.adapters.store import validation as records
 from bgqueue.checks.activity import blue_activity
 from bgqueue.checks.context import CheckContext, run_check
 from bgqueue.checks.drift import diff, parameter_drift
 from bgqueue.checks.governance import signoffs, staging_gate
 from bgqueue.checks.readiness import event_scheduler, reverse_readiness
 from bgqueue.checks.replication import replication_health
+from bgqueue.engine import lifecycle
 from bgqueue.model.fleet import ClusterSpec
 from bgqueue.model.phases import Phase
-from bgqueue.adapters.store import deployments as deps
-from bgqueue.adapters.store import validation as records
 
 
 def _spec(pair, **overrides) -> ClusterSpec:

@@ -7,16 +7,14 @@ import time
 
 import pytest
 
-from bgqueue.engine import lifecycle
-
-from bgqueue.engine import validation
+from bgqueue.adapters.store import deployments as deps
+from bgqueue.client.workload import start_workload
+from bgqueue.engine import lifecycle, validation
 from bgqueue.engine.batches import open_batch
-from bgqueue.model.results import CheckResult
 from bgqueue.engine.decision import GO, decide
 from bgqueue.model.fleet import load_fleet
 from bgqueue.model.phases import Phase
-from bgqueue.adapters.store import deployments as deps
-from bgqueue.client.workload import start_workload
+from bgqueue.model.results import CheckResult
 
 
 @pytest.fixture

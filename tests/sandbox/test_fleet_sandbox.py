@@ -68,7 +68,7 @@ def test_up_outlives_its_process_and_writes_a_usable_fleet(started, monkeypatch)
     fleet = load_fleet(sb.fleet_path)
     check_credentials(fleet, str(sb.fleet_path))
     assert fleet.name == "sandbox" and fleet.clusters[0].thresholds.sync_timeout_s == 60
-    for spec, rec in zip(fleet.clusters, info["clusters"]):
+    for spec, rec in zip(fleet.clusters, info["clusters"], strict=False):
         assert (spec.name, spec.blue.port, spec.green.port) == (rec["name"], rec["blue"]["port"], rec["green"]["port"])
         # The credentials the fleet names work against the servers it names.
         with pymysql.connect(host=spec.blue.host, port=spec.blue.port, user=spec.admin.user,
@@ -80,7 +80,7 @@ def test_up_outlives_its_process_and_writes_a_usable_fleet(started, monkeypatch)
                              password=spec.admin.password(), ssl_disabled=True) as c:
             cur = c.cursor()
             cur.execute("SHOW SLAVE STATUS")
-            row = dict(zip([d[0] for d in cur.description], cur.fetchone()))
+            row = dict(zip([d[0] for d in cur.description], cur.fetchone(), strict=False))
             assert (row["Slave_IO_Running"], row["Slave_SQL_Running"]) == ("Yes", "Yes")
             assert int(row["Master_Port"]) == spec.blue.port
 

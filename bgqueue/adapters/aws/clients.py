@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import boto3
 from botocore.config import Config
@@ -46,7 +47,7 @@ class AwsError(BgqueueError):
         self.transient = transient
 
 
-def failure(what: str, e: BaseException) -> "AwsError":
+def failure(what: str, e: BaseException) -> AwsError:
     """An AwsError for ``e``, raised while doing ``what``, transient unless AWS refused."""
     return AwsError(f"{what}: {explain(e)}", transient=not refused(e))
 

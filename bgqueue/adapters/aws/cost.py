@@ -15,9 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from bgqueue.model.fleet import FleetFileError
 from bgqueue.adapters.aws import clients as aws
 from bgqueue.adapters.aws.source import Source, describe_spec, describe_specs, replicas_detail
+from bgqueue.model.fleet import FleetFileError
 
 PRICES_ENV = "BGQUEUE_RDS_PRICES"
 

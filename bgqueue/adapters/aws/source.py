@@ -215,7 +215,7 @@ class Green:
     extra: dict = field(default_factory=dict)
 
     @classmethod
-    def of(cls, src: Source) -> "Green":
+    def of(cls, src: Source) -> Green:
         writer = src.writer
         return cls(src.kind, src.identifier, src.arn,
                    writer_instance=writer.identifier if writer else (src.identifier if src.kind == "instance" else None),

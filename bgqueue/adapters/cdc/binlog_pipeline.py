@@ -18,11 +18,11 @@ from __future__ import annotations
 import redis
 
 from bgqueue.adapters.cdc import position as gtidpos
-from bgqueue.model.cdc import BinlogPipeline
 from bgqueue.adapters.cdc.consumer_state import ConsumerState
 from bgqueue.adapters.cdc.pipeline import Coordinates, Outcome, PipelineHealth
-from bgqueue.model.fleet import ClusterSpec
 from bgqueue.adapters.routing.registry import RoutingRegistry
+from bgqueue.model.cdc import BinlogPipeline
+from bgqueue.model.fleet import ClusterSpec
 
 POLL_S = 0.2
 # After the consumer has caught up on the new primary, how long to wait for a first delivery

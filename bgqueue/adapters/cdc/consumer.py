@@ -21,17 +21,22 @@ import time
 import pymysql
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.event import (
-    GtidEvent, HeartbeatLogEvent, MariadbGtidEvent, QueryEvent, RotateEvent, XidEvent,
+    GtidEvent,
+    HeartbeatLogEvent,
+    MariadbGtidEvent,
+    QueryEvent,
+    RotateEvent,
+    XidEvent,
 )
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
 from bgqueue.adapters.cdc import position as gtidpos
-from bgqueue.model.cdc import BinlogPipeline
 from bgqueue.adapters.cdc.consumer_state import ConsumerState
 from bgqueue.adapters.cdc.events import ENTRY_FIELDS, row_entries
-from bgqueue.model.fleet import ClusterSpec
 from bgqueue.adapters.mysql.dialects import parse_version
 from bgqueue.adapters.routing.registry import RoutingRegistry
+from bgqueue.model.cdc import BinlogPipeline
+from bgqueue.model.fleet import ClusterSpec
 
 log = logging.getLogger(__name__)
 

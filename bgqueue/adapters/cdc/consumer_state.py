@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import redis
 
@@ -123,7 +123,7 @@ class Move:
     route_version: int
 
     @classmethod
-    def from_json(cls, text: str) -> "Move":
+    def from_json(cls, text: str) -> Move:
         d = json.loads(text)
         return cls(d["from"], d["to"], float(d["last_old_at"]), float(d["first_new_at"]), float(d["gap_ms"]),
                    d.get("gtid", ""), int(d.get("route_version") or 0))
@@ -144,7 +144,7 @@ class OriginChange:
     source: str  # the server the first new event was read from
 
     @classmethod
-    def from_json(cls, text: str) -> "OriginChange":
+    def from_json(cls, text: str) -> OriginChange:
         d = json.loads(text)
         return cls(str(d["from"]), str(d["to"]), d.get("last_gtid", ""), d.get("gtid", ""),
                    float(d["last_old_at"]), float(d["first_new_at"]), float(d["gap_ms"]), d.get("source", ""))

@@ -27,9 +27,9 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from bgqueue.model.cdc import DebeziumPipeline
 from bgqueue.adapters.cdc.dms import binlog_before
 from bgqueue.adapters.cdc.pipeline import Coordinates, Outcome, PipelineError, PipelineHealth
+from bgqueue.model.cdc import DebeziumPipeline
 from bgqueue.model.fleet import ClusterSpec
 
 POLL_S = 1.0

@@ -23,11 +23,12 @@ Then the task is watched until it is running (status, last failure, CloudWatch C
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from bgqueue.model.cdc import DmsPipeline
 from bgqueue.adapters.cdc.pipeline import Coordinates, Outcome, PipelineHealth
+from bgqueue.model.cdc import DmsPipeline
 from bgqueue.model.fleet import ClusterSpec
 
 POLL_S = 5.0
@@ -155,7 +156,7 @@ class DmsAdapter:
             {"Name": "replication-instance-arn", "Values": [task["ReplicationInstanceArn"]]}])["ReplicationInstances"]
         if not instances:
             return None
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         # The end reaches one period ahead so that the current, still partial minute is included.
         points = self._aws("cloudwatch", self.spec.region).get_metric_statistics(
             Namespace="AWS/DMS", MetricName="CDCLatencySource", StartTime=now - timedelta(minutes=10),

@@ -13,7 +13,8 @@ import base64
 import datetime
 import decimal
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 ENTRY_FIELDS = ("gtid", "source", "table", "op", "ts", "row")
 OPS = {"WriteRowsEvent": "insert", "UpdateRowsEvent": "update", "DeleteRowsEvent": "delete",

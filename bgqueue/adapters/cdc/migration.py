@@ -17,18 +17,19 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import redis
 
 from bgqueue.adapters.cdc.binlog_pipeline import BinlogAdapter
-from bgqueue.model.cdc import BinlogPipeline, DebeziumPipeline, DmsPipeline
 from bgqueue.adapters.cdc.debezium import DebeziumAdapter
 from bgqueue.adapters.cdc.dms import DmsAdapter
 from bgqueue.adapters.cdc.pipeline import Coordinates, Outcome, Pipeline, PipelineHealth
+from bgqueue.model.cdc import BinlogPipeline, DebeziumPipeline, DmsPipeline
 from bgqueue.model.errors import FencedOut
-from bgqueue.model.fleet import ClusterSpec
+from bgqueue.model.fleet import AnySpec, ClusterSpec
 
 STEPS = ("stop", "move", "resume")
 STATE_TTL_S = 7 * 24 * 3600
@@ -72,7 +73,7 @@ def state_key(cluster: str, checkpoint_id: int | None) -> str:
     return f"bgq:cdc:migration:{cluster}:{checkpoint_id}"
 
 
-def migrate_pipelines(spec: ClusterSpec, checkpoint: Any, journal, state: dict | None = None, *,
+def migrate_pipelines(spec: AnySpec, checkpoint: Any, journal, state: dict | None = None, *,
                       redis: redis.Redis, now: float | None = None,
                       aws: Callable[[str, str | None], Any] = default_aws) -> MigrationProgress:
     """Advance the CDC phase of ``spec`` for ``checkpoint`` (a store Checkpoint or Coordinates).

@@ -33,7 +33,7 @@ class Coordinates:
     new_binlog_pos: int | None = None
 
     @classmethod
-    def from_checkpoint(cls, cp: Any) -> "Coordinates":
+    def from_checkpoint(cls, cp: Any) -> Coordinates:
         """From a ``bgqueue.adapters.store.models.Checkpoint`` (or anything with the same attributes)."""
         return cls(checkpoint_id=getattr(cp, "id", None), kind=cp.kind, old_primary=cp.old_primary,
                    new_primary=cp.new_primary, old_gtid=cp.old_gtid, old_binlog_file=cp.old_binlog_file,

@@ -5,7 +5,11 @@ Readers (checks, post-switchover monitoring, the report) use ``MetricsStore`` (`
 ``range``, ``series``, ``latest``); the sampler is ``bgqueue sampler run`` (``run_sampler``).
 """
 from bgqueue.adapters.metrics.samples import (
-    LAG_SOURCE_HEARTBEAT, LAG_SOURCE_SECONDS_BEHIND, METRICS, MetricsStore, Sample,
+    LAG_SOURCE_HEARTBEAT,
+    LAG_SOURCE_SECONDS_BEHIND,
+    METRICS,
+    MetricsStore,
+    Sample,
 )
 
 __all__ = ["LAG_SOURCE_HEARTBEAT", "LAG_SOURCE_SECONDS_BEHIND", "METRICS", "MetricsStore", "Sample"]

@@ -33,11 +33,11 @@ from collections import deque
 
 import pymysql
 
+from bgqueue.adapters.metrics.samples import LAG_SOURCE_HEARTBEAT, LAG_SOURCE_SECONDS_BEHIND
+from bgqueue.adapters.mysql.server import Server
 from bgqueue.model.errors import BgqueueError
 from bgqueue.model.fleet import ClusterSpec
-from bgqueue.adapters.mysql.server import Server
 from bgqueue.model.schema_base import Endpoint
-from bgqueue.adapters.metrics.samples import LAG_SOURCE_HEARTBEAT, LAG_SOURCE_SECONDS_BEHIND
 
 log = logging.getLogger(__name__)
 

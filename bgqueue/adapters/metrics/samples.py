@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 import redis
 
@@ -105,7 +105,7 @@ class MetricsStore:
                     pipe.expire(key, max(1, math.ceil(self.ttl_s)))
                     order.append("")
             results = pipe.execute(raise_on_error=False)
-            for cluster, result in zip(order, results):
+            for cluster, result in zip(order, results, strict=False):
                 if cluster and isinstance(result, Exception):
                     self._last_id.pop(cluster, None)
             self.commands_sent += len(results)
@@ -119,7 +119,7 @@ class MetricsStore:
         pipe = self._redis.pipeline(transaction=False)
         for c in names:
             pipe.xrevrange(self.key(c), count=1)
-        for c, rows in zip(names, pipe.execute()):
+        for c, rows in zip(names, pipe.execute(), strict=False):
             self._last_id[c] = _parse_id(rows[0][0]) if rows else (0, 0)
         self.commands_sent += len(names)
 
@@ -138,7 +138,7 @@ class MetricsStore:
         out: list[Sample] = []
         while True:
             rows = self._redis.xrange(key, min=lo, max=hi, count=_PAGE)
-            for entry_id, fields in rows:
+            for _entry_id, fields in rows:
                 s = _sample(fields)
                 if t0 <= s.ts <= t1:
                     out.append(s)

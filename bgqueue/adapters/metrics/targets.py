@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from pydantic import ValidationError
 from sqlalchemy import select
 
+from bgqueue.adapters.store.db import Store
+from bgqueue.adapters.store.models import Deployment
 from bgqueue.model.errors import BadInput
 from bgqueue.model.fleet import ClusterSpec
 from bgqueue.model.phases import TERMINAL
-from bgqueue.adapters.store.db import Store
-from bgqueue.adapters.store.models import Deployment
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import pymysql
 import pymysql.cursors
 
-from bgqueue.model.errors import BadInput
-from bgqueue.model.fleet import Credentials, Endpoint
 from bgqueue.adapters.mysql.dialects import Dialect, parse_version
+from bgqueue.model.errors import BadInput
+from bgqueue.model.fleet import ClusterSpec, Credentials, Endpoint
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class Server:
         self._dialect: Dialect | None = None
 
     # --- connection ----------------------------------------------------------------
-    def connect(self) -> "Server":
+    def connect(self) -> Server:
         """Open the admin session. BadInput names the server and what went wrong."""
         if self._conn is not None:
             return self
@@ -89,7 +89,7 @@ class Server:
         self._dialect = Dialect(flavour, version)
         return self
 
-    def reconnect(self) -> "Server":
+    def reconnect(self) -> Server:
         """A fresh session (after a timeout the old one may be dead or still busy server-side)."""
         self.close()
         return self.connect()
@@ -102,7 +102,7 @@ class Server:
                 pass
             self._conn = None
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         return self.connect()
 
     def __exit__(self, *exc) -> None:
@@ -262,3 +262,10 @@ class Server:
         if self.replica_status() is not None:
             self.execute(self.dialect.stop_replica_sql)
             self.execute(self.dialect.reset_replica_sql)
+
+
+def servers(spec: ClusterSpec) -> tuple[Server, Server]:
+    """Admin sessions (not yet connected) on the cluster's blue and green, with its timeouts and TLS."""
+    t = spec.thresholds
+    return (Server(spec.blue, spec.admin, label="blue", connect_timeout=t.connect_timeout_s, tls=spec.tls),
+            Server(spec.green, spec.admin, label="green", connect_timeout=t.connect_timeout_s, tls=spec.tls))

@@ -9,6 +9,7 @@ subscriber is disconnected.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 
 import redis
@@ -156,6 +157,25 @@ class RoutingRegistry:
             updated_at=float(_text(result[2])),
             reason=reason,
         )
+
+
+    def flip_to(self, cluster: str, host: str, port: int, seen_version: int | None, reason: str) -> Route:
+        """Point the writer endpoint at host:port, expecting the version seen before the fence
+        (``seen_version``; None: whatever is there now). Idempotent: a route that already names
+        host:port is returned as it is. Redis errors are retried, since a flip whose reply was
+        lost is found done on the next read; a version conflict (someone else flipped) is final."""
+        for attempt in range(3):
+            try:
+                route = self.get(cluster)
+                if route is not None and (route.host, route.port) == (host, port):
+                    return route
+                expect = seen_version if seen_version is not None else (route.version if route else 0)
+                return self.flip(cluster, host, port, expect_version=expect, reason=reason)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                if attempt == 2:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
 
 
 def _text(value: str | bytes) -> str:

@@ -6,10 +6,10 @@ file; any other SQLAlchemy URL works unchanged. The schema is owned by Alembic m
 from __future__ import annotations
 
 import fcntl
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
 
 from alembic import command
 from alembic.config import Config
@@ -17,6 +17,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+from bgqueue.model.errors import BadInput
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -81,6 +83,16 @@ def detached(session: Session, query) -> list:
     for r in rows:
         session.expunge(r)
     return rows
+
+
+def get_detached(store: Store, model: type, key: str, what: str):
+    """The row of ``model`` with this primary key, detached; BadInput ("no <what> <key>") when absent."""
+    with store.session() as s:
+        row = s.get(model, key)
+        if row is None:
+            raise BadInput(f"no {what} {key}")
+        s.expunge(row)
+        return row
 
 
 class Store:

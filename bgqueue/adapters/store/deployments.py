@@ -8,17 +8,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import lru_cache
-from datetime import datetime
-from typing import Any, Iterable
+from typing import Any, overload
 
 from sqlalchemy import select, update
 
+from bgqueue.adapters.store.db import Store, detached, get_detached
+from bgqueue.adapters.store.models import Batch, Deployment, PhaseChange, utcnow
 from bgqueue.model.errors import BadInput, FencedOut
 from bgqueue.model.phases import TERMINAL, Phase, check_transition
-from bgqueue.adapters.store.db import Store, detached
-from bgqueue.adapters.store.models import Batch, Deployment, PhaseChange, utcnow
 
 log = logging.getLogger("bgqueue.deployment")
 
@@ -53,12 +54,7 @@ def create_batch(store: Store, *, fleet_name: str, fleet_path: str, fleet_text: 
 
 
 def get_deployment(store: Store, deployment_id: str) -> Deployment:
-    with store.session() as s:
-        dep = s.get(Deployment, deployment_id)
-        if dep is None:
-            raise BadInput(f"no deployment {deployment_id}")
-        s.expunge(dep)
-        return dep
+    return get_detached(store, Deployment, deployment_id, "deployment")
 
 
 @dataclass(frozen=True)
@@ -191,12 +187,7 @@ def batch_phases(store: Store, batch_id: str) -> list[tuple[str, str]]:
 
 
 def get_batch(store: Store, batch_id: str) -> Batch:
-    with store.session() as s:
-        b = s.get(Batch, batch_id)
-        if b is None:
-            raise BadInput(f"no batch {batch_id}")
-        s.expunge(b)
-        return b
+    return get_detached(store, Batch, batch_id, "batch")
 
 
 def find_batch(store: Store, prefix: str) -> Batch | None:
@@ -227,9 +218,36 @@ def phase_history(store: Store, deployment_id: str) -> list[PhaseChange]:
                               .order_by(PhaseChange.id))
 
 
+@overload
+def as_aware(dt: datetime) -> datetime: ...
+@overload
+def as_aware(dt: None) -> None: ...
 def as_aware(dt: datetime | None) -> datetime | None:
     """SQLite returns naive datetimes for timezone-aware columns; treat them as UTC."""
     if dt is None or dt.tzinfo is not None:
         return dt
-    from datetime import timezone
-    return dt.replace(tzinfo=timezone.utc)
+    return dt.replace(tzinfo=UTC)
+
+
+def retention_due(store: Store, now: datetime) -> list[str]:
+    """COMPLETED deployments whose retention ended and whose old primary is not yet decommissioned."""
+    with store.session() as s:
+        rows = s.execute(select(D.c.id, D.c.retention_until)
+                         .where(D.c.phase == Phase.COMPLETED.value, D.c.decommissioned_at.is_(None))).all()
+    return [r.id for r in rows if r.retention_until is not None and as_aware(r.retention_until) <= now]
+
+
+def completed_not_decommissioned(store: Store) -> list[Deployment]:
+    with store.session() as s:
+        return detached(s, select(Deployment).where(Deployment.phase == Phase.COMPLETED,
+                                                    Deployment.decommissioned_at.is_(None)))
+
+
+def coexisting(store: Store, provider: str) -> list[Deployment]:
+    """Deployments of ``provider`` whose green environment may exist beside its blue (not ended
+    without a switchover, not decommissioned)."""
+    ended = [Phase.NO_GO, Phase.FAILED, Phase.ROLLED_BACK, Phase.SWITCHOVER_FAILED]
+    with store.session() as s:
+        return detached(s, select(Deployment).where(Deployment.provider == provider,
+                                                    Deployment.phase.not_in(ended),
+                                                    Deployment.decommissioned_at.is_(None)))

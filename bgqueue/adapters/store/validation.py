@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from bgqueue.model.results import CheckResult
 from bgqueue.adapters.store.db import Store, detached
 from bgqueue.adapters.store.models import CheckResultRow, DecisionRow, Signoff, utcnow
+from bgqueue.model.results import CheckResult
 
 
 def next_round(store: Store, deployment_id: str, kind: str = "pre_switch") -> int:

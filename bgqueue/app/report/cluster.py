@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from html import escape
 
-from bgqueue.model.phases import TERMINAL
 from bgqueue.app.report.data import ClusterData, span, ts
 from bgqueue.app.report.fmt import badge, clock, dur, num, stamp
-from bgqueue.app.report.records import (checkpoints_table, checks_table, decisions_table, journal_table,
-                                    phase_figures_table)
+from bgqueue.app.report.records import (
+    checkpoints_table,
+    checks_table,
+    decisions_table,
+    journal_table,
+    phase_figures_table,
+)
 from bgqueue.app.report.svg import Bar, Series, Tick, line_plot, phase_timeline
+from bgqueue.model.phases import TERMINAL
 
 PHASE_COLORS = {
     "PENDING": "#cbd5e1", "PREPARING": "#93c5fd", "SYNCING": "#60a5fa", "VALIDATING": "#a78bfa",

@@ -3,19 +3,27 @@ report can be written after the sandbox, the samples' retention or the servers a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from bgqueue.model.errors import BadInput
 from bgqueue.adapters.metrics.summary import POINT_METRICS, phase_windows
 from bgqueue.adapters.store import deployments as deps
 from bgqueue.adapters.store import journal
 from bgqueue.adapters.store import validation as records
 from bgqueue.adapters.store.db import Store
-from bgqueue.adapters.store.models import (Batch, CheckResultRow, Checkpoint, DecisionRow, Deployment, MetricPoint,
-                                  MetricSummary, Step)
+from bgqueue.adapters.store.models import (
+    Batch,
+    Checkpoint,
+    CheckResultRow,
+    DecisionRow,
+    Deployment,
+    MetricPoint,
+    MetricSummary,
+    Step,
+)
 from bgqueue.app.report.svg import Event
+from bgqueue.model.errors import BadInput
 
 
 @dataclass
@@ -55,7 +63,7 @@ def load_batch(store: Store, batch_ref: str) -> BatchData:
     if batch is None:
         raise BadInput(f"no batch {batch_ref!r} in the store (or the prefix names more than one)")
     clusters = [load_cluster(store, d) for d in deps.batch_deployments(store, batch.id)]
-    return BatchData(batch, clusters, datetime.now(timezone.utc))
+    return BatchData(batch, clusters, datetime.now(UTC))
 
 
 def load_cluster(store: Store, dep: Deployment) -> ClusterData:

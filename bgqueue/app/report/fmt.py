@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from html import escape
 
 
@@ -16,14 +16,14 @@ def clock(t: float | None) -> str:
     """HH:MM:SS.mmm UTC of unix seconds."""
     if t is None:
         return "-"
-    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+    return datetime.fromtimestamp(t, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
 
 
 def stamp(t: float | None) -> str:
     """YYYY-MM-DD HH:MM:SS UTC of unix seconds."""
     if t is None:
         return "-"
-    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def rel(x: float) -> str:

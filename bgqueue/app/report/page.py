@@ -13,14 +13,14 @@ from sqlalchemy import func, select
 
 from bgqueue import __version__
 from bgqueue.adapters.metrics.summary import phase_windows
-from bgqueue.model.phases import TERMINAL
-from bgqueue.app.report.cluster import render_cluster
-from bgqueue.app.report.fmt import badge, dur, num, stamp
-from bgqueue.app.report.data import BatchData, load_batch, span, ts
-from bgqueue.app.report.style import CSS
 from bgqueue.adapters.store import deployments as deps
 from bgqueue.adapters.store.db import Store
 from bgqueue.adapters.store.models import MetricSummary
+from bgqueue.app.report.cluster import render_cluster
+from bgqueue.app.report.data import BatchData, load_batch, span, ts
+from bgqueue.app.report.fmt import badge, dur, num, stamp
+from bgqueue.app.report.style import CSS
+from bgqueue.model.phases import TERMINAL
 
 
 def render_batch_report(store: Store, batch_id: str) -> str:

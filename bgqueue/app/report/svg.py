@@ -126,7 +126,7 @@ def _label_rows(events: list[Event], frame: _Frame, rows: int = 2) -> list[int]:
 def _events_svg(events: list[Event], frame: _Frame, label_top: float) -> list[str]:
     out: list[str] = []
     events = sorted((e for e in events if frame.x0 <= e.x <= frame.x1), key=lambda e: e.x)
-    for e, row in zip(events, _label_rows(events, frame)):
+    for e, row in zip(events, _label_rows(events, frame), strict=False):
         color = EVENT_COLORS.get(e.kind, "#334155")
         x = frame.sx(e.x)
         if e.band_from is not None:

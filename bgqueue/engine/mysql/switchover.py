@@ -25,35 +25,29 @@ has every write, so the procedure only goes forward.
 On a resume after a crash the procedure first OBSERVES the servers: if the new server was
 already promoted it finishes forward; otherwise it starts again from the fence (every step
 before promote is idempotent).
+
+The procedure is a list of ``procedure.Step``s built by ``_steps`` (each with its undo beside it)
+and run by ``procedure.run_steps``. While writes are refused (fence → flip) the journal is
+deferred: its rows are written at three fenced points (the checkpoint, just before promote, the
+new coordinates) instead of two round trips per step.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import redis.exceptions
-
-from bgqueue.model import gtid
-from bgqueue.model.errors import FencedOut
 from bgqueue.adapters.failpoints import failpoint
-from bgqueue.model.fleet import ClusterSpec, Credentials
 from bgqueue.adapters.mysql.server import Server
 from bgqueue.adapters.routing.registry import RoutingRegistry
 from bgqueue.adapters.store.db import Store
-from bgqueue.adapters.store.journal import Journal, latest_checkpoint, save_checkpoint, update_checkpoint
-from bgqueue.adapters.store.models import utcnow
+from bgqueue.adapters.store.journal import Journal, StepFailed, latest_checkpoint
+from bgqueue.adapters.store.models import Checkpoint, utcnow
+from bgqueue.engine.procedure import CannotUndo, Step, run_steps
+from bgqueue.model import gtid
+from bgqueue.model.fleet import ClusterSpec, Credentials
+from bgqueue.model.outcomes import SwitchResult
 
-
-@dataclass
-class SwitchResult:
-    switched: bool  # True: new is the writer and routing names it
-    reason: str = ""
-    undone: bool = False  # False with switched=False: state needs a human (see reason)
-    writes_blocked_ms: float | None = None
-    duration_ms: float = 0.0
-    reverse_replication: bool = False
-    checkpoint_id: int | None = None
-    timings_ms: dict[str, float] = field(default_factory=dict)
+__all__ = ["SwitchPlan", "SwitchResult", "observe_promoted", "switch_writer"]
 
 
 @dataclass
@@ -66,9 +60,162 @@ class SwitchPlan:
     repl: Credentials
     kind: str = "switchover"  # or "rollback"
 
+
 def observe_promoted(new: Server) -> bool:
     """Has ``new`` already been promoted (no replication configured, writable)?"""
     return new.replica_status() is None and not new.is_read_only()
+
+
+class _Run:
+    """The state one run of the procedure carries from step to step."""
+
+    def __init__(self, plan: SwitchPlan, store: Store, journal: Journal, routing: RoutingRegistry,
+                 catchup_timeout_s: float):
+        self.plan, self.store, self.journal, self.routing = plan, store, journal, routing
+        self.catchup_timeout_s = catchup_timeout_s
+        self.old, self.new = plan.old, plan.new
+        self.final_gtid = ""
+        self.cp_id: int | None = None
+        self.checkpoint: Checkpoint | None = None  # the recorded checkpoint, on a resume
+        self.route_version: int | None = None
+        self.promote_error = ""
+        self.fence_t: float | None = None
+
+    # --- before promote: each step is undone by lifting the fence ---------------------------
+    def fence(self, f: dict) -> None:
+        route = self.routing.get(self.plan.cluster.name)
+        self.route_version = route.version if route else None
+        self.fence_t = time.perf_counter()
+        self.old.set_read_only(True)
+        sessions = self.old.client_sessions()
+        f["sessions_ended"] = self.old.end_sessions(sessions)
+        f["users"] = sorted({u for _, u in sessions})
+        failpoint(f"{self.plan.kind}.after_fence")
+
+    def lift_fence(self, reason: str) -> None:
+        # A worker fenced out by another may still get here: never make old writable once new
+        # has been promoted (two writers). Use a fresh session: the fence's may have timed out.
+        try:
+            if _promoted_elsewhere(self.new):
+                raise RuntimeError(f"{self.new.label} is promoted already: the fence stays")
+            self.old.reconnect()
+            self.old.set_read_only(False)
+        except Exception as e:
+            raise CannotUndo(f"{reason}; lifting the fence on {self.old.label} failed too: {e}") from e
+
+    def take_checkpoint(self, f: dict) -> None:
+        self.final_gtid = self.old.gtid_position()
+        coords = self.old.binlog_coordinates()
+        f.update(gtid=self.final_gtid, file=coords.file if coords else None, pos=coords.pos if coords else None)
+        self.cp_id = self.journal.save_checkpoint(
+            self.plan.kind, old_primary=str(self.old.endpoint), new_primary=str(self.new.endpoint),
+            old_gtid=self.final_gtid, old_binlog_file=coords.file if coords else None,
+            old_binlog_pos=coords.pos if coords else None)
+
+    def wait_for_new(self, f: dict) -> None:
+        f["timeout_s"] = self.catchup_timeout_s
+        f["reached"] = self.new.wait_for_position(self.final_gtid, self.catchup_timeout_s)
+        if not f["reached"]:
+            behind = gtid.transactions_behind(self.new.flavour, self.new.applied_position(), self.final_gtid)
+            f["transactions_behind"] = behind
+            raise StepFailed(f"{self.new.label} did not reach {self.old.label}'s final position {self.final_gtid} "
+                             f"within {self.catchup_timeout_s:g}s ({behind} transactions behind)")
+
+    def fence_held(self, f: dict) -> None:
+        now_gtid = self.old.gtid_position()
+        f.update(gtid=now_gtid, held=now_gtid == self.final_gtid)
+        if now_gtid != self.final_gtid:
+            # Someone wrote past the fence (a privileged session that connected after it): promoting
+            # now would lose that write. Give the writer role back to old; green catches up on its own.
+            raise StepFailed(f"writes escaped the fence on {self.old.label}: its position moved from "
+                             f"{self.final_gtid} to {now_gtid} after the checkpoint")
+
+    def promote(self, f: dict) -> None:
+        failpoint(f"{self.plan.kind}.before_promote")
+        self.journal.flush()  # the last epoch check before the point of no return
+        try:
+            self.new.promote()
+        except Exception as e:
+            self.promote_error = str(e)
+            raise
+
+    def undo_promote(self, reason: str) -> None:
+        # A half-done promote is observed, not guessed: only if new still replicates may the fence go.
+        try:
+            promoted = observe_promoted(self.new)
+        except Exception:
+            promoted = None
+        if promoted is not False:
+            raise CannotUndo(f"promotion of {self.new.label} failed and its state is unknown: {self.promote_error}")
+
+    # --- after promote: forward only ---------------------------------------------------------
+    def refence(self, f: dict) -> None:
+        """On a resume: the old primary must be fenced before routing names the new one."""
+        f["was_read_only"] = self.old.is_read_only()
+        if not f["was_read_only"]:
+            self.old.set_read_only(True)
+        escaped = _escaped_writes(self.old, self.checkpoint)
+        f["escaped"] = escaped
+        if escaped:
+            # Old took writes that new never got: flipping would lose them and reverse replication
+            # would break on the errant GTIDs. A human must reconcile; nothing more is changed.
+            raise StepFailed(f"{self.new.label} was promoted but {self.old.label} took writes after the "
+                             f"checkpoint ({escaped}); routing not flipped")
+
+    def new_coordinates(self, f: dict) -> None:
+        # Green's coordinates at promotion are what CDC resumes from: take them before routing
+        # sends it any write, and never overwrite them on a resume after the flip.
+        failpoint(f"{self.plan.kind}.after_promote")
+        if self.checkpoint is not None and self.checkpoint.new_binlog_file is not None:
+            f["kept"] = "recorded before the resume"
+            return
+        coords = self.new.binlog_coordinates()
+        new_gtid = self.new.gtid_position()
+        f.update(gtid=new_gtid, file=coords.file if coords else None, pos=coords.pos if coords else None)
+        fields = dict(new_gtid=new_gtid, new_binlog_file=coords.file if coords else None,
+                      new_binlog_pos=coords.pos if coords else None, promoted_at=utcnow())
+        if self.cp_id is None:
+            self.cp_id = self.journal.save_checkpoint(self.plan.kind, old_primary=str(self.old.endpoint),
+                                                      new_primary=str(self.new.endpoint), **fields)
+        else:
+            self.journal.update_checkpoint(self.cp_id, **fields)
+
+    def flip_routing(self, f: dict) -> None:
+        route = self.routing.flip_to(self.plan.cluster.name, self.new.endpoint.host, self.new.endpoint.port,
+                                     self.route_version, f"{self.plan.kind} {self.journal.claim.deployment_id}")
+        f["version"] = route.version
+
+    def reverse_replication(self, f: dict) -> None:
+        self.old.replicate_from(self.new.endpoint, self.plan.repl, tls=self.plan.cluster.tls != "disabled")
+
+
+def _steps(run: _Run, *, resumed_after_promote: bool) -> tuple[list[Step], list[Step]]:
+    """(steps inside the write-blocked window, steps after it), each with its undo beside it."""
+
+    def unexpected(e: Exception) -> str:
+        return f"{type(e).__name__} before promotion: {e}"
+
+    if resumed_after_promote:
+        # Writes that escaped stop the run; an unreachable old primary cannot take writes either.
+        window = [Step("refence", run.refence, on_error=lambda e: "stop" if isinstance(e, StepFailed) else "continue",
+                       explain=lambda e: f"could not check the fence on {run.old.label}: {e}")]
+    else:
+        window = [
+            Step("fence", run.fence, undo=run.lift_fence, undo_name="lift_fence", explain=unexpected),
+            Step("checkpoint", run.take_checkpoint, explain=unexpected),
+            Step("wait_for_new", run.wait_for_new, explain=unexpected),
+            Step("fence_held", run.fence_held, explain=lambda e: f"{type(e).__name__} checking the fence: {e}"),
+            Step("promote", run.promote, undo=run.undo_promote, undo_name="undo_promote",
+                 explain=lambda e: f"promotion failed: {e}"),
+        ]
+    window += [
+        # past the point of no return: only forward (an error here is resumed by the next attempt)
+        Step("new_coordinates", run.new_coordinates, on_error="raise"),
+        Step("flip_routing", run.flip_routing, on_error="stop", explain=lambda e: f"routing flip failed: {e}"),
+    ]
+    after = [Step("reverse_replication", run.reverse_replication, on_error="continue",
+                  explain=lambda e: f"reverse replication could not start: {e}")]
+    return window, after
 
 
 def switch_writer(plan: SwitchPlan, store: Store, journal: Journal, routing: RoutingRegistry,
@@ -77,145 +224,36 @@ def switch_writer(plan: SwitchPlan, store: Store, journal: Journal, routing: Rou
     what happened and whether the fence was undone. FencedOut propagates untouched (another
     worker owns the deployment; it must not be disturbed)."""
     t0 = time.perf_counter()
-    old, new, cluster = plan.old, plan.new, plan.cluster.name
+    run = _Run(plan, store, journal, routing, catchup_timeout_s)
+    promoted = False
     if resume:
         with journal.step("observe", resume=True) as f:
-            promoted = observe_promoted(new)
-            f.update(new_promoted=promoted, old_read_only=old.is_read_only())
+            promoted = observe_promoted(plan.new)
+            f.update(new_promoted=promoted, old_read_only=plan.old.is_read_only())
         if promoted:
-            return _finish_forward(plan, store, journal, routing, t0, None, fence_t=None)
-
-    route = routing.get(cluster)
-    fence_t = time.perf_counter()
-    try:
-        with journal.step("fence") as f:
-            old.set_read_only(True)
-            sessions = old.client_sessions()
-            f["sessions_ended"] = old.end_sessions(sessions)
-            f["users"] = sorted({u for _, u in sessions})
-        failpoint(f"{plan.kind}.after_fence")
-        with journal.step("checkpoint") as f:
-            final_gtid = old.gtid_position()
-            coords = old.binlog_coordinates()
-            cp_id = save_checkpoint(store, journal.claim, plan.kind, old_primary=str(old.endpoint),
-                                    new_primary=str(new.endpoint), old_gtid=final_gtid,
-                                    old_binlog_file=coords.file if coords else None,
-                                    old_binlog_pos=coords.pos if coords else None)
-            f.update(gtid=final_gtid, file=coords.file if coords else None, pos=coords.pos if coords else None)
-        with journal.step("wait_for_new", timeout_s=catchup_timeout_s) as f:
-            reached = new.wait_for_position(final_gtid, catchup_timeout_s)
-            f["reached"] = reached
-            if not reached:
-                behind = gtid.transactions_behind(new.flavour, new.applied_position(), final_gtid)
-                f["transactions_behind"] = behind
-                f["_status"] = "failed"
-    except FencedOut:
-        raise
-    except Exception as e:  # before promote: undo the fence, old stays primary
-        return _lift_fence(plan, journal, t0, fence_t, f"{type(e).__name__} before promotion: {e}")
-    if not reached:
-        return _lift_fence(plan, journal, t0, fence_t,
-                           f"{new.label} did not reach {old.label}'s final position {final_gtid} within "
-                           f"{catchup_timeout_s:g}s ({behind} transactions behind)")
-    try:
-        with journal.step("fence_held") as f:
-            now_gtid = old.gtid_position()
-            f.update(gtid=now_gtid, held=now_gtid == final_gtid)
-            if now_gtid != final_gtid:
-                f["_status"] = "failed"
-    except FencedOut:
-        raise
-    except Exception as e:
-        return _lift_fence(plan, journal, t0, fence_t, f"{type(e).__name__} checking the fence: {e}")
-    if now_gtid != final_gtid:
-        # Someone wrote past the fence (a privileged session that connected after it): promoting
-        # now would lose that write. Give the writer role back to old; green catches up on its own.
-        return _lift_fence(plan, journal, t0, fence_t,
-                           f"writes escaped the fence on {old.label}: its position moved from {final_gtid} to "
-                           f"{now_gtid} after the checkpoint")
-    failpoint(f"{plan.kind}.before_promote")
-    try:
-        with journal.step("promote") as f:
-            new.promote()
-    except FencedOut:
-        raise
-    except Exception as e:
-        # A half-done promote is observed, not guessed: if new still replicates, undo the fence.
-        try:
-            if not observe_promoted(new):
-                return _lift_fence(plan, journal, t0, fence_t, f"promotion failed: {e}")
-        except Exception:
-            pass
-        return SwitchResult(False, f"promotion of {new.label} failed and its state is unknown: {e}",
-                            duration_ms=_ms(t0), timings_ms=journal.timings_ms)
-    return _finish_forward(plan, store, journal, routing, t0, cp_id, fence_t, route_version=route.version if route else None)
-
-
-def _finish_forward(plan: SwitchPlan, store: Store, journal: Journal, routing: RoutingRegistry, t0: float,
-                    cp_id: int | None, fence_t: float | None, route_version: int | None = None) -> SwitchResult:
-    old, new, cluster = plan.old, plan.new, plan.cluster.name
-    failpoint(f"{plan.kind}.after_promote")
-    problems: list[str] = []
-    checkpoint = None
-    if fence_t is None:  # resumed: the old primary must be fenced before routing names the new one
-        checkpoint = latest_checkpoint(store, journal.claim.deployment_id, plan.kind)
-        cp_id = checkpoint.id if checkpoint is not None else None
-        try:
-            with journal.step("refence") as f:
-                f["was_read_only"] = old.is_read_only()
-                if not f["was_read_only"]:
-                    old.set_read_only(True)
-                escaped = _escaped_writes(old, checkpoint)
-                f["escaped"] = escaped
-                if escaped:
-                    f["_status"] = "failed"
-        except FencedOut:
-            raise
-        except Exception as e:  # unreachable old primary cannot take writes either
-            problems.append(f"could not check the fence on {old.label}: {e}")
-            escaped = None
-        if escaped:
-            # Old took writes that new never got: flipping would lose them and reverse replication
-            # would break on the errant GTIDs. A human must reconcile; nothing more is changed.
-            return SwitchResult(False, f"{new.label} was promoted but {old.label} took writes after the "
-                                f"checkpoint ({escaped}); routing not flipped", duration_ms=_ms(t0),
-                                checkpoint_id=cp_id, timings_ms=journal.timings_ms)
-    if checkpoint is None or checkpoint.new_binlog_file is None:
-        # Green's coordinates at promotion are what CDC resumes from: take them before routing
-        # sends it any write, and never overwrite them on a resume after the flip.
-        with journal.step("new_coordinates") as f:
-            coords = new.binlog_coordinates()
-            new_gtid = new.gtid_position()
-            f.update(gtid=new_gtid, file=coords.file if coords else None, pos=coords.pos if coords else None)
-            fields = dict(new_gtid=new_gtid, new_binlog_file=coords.file if coords else None,
-                          new_binlog_pos=coords.pos if coords else None, promoted_at=utcnow())
-            if cp_id is None:
-                cp_id = save_checkpoint(store, journal.claim, plan.kind, old_primary=str(old.endpoint),
-                                        new_primary=str(new.endpoint), **fields)
-            else:
-                update_checkpoint(store, cp_id, **fields)
-    try:
-        with journal.step("flip_routing") as f:
-            route = _flip(routing, cluster, new, route_version, f"{plan.kind} {journal.claim.deployment_id}")
-            f["version"] = route.version
-    except FencedOut:
-        raise
-    except Exception as e:
-        problems.append(f"routing flip failed: {e}")
-        return SwitchResult(False, f"{new.label} promoted but {'; '.join(problems)}", duration_ms=_ms(t0),
-                            checkpoint_id=cp_id, timings_ms=journal.timings_ms)
-    blocked = _ms(fence_t) if fence_t is not None else None
-    reverse_ok = False
-    try:
-        with journal.step("reverse_replication"):
-            old.replicate_from(new.endpoint, plan.repl, tls=plan.cluster.tls != "disabled")
-            reverse_ok = True
-    except FencedOut:
-        raise
-    except Exception as e:
-        problems.append(f"reverse replication could not start: {e}")
-    return SwitchResult(True, "; ".join(problems), writes_blocked_ms=blocked, duration_ms=_ms(t0),
-                        reverse_replication=reverse_ok, checkpoint_id=cp_id, timings_ms=journal.timings_ms)
+            run.checkpoint = latest_checkpoint(store, journal.claim.deployment_id, plan.kind)
+            run.cp_id = run.checkpoint.id if run.checkpoint is not None else None
+    window, after = _steps(run, resumed_after_promote=promoted)
+    if promoted:
+        outcome = run_steps(journal, window)
+        blocked = None
+    else:
+        with journal.deferred():
+            outcome = run_steps(journal, window)
+            blocked = _ms(run.fence_t) if run.fence_t is not None else None
+    if not outcome.ok:
+        if outcome.undone:
+            return SwitchResult(False, outcome.reason, undone=True, writes_blocked_ms=blocked,
+                                duration_ms=_ms(t0), timings_ms=journal.timings_ms)
+        reason = outcome.reason
+        if outcome.failed == "flip_routing":
+            reason = f"{plan.new.label} promoted but " + "; ".join([*outcome.findings, outcome.reason])
+        return SwitchResult(False, reason, checkpoint_id=run.cp_id, duration_ms=_ms(t0),
+                            timings_ms=journal.timings_ms)
+    rest = run_steps(journal, after)
+    return SwitchResult(True, "; ".join(outcome.findings + rest.findings), writes_blocked_ms=blocked,
+                        duration_ms=_ms(t0), reverse_replication=not rest.findings, checkpoint_id=run.cp_id,
+                        timings_ms=journal.timings_ms)
 
 
 def _escaped_writes(old: Server, checkpoint) -> str | None:
@@ -236,42 +274,6 @@ def _promoted_elsewhere(new: Server) -> bool:
         return observe_promoted(new)
     except Exception:
         return False
-
-
-def _flip(routing: RoutingRegistry, cluster: str, new: Server, route_version: int | None, reason: str):
-    """Point the writer endpoint at new. Redis errors are retried: a flip whose reply was lost is
-    found done on the next read. A version conflict (someone else flipped) is final."""
-    for attempt in range(3):
-        try:
-            route = routing.get(cluster)
-            if route is not None and (route.host, route.port) == (new.endpoint.host, new.endpoint.port):
-                return route
-            # Expect the version seen before the fence: a flip by anyone else since is a conflict.
-            expect = route_version if route_version is not None else (route.version if route else 0)
-            return routing.flip(cluster, new.endpoint.host, new.endpoint.port, expect_version=expect, reason=reason)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-            if attempt == 2:
-                raise
-            time.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")
-
-
-def _lift_fence(plan: SwitchPlan, journal: Journal, t0: float, fence_t: float, reason: str) -> SwitchResult:
-    try:
-        with journal.step("lift_fence", reason=reason):
-            # A worker fenced out by another may still get here: never make old writable once new
-            # has been promoted (two writers). Use a fresh session: the fence's may have timed out.
-            if _promoted_elsewhere(plan.new):
-                raise RuntimeError(f"{plan.new.label} is promoted already: the fence stays")
-            plan.old.reconnect()
-            plan.old.set_read_only(False)
-    except FencedOut:
-        raise
-    except Exception as e:
-        return SwitchResult(False, f"{reason}; lifting the fence on {plan.old.label} failed too: {e}",
-                            duration_ms=_ms(t0), timings_ms=journal.timings_ms)
-    return SwitchResult(False, reason, undone=True, writes_blocked_ms=_ms(fence_t), duration_ms=_ms(t0),
-                        timings_ms=journal.timings_ms)
 
 
 def _ms(t: float) -> float:

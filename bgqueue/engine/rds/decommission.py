@@ -6,19 +6,14 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import update
-
-from bgqueue.model.errors import BadInput
-from bgqueue.model.fleet import cluster_spec
-from bgqueue.model.phases import Phase
-from bgqueue.adapters.aws import clients as aws
 from bgqueue.adapters.aws import bluegreen
+from bgqueue.adapters.aws import clients as aws
 from bgqueue.adapters.aws.clients import AwsError
 from bgqueue.adapters.aws.source import SourceMissing, describe
 from bgqueue.adapters.runtime import Runtime
-from bgqueue.adapters.store import deployments as deps
-from bgqueue.adapters.store.journal import record_step
-from bgqueue.adapters.store.models import Deployment, utcnow
+from bgqueue.adapters.store.models import utcnow
+from bgqueue.model.errors import BadInput
+from bgqueue.model.fleet import RdsClusterSpec
 
 
 def snapshot_name(identifier: str, when) -> str:
@@ -47,8 +42,9 @@ def _delete_old(region: str, kind: str, ident: str, snapshot: str) -> tuple[str,
     return f"old cluster {ident} and its {len(old.members)} instance(s) deleted (final snapshot {snapshot})", snapshot
 
 
-def decommission(rt: Runtime, dep) -> str:
-    """Delete the blue/green deployment object and the old source; record it. Returns a message.
+def decommission(rt: Runtime, dep, *, force: bool = False) -> tuple[str, dict]:
+    """Delete the blue/green deployment object and the old source. Returns a message and what to
+    journal (the caller records it with a fenced update).
 
     Raises BadInput when the deployment never switched over, AwsError when AWS refuses (the
     periodic job tries again next time)."""
@@ -56,18 +52,15 @@ def decommission(rt: Runtime, dep) -> str:
     old, bg = facts.get("old"), facts.get("blue_green")
     if not old or not bg:
         raise BadInput(f"deployment {dep.id} of {dep.cluster} has no old RDS source recorded: nothing to decommission")
-    spec = cluster_spec(dep.spec)
+    spec = RdsClusterSpec.model_validate(dep.spec)
     now = utcnow()
     snapshot = snapshot_name(old["identifier"], now)
     try:
         # The blue/green object goes first: RDS keeps the old environment tied to it until then.
         removed = bluegreen.delete(spec.region, bg["id"], delete_target=False)
-        what, snapshot = _delete_old(spec.region, old["kind"], old["identifier"], snapshot)
+        what, final = _delete_old(spec.region, old["kind"], old["identifier"], snapshot)
     except aws.AWS_ERRORS as e:
         raise AwsError(f"{dep.cluster}: decommissioning {old['identifier']}: {aws.explain(e)}") from None
-    with rt.store.session() as s:
-        s.execute(update(Deployment).where(Deployment.id == dep.id).values(decommissioned_at=now, updated_at=now))
-    record_step(rt.store, deps.Claim(dep.id, dep.epoch, Phase(dep.phase)), "retention", "decommissioned", "done",
-                {"old": old["identifier"], "kind": old["kind"], "final_snapshot": snapshot, "blue_green": bg["id"],
-                 "blue_green_removed": removed, "note": what})
-    return f"{what}; blue/green deployment {bg['id']} " + ("removed" if removed else "already gone")
+    detail = {"old": old["identifier"], "kind": old["kind"], "final_snapshot": final, "blue_green": bg["id"],
+              "blue_green_removed": removed, "note": what, "forced": force}
+    return f"{what}; blue/green deployment {bg['id']} " + ("removed" if removed else "already gone"), detail

@@ -2,10 +2,12 @@
 Changes nothing (describe and get calls only)."""
 from __future__ import annotations
 
-from bgqueue.engine.preflight import ClusterCheck
+from concurrent.futures import ThreadPoolExecutor
+
 from bgqueue.adapters.aws import clients as aws
 from bgqueue.adapters.aws import topology
-from bgqueue.adapters.aws.source import Source, describe_spec
+from bgqueue.adapters.aws.source import Source, describe_spec, describe_specs
+from bgqueue.model.outcomes import ClusterCheck
 
 
 def check_rds_cluster(spec, described: Source | aws.AwsError | None = None) -> ClusterCheck:
@@ -28,3 +30,10 @@ def check_rds_cluster(spec, described: Source | aws.AwsError | None = None) -> C
     except aws.AwsError as e:  # transient: the operator runs the command again
         out.problems.append((field, str(e)))
     return out
+
+
+def check_clusters(specs: list, parallel: int = 16) -> list[ClusterCheck]:
+    """Check rds clusters concurrently; their sources are described first, many per call."""
+    described = describe_specs(specs) if len(specs) > 1 else {}
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(specs)))) as pool:
+        return list(pool.map(lambda s: check_rds_cluster(s, described.get(s.name)), specs))

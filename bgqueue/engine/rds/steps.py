@@ -17,22 +17,18 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from bgqueue.engine import lifecycle
-from bgqueue.model.fleet import cluster_spec
-from bgqueue.engine.lifecycle import DONE, Next
-from bgqueue.model.phases import Phase
+from bgqueue.adapters.aws import bluegreen, cost, topology
 from bgqueue.adapters.aws import clients as aws
-from bgqueue.adapters.aws import bluegreen
-from bgqueue.adapters.aws import cost
-from bgqueue.adapters.aws import topology
 from bgqueue.adapters.aws.clients import AwsError
-from bgqueue.engine.rds.decommission import decommission  # noqa: F401  (hook: steps.decommission)
 from bgqueue.adapters.aws.source import Green, Source, describe_arn, describe_spec
-from bgqueue.engine.rds.switchover import switch  # noqa: F401  (hook: steps.switch)
 from bgqueue.adapters.runtime import Runtime
 from bgqueue.adapters.store import deployments as deps
 from bgqueue.adapters.store.journal import Journal, record_step
 from bgqueue.adapters.store.models import utcnow
+from bgqueue.engine import claims
+from bgqueue.model.fleet import RdsClusterSpec
+from bgqueue.model.outcomes import DONE, Next
+from bgqueue.model.phases import Phase
 
 log = logging.getLogger("bgqueue.rds")
 
@@ -96,16 +92,16 @@ def _estimate(spec, src: Source) -> dict:
 def prepare(rt: Runtime, deployment_id: str) -> Next:
     """PENDING (or PREPARING, after a crash) → SYNCING with a blue/green deployment; NO_GO when the
     source cannot be switched by blue/green (nothing is created then)."""
-    claim = lifecycle.claim_in(rt, deployment_id, [Phase.PENDING, Phase.PREPARING])
+    claim = claims.claim_in(rt, deployment_id, [Phase.PENDING, Phase.PREPARING])
     if claim is None:
         return DONE
     dep = deps.claimed(rt.store, claim)
-    spec = cluster_spec(dep.spec)
+    spec = RdsClusterSpec.model_validate(dep.spec)
     deadline = deps.as_aware(dep.phase_deadline)
     if claim.phase == Phase.PENDING:  # the deadline bounds retries after transient AWS failures
         deadline = utcnow() + timedelta(seconds=spec.thresholds.sync_timeout_s)
         claim = deps.transition(rt.store, claim, Phase.PREPARING, phase_deadline=deadline)
-    lifecycle.refresh_lock(rt, dep)
+    claims.refresh_lock(rt, dep)
     journal = Journal(rt.store, claim, "prepare")
     facts = dict(dep.facts or {})
     try:
@@ -114,14 +110,14 @@ def prepare(rt: Runtime, deployment_id: str) -> Next:
         facts.update(source=src.facts(), cost=_estimate(spec, src))
         if problems:
             journal.note("support", "failed", problems=[m for _, m in problems], source=src.identifier)
-            lifecycle.end(rt, claim, Phase.NO_GO, "; ".join(m for _, m in problems), facts=facts)
+            _no_go(rt, claim, "; ".join(m for _, m in problems), facts=facts)
             return DONE
         bg, how = _obtain(spec, src, deployment_id)
     except AwsError as e:
         if e.transient and (deadline is None or utcnow() < deadline):
             return Next(wait_s=spec.thresholds.sync_poll_s, detail=str(e))
         journal.note("aws", "failed", error=str(e))
-        lifecycle.end(rt, claim, Phase.NO_GO, str(e), facts=facts)
+        _no_go(rt, claim, str(e), facts=facts)
         return DONE
     record = {"id": bg["BlueGreenDeploymentIdentifier"], "bg_name": bg.get("BlueGreenDeploymentName"), "how": how,
               "source_arn": bg.get("Source"), "target_arn": bg.get("Target"), "bg_status": bg.get("Status"),
@@ -136,12 +132,12 @@ def prepare(rt: Runtime, deployment_id: str) -> Next:
 
 def wait_for_sync(rt: Runtime, deployment_id: str) -> Next:
     """SYNCING → VALIDATING when RDS reports the blue/green deployment AVAILABLE (every member too)."""
-    claim = lifecycle.claim_in(rt, deployment_id, [Phase.SYNCING])
+    claim = claims.claim_in(rt, deployment_id, [Phase.SYNCING])
     if claim is None:
         return DONE
     dep = deps.claimed(rt.store, claim)
-    lifecycle.refresh_lock(rt, dep)
-    spec = cluster_spec(dep.spec)
+    claims.refresh_lock(rt, dep)
+    spec = RdsClusterSpec.model_validate(dep.spec)
     t = spec.thresholds
     bg_id = dep.facts["blue_green"]["id"]
     deadline = deps.as_aware(dep.phase_deadline)
@@ -149,13 +145,13 @@ def wait_for_sync(rt: Runtime, deployment_id: str) -> Next:
         bg = bluegreen.describe(spec.region, bg_id)
     except AwsError as e:  # throttling, a network blip: the deadline bounds how long this may last
         if deadline is not None and utcnow() >= deadline:
-            lifecycle.end(rt, claim, Phase.NO_GO, f"blue/green deployment {bg_id} unreadable at the sync deadline: {e}")
+            _no_go(rt, claim, f"blue/green deployment {bg_id} unreadable at the sync deadline: {e}")
             return DONE
         return Next(wait_s=t.sync_poll_s, detail=str(e))
     journal = Journal(rt.store, claim, "sync")
     if bg is None:
         journal.note("blue_green", "failed", id=bg_id, bg_status="not found")
-        lifecycle.end(rt, claim, Phase.NO_GO, f"blue/green deployment {bg_id} disappeared before the switchover")
+        _no_go(rt, claim, f"blue/green deployment {bg_id} disappeared before the switchover")
         return DONE
     a = bluegreen.assess(bg)
     if a.state == "ready":
@@ -171,14 +167,20 @@ def wait_for_sync(rt: Runtime, deployment_id: str) -> Next:
         return DONE
     if a.state != "waiting":
         journal.note("blue_green", "failed", id=bg_id, bg_status=a.status, reason=a.reason)
-        lifecycle.end(rt, claim, Phase.NO_GO, a.reason or f"blue/green deployment {bg_id} is {a.status}")
+        _no_go(rt, claim, a.reason or f"blue/green deployment {bg_id} is {a.status}")
         return DONE
     if deadline is not None and utcnow() >= deadline:
         journal.note("timeout", "failed", id=bg_id, bg_status=a.status)
-        lifecycle.end(rt, claim, Phase.NO_GO, f"blue/green deployment {bg_id} still {a.status} after "
+        _no_go(rt, claim, f"blue/green deployment {bg_id} still {a.status} after "
                                               f"{t.sync_timeout_s:g}s" + (f": {a.reason}" if a.reason else ""))
         return DONE
     return Next(wait_s=t.sync_poll_s, detail=a.status)
+
+
+def _no_go(rt: Runtime, claim, reason: str, **fields) -> None:
+    """NO_GO, after removing the green environment this deployment obtained."""
+    on_no_go(rt, deps.get_deployment(rt.store, claim.deployment_id))
+    claims.end(rt, claim, Phase.NO_GO, reason, **fields)
 
 
 def on_no_go(rt: Runtime, dep) -> None:
@@ -189,7 +191,7 @@ def on_no_go(rt: Runtime, dep) -> None:
     bg = (dep.facts or {}).get("blue_green")
     if not bg:
         return
-    spec = cluster_spec(dep.spec)
+    spec = RdsClusterSpec.model_validate(dep.spec)
     claim = deps.Claim(dep.id, dep.epoch, Phase(dep.phase))
     try:
         current = bluegreen.describe(spec.region, bg["id"])

@@ -14,21 +14,20 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from bgqueue.engine import lifecycle
-from bgqueue.adapters.cdc.rds_events import find_green_binlog_coordinates
-from bgqueue.model.fleet import cluster_spec
-from bgqueue.engine.lifecycle import DONE, Next
-from bgqueue.model.phases import Phase
-from bgqueue.adapters.aws import app_config
+from bgqueue.adapters.aws import app_config, bluegreen
 from bgqueue.adapters.aws import clients as aws
-from bgqueue.adapters.aws import bluegreen
 from bgqueue.adapters.aws.clients import AwsError
 from bgqueue.adapters.aws.source import identifier_of
+from bgqueue.adapters.cdc.rds_events import find_green_binlog_coordinates
 from bgqueue.adapters.runtime import Runtime
 from bgqueue.adapters.store import deployments as deps
 from bgqueue.adapters.store import journal as journals
 from bgqueue.adapters.store.journal import Journal
 from bgqueue.adapters.store.models import utcnow
+from bgqueue.engine import claims
+from bgqueue.model.fleet import RdsClusterSpec
+from bgqueue.model.outcomes import DONE, Next
+from bgqueue.model.phases import Phase
 
 GRACE_S = 120  # RDS rolls back at SwitchoverTimeout; past this much more, its state needs a human
 EVENT_WAIT_S = 300  # how long CDC pipelines wait for RDS's binlog-coordinates event after the switchover
@@ -52,7 +51,7 @@ def _request(rt: Runtime, claim, spec, facts: dict, bg_id: str, timeout_s: int) 
                      refused=aws.refused(e))
         sw = facts.get("switchover", {})
         if aws.refused(e) and not (sw.get("uncertain_at") and aws.error_code(e) == "InvalidBlueGreenDeploymentStateFault"):
-            lifecycle.end(rt, claim, Phase.SWITCHOVER_FAILED, f"RDS refused the switchover: {aws.explain(e)}; "
+            claims.end(rt, claim, Phase.SWITCHOVER_FAILED, f"RDS refused the switchover: {aws.explain(e)}; "
                                                               "blue is still the primary", switch_ended_at=utcnow())
             return DONE
         # Unknown, or refused because the uncertain earlier request did start it: look again.
@@ -65,12 +64,12 @@ def _request(rt: Runtime, claim, spec, facts: dict, bg_id: str, timeout_s: int) 
 
 def switch(rt: Runtime, deployment_id: str) -> Next:
     """One look at the switchover (see the module docstring)."""
-    claim = lifecycle.claim_in(rt, deployment_id, [Phase.READY, Phase.SWITCHING])
+    claim = claims.claim_in(rt, deployment_id, [Phase.READY, Phase.SWITCHING])
     if claim is None:
         return DONE
     dep = deps.claimed(rt.store, claim)
-    lifecycle.refresh_lock(rt, dep)
-    spec = cluster_spec(dep.spec)
+    claims.refresh_lock(rt, dep)
+    spec = RdsClusterSpec.model_validate(dep.spec)
     facts = dict(dep.facts or {})
     bg_id = facts["blue_green"]["id"]
     if claim.phase == Phase.READY:
@@ -87,11 +86,11 @@ def switch(rt: Runtime, deployment_id: str) -> Next:
         bg = bluegreen.describe(spec.region, bg_id)
     except AwsError as e:
         if late:
-            lifecycle.end(rt, claim, Phase.FAILED, f"switchover state unknown: {e}")
+            claims.end(rt, claim, Phase.FAILED, f"switchover state unknown: {e}")
             return DONE
         return Next(wait_s=poll, detail=str(e))
     if bg is None:
-        lifecycle.end(rt, claim, Phase.FAILED, f"blue/green deployment {bg_id} disappeared during the switchover")
+        claims.end(rt, claim, Phase.FAILED, f"blue/green deployment {bg_id} disappeared during the switchover")
         return DONE
     a = bluegreen.assess(bg)
     sw = facts.get("switchover", {})
@@ -99,18 +98,18 @@ def switch(rt: Runtime, deployment_id: str) -> Next:
         return _finish(rt, claim, spec, dep, facts, bg)
     if a.state == "switch_failed" or (a.state == "failed" and a.status == "INVALID_CONFIGURATION"):
         Journal(rt.store, claim, "switchover").note("observed", "failed", bg_status=a.status, reason=a.reason)
-        lifecycle.end(rt, claim, Phase.SWITCHOVER_FAILED, f"{a.reason}; blue is still the primary (RDS rolled the "
+        claims.end(rt, claim, Phase.SWITCHOVER_FAILED, f"{a.reason}; blue is still the primary (RDS rolled the "
                                                           "switchover back); the green environment is kept: a new "
                                                           "batch adopts it", switch_ended_at=utcnow())
         return DONE
     if a.state == "failed":
-        lifecycle.end(rt, claim, Phase.FAILED, f"during the switchover: {a.reason}")
+        claims.end(rt, claim, Phase.FAILED, f"during the switchover: {a.reason}")
         return DONE
     if a.state == "ready" and not sw.get("requested_at") and not late:
         return _request(rt, claim, spec, facts, bg_id, int(sw.get("timeout_s") or bluegreen.switchover_timeout_s(spec.thresholds)))
     if late:
         target = Phase.SWITCHOVER_FAILED if a.state == "ready" else Phase.FAILED
-        lifecycle.end(rt, claim, target, f"RDS still reports {a.status} {GRACE_S}s past the switchover timeout "
+        claims.end(rt, claim, target, f"RDS still reports {a.status} {GRACE_S}s past the switchover timeout "
                                          f"of {sw.get('timeout_s')}s" + ("; blue is still the primary" if a.state == "ready"
                                                                          else "; check the deployment in RDS"))
         return DONE
@@ -171,7 +170,7 @@ def _finish(rt: Runtime, claim, spec, dep, facts: dict, bg: dict) -> Next:
                     journal.note("completed", bg_status=bg.get("Status"), new=bg.get("Target"), old=bg.get("Source"))
                     deps.update_fenced(rt.store, claim, facts=facts)
                 return Next(wait_s=spec.thresholds.sync_poll_s, detail="waiting for the binlog coordinates event")
-            lifecycle.end(rt, claim, Phase.FAILED, f"switched over ({new_id} is the primary) but RDS reported no "
+            claims.end(rt, claim, Phase.FAILED, f"switched over ({new_id} is the primary) but RDS reported no "
                                                    f"binlog coordinates event within {EVENT_WAIT_S}s: the CDC "
                                                    "pipelines need a starting position set by hand")
             return DONE
@@ -208,7 +207,7 @@ def restore_app_config(rt: Runtime, dep) -> str:
     record = (dep.facts or {}).get("app_config")
     if not record:
         return "no application settings were updated"
-    spec = cluster_spec(dep.spec)
+    spec = RdsClusterSpec.model_validate(dep.spec)
     done = app_config.restore(spec, record)
     journals.record_step(rt.store, deps.Claim(dep.id, dep.epoch, Phase(dep.phase)), "rollback", "app_config", "done", done)
     return f"SSM parameter {done['parameter']} restored from version {done['restored_from']} (now {done['version']})"

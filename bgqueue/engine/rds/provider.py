@@ -1,0 +1,70 @@
+"""The ``rds`` provider: Amazon RDS / Aurora MySQL switched by the RDS Blue/Green Deployments API.
+
+AWS builds green, keeps it in sync and performs the switchover; bgqueue obtains the blue/green
+deployment, validates it with RDS's own figures, requests and follows the switchover, moves the
+CDC pipelines and the application's configuration, and decommissions the ``-oldN`` copy.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from bgqueue.adapters.aws import cost
+from bgqueue.adapters.runtime import Runtime
+from bgqueue.checks.rds import RDS_CHECKS, alarms_in_alarm
+from bgqueue.checks.registry import COMMON
+from bgqueue.engine.rds import decommission, preflight, steps, switchover
+from bgqueue.model.outcomes import DONE, ClusterCheck, MonitorFigures, Next
+
+
+class RdsProvider:
+    name = "rds"
+    creates_environments = True  # green is built by AWS and billed beside blue
+
+    def prepare(self, rt: Runtime, deployment_id: str) -> Next:
+        return steps.prepare(rt, deployment_id)
+
+    def wait_for_sync(self, rt: Runtime, deployment_id: str) -> Next:
+        return steps.wait_for_sync(rt, deployment_id)
+
+    def check_names(self, spec: Any) -> list[str]:
+        return [*RDS_CHECKS, *COMMON]
+
+    def switch(self, rt: Runtime, deployment_id: str) -> Next:
+        return switchover.switch(rt, deployment_id)
+
+    def on_no_go(self, rt: Runtime, dep: Any) -> None:
+        steps.on_no_go(rt, dep)
+
+    def monitor_baseline(self, metrics: Any, spec: Any, started: float) -> dict:
+        return {}  # no SQL sampling of blue: its CloudWatch alarms are the figure
+
+    def monitor_figures(self, rt: Runtime, metrics: Any, spec: Any, *, since: float, now: float,
+                        unhealthy_pipelines: tuple[str, ...]) -> MonitorFigures:
+        return MonitorFigures(0, unhealthy_pipelines=unhealthy_pipelines, alarms=alarms_in_alarm(spec))
+
+    def window_end_findings(self, spec: Any, figures: dict) -> tuple[dict, list[str]]:
+        # The old environment is kept (renamed -oldN) but does not replicate from the new one.
+        return {"replicating": True, "problems": [], "note": "rds: no reverse replication"}, []
+
+    def rollback_preconditions(self, rt: Runtime, dep: Any) -> list[str]:
+        old = ((dep.facts or {}).get("old") or {}).get("identifier", "the -old copy")
+        return ["an RDS blue/green switchover leaves the old environment without replication from the new one: "
+                f"rollback is not available for provider rds ({old} is kept until the retention period ends)"]
+
+    def roll_back(self, rt: Runtime, deployment_id: str, reason: str) -> Next:
+        return DONE  # refused by rollback_preconditions: never started
+
+    def decommission(self, rt: Runtime, dep: Any, *, force: bool) -> tuple[str, dict]:
+        return decommission.decommission(rt, dep, force=force)
+
+    def preflight(self, specs: list) -> list[ClusterCheck]:
+        return preflight.check_clusters(specs)
+
+    def check_budget(self, fleet: Any, specs: list, fleet_path: str) -> dict | None:
+        return cost.check_budget(fleet, specs, fleet_path)
+
+    def nightly_checks(self, spec: Any) -> tuple:
+        return ()  # health is CloudWatch's (alarms); cost is counted fleet-wide
+
+
+RDS = RdsProvider()
