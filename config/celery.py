@@ -34,7 +34,7 @@ def celery_config(s: Settings) -> dict:
         "task_default_queue": "bgqueue",
         "beat_schedule": {
             # Every registered fleet, every night (the fan-out gives each cluster its own task).
-            "nightly-validations": {"task": "bgqueue.engine.nightly.fan_out",
+            "nightly-validations": {"task": "bgqueue.nightly.fan_out",
                                     "schedule": crontab(hour=s.nightly_hour, minute=0),
                                     "options": {"expires": 3600}},
             # A procedure whose worker vanished (a fenced primary must not wait an hour for redelivery).

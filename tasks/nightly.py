@@ -12,19 +12,19 @@ from tasks.base import bgqueue_task
 CHILD_EXPIRES_S = 6 * 3600
 
 
-@bgqueue_task("bgqueue.engine.nightly.check_cluster", time_limit=1800)
+@bgqueue_task("bgqueue.nightly.check_cluster", time_limit=1800)
 def check_cluster(run_id: str, fleet_path: str, cluster: str) -> int:
     return nightly.check_target(get_runtime(), run_id, fleet_path, cluster)
 
 
-@bgqueue_task("bgqueue.engine.nightly.finish", time_limit=300, ignore_result=True)
+@bgqueue_task("bgqueue.nightly.finish", time_limit=300, ignore_result=True)
 def finish(_results, run_id: str, clusters: int) -> dict:
     rt = get_runtime()
     nightly.fleet_wide(rt, run_id)
     return nightly.finish_run(rt, run_id, clusters)
 
 
-@bgqueue_task("bgqueue.engine.nightly.fan_out", time_limit=120, ignore_result=True)
+@bgqueue_task("bgqueue.nightly.fan_out", time_limit=120, ignore_result=True)
 def fan_out() -> str:
     rt = get_runtime()
     run_id = nightly.start_run(rt, "beat")

@@ -30,7 +30,7 @@ LIGHT_ROUND_BUDGET_S = 240
 LIGHT_ROUND_TIME_LIMIT = 600
 
 
-@bgqueue_task("bgqueue.engine.validation.check", time_limit=CHECK_TIME_LIMIT)
+@bgqueue_task("bgqueue.validation.check", time_limit=CHECK_TIME_LIMIT)
 def run_check(deployment_id: str, name: str) -> dict:
     return validation.run_named_check(get_runtime(), deployment_id, name)
 
@@ -41,7 +41,7 @@ def validation_round(deployment_id: str, names: list[str], countdown: float = 0.
     return chord(header, decide.s(deployment_id))
 
 
-@bgqueue_task("bgqueue.engine.validation.decide", time_limit=60, bind=True)
+@bgqueue_task("bgqueue.validation.decide", time_limit=60, bind=True)
 @guarded("decide")
 def decide(self, results: list[dict], deployment_id: str) -> str:
     rt = get_runtime()

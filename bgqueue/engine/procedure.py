@@ -36,6 +36,7 @@ class Step:
     # "undo" | "stop" | "continue" | "raise", or a function of the error that says which.
     on_error: str | Callable[[Exception], str] = "undo"
     explain: Callable[[Exception], str] | None = None  # the reason for an unexpected error
+    eager: bool = False  # journal 'started' at once, also inside a deferred journal
 
     def reaction(self, e: Exception) -> str:
         return self.on_error(e) if callable(self.on_error) else self.on_error
@@ -66,7 +67,7 @@ def run_steps(journal: Journal, steps: list[Step]) -> RunResult:
     ran: list[Step] = []
     for step in steps:
         try:
-            with journal.step(step.name) as facts:
+            with journal.step(step.name, eager=step.eager) as facts:
                 step.do(facts)
         except FencedOut:
             raise

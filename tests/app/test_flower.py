@@ -177,5 +177,5 @@ def test_chord_results_are_not_shown_as_task_arguments(bgq_env, redis_url, celer
                 break
             assert time.monotonic() < deadline, (status, body)
             time.sleep(0.3)
-    assert info["name"] == "bgqueue.engine.validation.decide"
+    assert info["name"] == "bgqueue.validation.decide"
     assert info["args"] == f"(<list of 1>, {dep_id!r})"

@@ -7,6 +7,7 @@ import time
 import pymysql
 import pytest
 
+from bgqueue.adapters.mysql.server import servers
 from bgqueue.adapters.store import deployments as deps
 from bgqueue.adapters.store import validation as records
 from bgqueue.checks.activity import blue_activity
@@ -15,7 +16,6 @@ from bgqueue.checks.drift import diff, parameter_drift
 from bgqueue.checks.governance import signoffs, staging_gate
 from bgqueue.checks.readiness import event_scheduler, reverse_readiness
 from bgqueue.checks.replication import replication_health
-from bgqueue.engine import lifecycle
 from bgqueue.model.fleet import ClusterSpec
 from bgqueue.model.phases import Phase
 
@@ -32,7 +32,7 @@ def ctx_for(runtime):
 
     def make(pair, **overrides) -> CheckContext:
         spec = _spec(pair, **overrides)
-        blue, green = lifecycle.servers(spec)
+        blue, green = servers(spec)
         ctx = CheckContext(spec=spec, blue=blue, green=green, store=runtime.store)
         made.append(ctx)
         return ctx

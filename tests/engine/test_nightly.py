@@ -20,6 +20,10 @@ def test_nightly_now_finds_drift_and_overdue_decommissions(cluster_pair_factory,
         cur.execute("SET GLOBAL time_zone = '+02:00'")
     path = fleet_file([good, drifted])
     assert bgqueue_cli("fleet", "register", str(path), env=bgq_env).returncode == 0
+    # The session's store holds other tests' COMPLETED deployments: they are not this test's findings.
+    with runtime.store.session() as s:
+        s.execute(update(Deployment).where(Deployment.phase == Phase.COMPLETED,
+                                           Deployment.decommissioned_at.is_(None)).values(decommissioned_at=utcnow()))
     # a COMPLETED deployment whose retention ended, not decommissioned: overdue
     _, ids = deps.create_batch(runtime.store, fleet_name="n", fleet_path=str(path), fleet_text="",
                                clusters=[dict(good.spec_dict())])
@@ -52,7 +56,7 @@ def test_beat_fan_out_runs_one_task_per_cluster_with_an_expiry(cluster_pair_fact
     from tasks.nightly import CHILD_EXPIRES_S, fan_out
 
     entry = tasks.application.app.conf.beat_schedule["nightly-validations"]
-    assert entry["task"] == "bgqueue.engine.nightly.fan_out" and entry["options"]["expires"] > 0
+    assert entry["task"] == "bgqueue.nightly.fan_out" and entry["options"]["expires"] > 0
     assert CHILD_EXPIRES_S > 0
     pairs = [cluster_pair_factory(unique_name("nbeat")) for _ in range(2)]
     path = fleet_file(pairs)

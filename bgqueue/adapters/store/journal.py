@@ -80,16 +80,19 @@ class Journal:
         self.store, self.claim, self.procedure = store, claim, procedure
         self.timings_ms: dict[str, float] = {}
         self._pending: list[dict[str, Any]] | None = None
+        self._updates: list[tuple[int, dict[str, Any]]] = []
 
     @contextmanager
-    def step(self, name: str, **detail: Any) -> Iterator[dict[str, Any]]:
+    def step(self, name: str, *, eager: bool = False, **detail: Any) -> Iterator[dict[str, Any]]:
         """Record 'started', run the body, then 'done' (or 'failed' with the error) and its duration.
 
         The body may add facts to the yielded dict; they are stored with the step. A body that
         raises ``StepFailed`` (or anything else) is journaled 'failed' and the exception goes on.
+        ``eager``: write the 'started' row at once even inside ``deferred()`` (the step that opens
+        the write-blocked window: a worker that dies in the window leaves that trace).
         """
         started = utcnow()
-        step_id = None if self._pending is not None else begin_step(self.store, self.claim, self.procedure, name,
+        step_id = None if self._pending is not None and not eager else begin_step(self.store, self.claim, self.procedure, name,
                                                                       detail or None)
         t0 = time.perf_counter()
         facts: dict[str, Any] = dict(detail)
@@ -109,6 +112,10 @@ class Journal:
                  extra={"deployment": self.claim.deployment_id, "step": f"{self.procedure}.{name}"})
 
     def _end(self, step_id: int | None, name: str, started, status: str, facts: dict | None, ms: float) -> None:
+        if step_id is not None and self._pending is not None:  # eager begin inside deferred(): update later
+            self._updates.append((step_id, {"status": status, "ended_at": utcnow(), "duration_ms": ms,
+                                            **({"detail": facts} if facts is not None else {})}))
+            return
         if step_id is not None:
             end_step(self.store, step_id, status, facts, ms)
             return
@@ -148,6 +155,9 @@ class Journal:
             if self._pending:
                 c.execute(S.insert(), self._pending)
                 self._pending.clear()
+            for step_id, values in self._updates:
+                c.execute(update(S).where(S.c.id == step_id).values(**values))
+            self._updates.clear()
             return then(c) if then is not None else None
 
     def save_checkpoint(self, kind: str, **fields: Any) -> int:

@@ -201,7 +201,9 @@ def _steps(run: _Run, *, resumed_after_promote: bool) -> tuple[list[Step], list[
                        explain=lambda e: f"could not check the fence on {run.old.label}: {e}")]
     else:
         window = [
-            Step("fence", run.fence, undo=run.lift_fence, undo_name="lift_fence", explain=unexpected),
+            # 'started' is journaled before the fence (outside the window): a worker that dies while
+            # blue is fenced leaves that trace.
+            Step("fence", run.fence, undo=run.lift_fence, undo_name="lift_fence", explain=unexpected, eager=True),
             Step("checkpoint", run.take_checkpoint, explain=unexpected),
             Step("wait_for_new", run.wait_for_new, explain=unexpected),
             Step("fence_held", run.fence_held, explain=lambda e: f"{type(e).__name__} checking the fence: {e}"),

@@ -14,10 +14,10 @@ import yaml
 
 from bgqueue.adapters.cdc.consumer_state import ConsumerState
 from bgqueue.adapters.cdc.migration import MigrationProgress, migrate_pipelines
+from bgqueue.adapters.mysql.server import servers
 from bgqueue.adapters.store import deployments as deps
 from bgqueue.adapters.store.deployments import Claim
 from bgqueue.adapters.store.journal import Journal, latest_checkpoint
-from bgqueue.engine import lifecycle
 from bgqueue.engine.mysql.switchover import SwitchPlan, switch_writer
 from bgqueue.model.fleet import ClusterSpec
 from bgqueue.model.phases import Phase
@@ -185,7 +185,7 @@ def switch_over(runtime, spec: ClusterSpec) -> Claim:
     checkpoint, wait, promote, flip the route, reverse replication), journaled under a deployment
     of its own. Returns the claim, for the CDC phase's journal."""
     claim = claim_deployment(runtime, spec)
-    old, new = lifecycle.servers(spec)
+    old, new = servers(spec)
     try:
         plan = SwitchPlan(cluster=spec, old=old, new=new, repl=spec.replication)
         result = switch_writer(plan, runtime.store, Journal(runtime.store, claim, "switchover"), runtime.routing,

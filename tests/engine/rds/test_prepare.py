@@ -9,7 +9,7 @@ from bgqueue.adapters.store import deployments as deps
 from bgqueue.adapters.store import journal
 from bgqueue.checks.context import CheckContext, run_check
 from bgqueue.checks.rds import RDS_CHECKS
-from bgqueue.engine import lifecycle
+from bgqueue.engine import claims, lifecycle
 from bgqueue.engine.batches import open_batch
 from bgqueue.engine.rds.preflight import check_rds_cluster
 from bgqueue.model.fleet import FleetFileError, cluster_spec
@@ -54,7 +54,7 @@ def test_prepare_after_a_crash_resumes_the_blue_green_deployment_it_created(rds,
     assert len(blue_green_of(rds, name)) == 1
 
     # That deployment ends FAILED (a human looked); a new one for the same change adopts the green environment.
-    lifecycle.fail(runtime, dep_id, "test: the operator gave up on it")
+    claims.fail(runtime, dep_id, "test: the operator gave up on it")
     again = new_deployment(runtime, entry)
     lifecycle.prepare(runtime, again)
     dep = deps.get_deployment(runtime.store, again)
@@ -62,7 +62,7 @@ def test_prepare_after_a_crash_resumes_the_blue_green_deployment_it_created(rds,
     assert dep.facts["blue_green"]["created_by"] == dep_id and len(blue_green_of(rds, name)) == 1
 
     # Another change for the same source is refused, and the existing green environment is left alone.
-    lifecycle.fail(runtime, again, "test")
+    claims.fail(runtime, again, "test")
     other = new_deployment(runtime, {**entry, "change": {"engine_version": "8.0.40"}})
     lifecycle.prepare(runtime, other)
     dep = deps.get_deployment(runtime.store, other)
