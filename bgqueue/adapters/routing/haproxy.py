@@ -352,9 +352,11 @@ class HAProxyRuntime:
 
         Green must be checked and up by HAProxy itself: a server in maintenance has its health
         check paused (its health is unknown, and the result shown may be stale), so put green in
-        ``drain`` (no new connections, checks running) beforehand. ``settle_s``: green's state
-        must not have changed for that many seconds (HAProxy counts whole seconds), so a check
-        result from before a maintenance period is never taken for a fresh one.
+        ``drain`` (no new connections, checks running) beforehand. Leaving maintenance, HAProxy
+        calls a server up at once and shows its last check from *before* the maintenance, even
+        when it died meanwhile; so green's state must not have changed for ``settle_s`` seconds
+        (choose at least ``fall`` x the check interval; 0 skips this). HAProxy counts whole
+        clock seconds, so up to one more second may pass before that is seen.
         Raises HAProxyUnreachable when HAProxy cannot be asked at all.
         """
         where = f"haproxy at {self.address}"
@@ -377,9 +379,9 @@ class HAProxyRuntime:
             elif not g.healthy:
                 problems.append(f"{where}: {backend}/{green} is down: health check {g.check_status} "
                                 f"{g.check_result} ({g.describe()})")
-            elif g.seconds_since_change < settle_s:
-                problems.append(f"{where}: {backend}/{green} changed state {g.seconds_since_change}s ago, "
-                                f"less than {settle_s}s: wait for fresh health checks ({g.describe()})")
+            elif settle_s > 0 and g.seconds_since_change < settle_s + 1:
+                problems.append(f"{where}: {backend}/{green} changed state less than {settle_s}s ago: "
+                                f"wait for fresh health checks ({g.describe()})")
         for name, want in (expected_weights or {}).items():
             s = servers.get(name)
             if s is None:
