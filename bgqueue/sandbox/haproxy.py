@@ -137,6 +137,7 @@ class HAProxyServer:
         self.logfile = self.workdir / "haproxy.log"
         self.admin_port: int | None = None
         self.ports: dict[str, int] = {}  # backend name -> its frontend port
+        self._fixed_ports = False  # after a first start: a restart keeps them (clients point at them)
         self._proc: subprocess.Popen | None = None
         self.pid: int | None = None
         self.ready_after_s: float | None = None  # last start: Popen to runtime API + first checks done
@@ -226,21 +227,24 @@ class HAProxyServer:
 
     def start(self, timeout: float = 10) -> "HAProxyServer":
         """Start haproxy; return once the runtime API answers and every checked server that is not
-        in maintenance has had its first check. Retries on fresh ports when one was taken."""
+        in maintenance has had its first check. Retries on fresh ports when one was taken (first
+        start only: a restart keeps the ports)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.admin_socket is not None:
             self.admin_socket.parent.mkdir(parents=True, exist_ok=True)
         binary = find_binary("haproxy")
         for attempt in range(BIND_RETRIES + 1):
-            self._pick_ports()
+            if not self._fixed_ports:
+                self._pick_ports()
             self.config_file.write_text(self.render_config())
             self.logfile.unlink(missing_ok=True)  # so the bind check reads this attempt only
             if self.admin_socket is not None:
                 self.admin_socket.unlink(missing_ok=True)  # a stale one could answer for another process
             if self._try_start(binary, timeout):
+                self._fixed_ports = True
                 return self
             taken = "Address already in use" in tail(self.logfile, 30)
-            if not taken or attempt == BIND_RETRIES:
+            if not taken or self._fixed_ports or attempt == BIND_RETRIES:
                 break
         raise ServerStartError(
             f"haproxy (config {self.config_file}, frontends {self.ports}, admin {self.admin_address}) did not "

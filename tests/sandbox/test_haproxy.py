@@ -180,6 +180,21 @@ def test_start_retries_on_a_taken_port(servers, haproxy, monkeypatch):
     assert who(h.frontend_port(), servers) == "blue"
 
 
+def test_a_server_can_start_in_drain_and_a_restart_keeps_the_ports(servers, haproxy):
+    b, g = servers.blue, servers.green
+    h = haproxy(Backend("writer", (BackendServer("blue", b.host, b.port),
+                                   BackendServer("green", g.host, g.port, state="drain"))))
+    green = h.runtime().server_state("writer", "green")
+    assert green.admin_state == "drain" and not green.serving
+    assert {who(h.frontend_port(), servers) for _ in range(5)} == {"blue"}
+    ports, admin = dict(h.ports), h.admin_tcp_address
+    h.stop()
+    assert not h.running and not h.admin_socket.exists()
+    h.start()
+    assert (h.ports, h.admin_tcp_address) == (ports, admin)
+    assert who(h.frontend_port(), servers) == "blue"
+
+
 # --- flip_writer --------------------------------------------------------------------------
 
 
