@@ -43,6 +43,8 @@ CHECK_STATUSES = {
     8: "L4CON", 9: "L6OK", 10: "L6TOUT", 11: "L6RSP", 12: "L7TOUT", 13: "L7RSP", 14: "L57DATA",
     15: "L7OK", 16: "L7OKC", 17: "L7STS", 18: "PROCERR", 19: "PROCTOUT", 20: "PROCOK",
 }
+# The last completed check passed (L7OKC, "conditionally", is an agent asking for no new traffic).
+PASSING_CHECKS = frozenset({"L4OK", "L6OK", "L7OK", "PROCOK"})
 # srv_check_result (enum chk_result).
 CHECK_RESULTS = {0: "unknown", 1: "neutral", 2: "failed", 3: "passed", 4: "condpass"}
 # srv_check_state bits (CHK_ST_*).
@@ -99,8 +101,8 @@ class ServerState:
     admin_flags: int
     weight: int  # current (user) weight
     initial_weight: int
-    check_status: str  # L7OK, L4OK, L4CON, L7TOUT, INI (not checked yet), ...
-    check_result: str  # passed | failed | unknown | neutral | condpass
+    check_status: str  # of the last completed check: L7OK, L4OK, L4CON, L7TOUT, INI (none yet), ...
+    check_result: str  # of the check in progress: "unknown" while one runs, then passed | failed
     check_health: int
     check_flags: int
     seconds_since_change: int
@@ -126,8 +128,8 @@ class ServerState:
 
     @property
     def healthy(self) -> bool:
-        """Its health check runs and the last one passed, and HAProxy considers it up."""
-        return (self.has_check and not self.check_paused and self.check_result == "passed"
+        """Its health check runs, the last one completed passed, and HAProxy considers it up."""
+        return (self.has_check and not self.check_paused and self.check_status in PASSING_CHECKS
                 and self.op_state == "running")
 
     @property
@@ -377,8 +379,9 @@ class HAProxyRuntime:
             elif g.check_status in ("INI", "START", "UNK"):
                 problems.append(f"{where}: {backend}/{green} has not been health-checked yet ({g.describe()})")
             elif not g.healthy:
-                problems.append(f"{where}: {backend}/{green} is down: health check {g.check_status} "
-                                f"{g.check_result} ({g.describe()})")
+                how = "is down" if g.op_state != "running" else "is failing its health check (not down yet)"
+                problems.append(f"{where}: {backend}/{green} {how}: last check {g.check_status} "
+                                f"({g.describe()})")
             elif settle_s > 0 and g.seconds_since_change < settle_s + 1:
                 problems.append(f"{where}: {backend}/{green} changed state less than {settle_s}s ago: "
                                 f"wait for fresh health checks ({g.describe()})")
