@@ -158,10 +158,9 @@ class FlipResult:
 
     @property
     def changed(self) -> bool:
-        """False for a repeated flip: no state moved and no session had to be cut."""
-        moved = any((self.before[n].admin_state, self.before[n].op_state)
-                    != (self.after[n].admin_state, self.after[n].op_state) for n in self.before)
-        return moved or self.sessions_cut > 0
+        """Whether this call changed anything: False for a repeated flip (no state had to be set,
+        no session had to be cut; only the harmless `shutdown sessions` was sent again)."""
+        return any(not c.startswith("shutdown sessions") for c in self.commands) or self.sessions_cut > 0
 
 
 @dataclass
@@ -308,9 +307,9 @@ class HAProxyRuntime:
         """Send new connections to ``to_server`` and cut those still on ``from_server``.
 
         ``to`` is set ready, then ``from`` maint, then ``from``'s sessions are shut down. Until
-        the second command lands (one runtime round trip, sub-millisecond on loopback) both
-        servers take new connections: fence ``from`` (read_only) before flipping. Idempotent: a
-        state already reached is not set again, and a repeat reports ``changed == False``.
+        the second command lands (one runtime API round trip) both servers take new
+        connections: fence ``from`` (read_only) before flipping. Idempotent: a state already
+        reached is not set again, and a repeat reports ``changed == False``.
         Refuses (nothing changed) when a server is unknown, or when ``to``'s running health
         check says it is down, unless ``force``.
         """
