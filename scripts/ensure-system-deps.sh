@@ -10,6 +10,7 @@ missing=()
 have mariadbd || missing+=(mariadb-server)
 have mariadb-install-db || { [[ " ${missing[*]-} " == *" mariadb-server "* ]] || missing+=(mariadb-server); }
 have redis-server || missing+=(redis-server)
+have haproxy || missing+=(haproxy)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 # make test: tests/report checks the HTML report in headless Chromium (DevTools over a pipe, no driver)
 if [ "${1:-}" = "--test" ]; then have chromium || [ -x /usr/lib/chromium/chromium ] || missing+=(chromium); fi
