@@ -33,7 +33,7 @@ INSTALL_HINT = "sudo apt-get install -y postgresql"
 DEBIAN_BINDIRS = "/usr/lib/postgresql/*/bin"
 SUPERUSER = "postgres"  # the bootstrap superuser (initdb -U), reached over the unix socket (trust)
 # Bump when _initdb changes what it makes, so caches made by older code are not reused.
-TEMPLATE_LAYOUT = 1
+TEMPLATE_LAYOUT = 2
 # A sandbox needs no durability; these make commits and CREATE DATABASE cheap on slow disks.
 SERVER_SETTINGS = {
     "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
@@ -167,7 +167,9 @@ def _initdb(target: Path) -> None:
     if scratch is None:
         _chown_tree(target.parent, user)
     cmd = [str(pg_bindir() / "initdb"), "-D", str(datadir), "-U", SUPERUSER, "-E", "UTF8", "--locale=C",
-           "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync", "--no-instructions"]
+           "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync", "--no-instructions",
+           # 1 MB WAL segments, not 16: every instance copies the template, its first segment included.
+           "--wal-segsize=1"]
     initdb_runs += 1
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd="/",
@@ -359,7 +361,9 @@ class PostgresServer:
         self._end(signal.SIGINT, timeout)
 
     def kill(self) -> None:
-        """Immediate shutdown (SIGQUIT): no checkpoint, crash recovery on the next start."""
+        """Immediate shutdown (SIGQUIT): no checkpoint, crash recovery on the next start. With
+        synchronous_commit=off the commits of the last moments (wal_writer_delay, 200 ms) may be
+        lost, as after a crash; a session that must not lose them sets synchronous_commit=on."""
         self._end(signal.SIGQUIT, 10)
 
     def restart(self, timeout: float = 30) -> "PostgresServer":
