@@ -11,6 +11,8 @@ from __future__ import annotations
 import fcntl
 import json
 import math
+import os
+import weakref
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -149,12 +151,28 @@ def detached(session: Session, query) -> list:
     return rows
 
 
+_engines: "weakref.WeakSet[Engine]" = weakref.WeakSet()
+
+
+def _forget_inherited_connections() -> None:
+    # A forked child (a Celery prefork worker) must not talk over its parent's sockets: two
+    # processes on one PostgreSQL or MySQL connection garble it, and one SQLite handle must not
+    # cross a fork. Drop them from the pool without closing them (close=False: the parent keeps
+    # using its own); the child opens its own on first use.
+    for engine in list(_engines):
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_inherited_connections)
+
+
 class Store:
     """A handle on the store: an engine and a session factory."""
 
     def __init__(self, url: str, migrate: bool = True):
         self.url = url
         self.engine = make_engine(url)
+        _engines.add(self.engine)
         if migrate:
             upgrade(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)

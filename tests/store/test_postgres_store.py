@@ -308,3 +308,30 @@ def test_floats_and_timestamps_keep_their_precision(any_store):
         step = s.execute(select(Step)).scalar_one()
         assert (p.ts, p.value) == (ts, 0.000123)
         assert deps.as_aware(step.started_at) == started
+
+
+def test_a_forked_child_opens_its_own_connections(pg_store):
+    """A prefork worker child must not reuse the parent's pooled connection (one socket, two talkers)."""
+    import os
+
+    def backend_pid() -> int:
+        with pg_store.begin() as c:
+            return c.execute(text("SELECT pg_backend_pid()")).scalar()
+
+    parent = backend_pid()
+    assert backend_pid() == parent  # pooled: the same connection again
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        code = 1
+        try:
+            os.write(w, str(backend_pid()).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    got = os.read(r, 64).decode()
+    os.close(r)
+    assert os.waitpid(child, 0)[1] == 0
+    assert got and int(got) != parent
+    assert backend_pid() == parent  # and the parent's connection is untouched
