@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make demo` and `make test` need from Debian/Ubuntu packages when it is missing:
-# mariadb-server (mariadbd, mariadb-install-db), redis-server, and python3-venv.
+# mariadb-server (mariadbd, mariadb-install-db), redis-server, and python3-venv; with --test also
+# chromium and postgresql (initdb, postgres: the store's PostgreSQL tests start their own server).
 # As root it runs apt-get; otherwise it stops and prints the exact command to run.
 set -euo pipefail
 
@@ -14,6 +15,10 @@ have haproxy || missing+=(haproxy)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 # make test: tests/report checks the HTML report in headless Chromium (DevTools over a pipe, no driver)
 if [ "${1:-}" = "--test" ]; then have chromium || [ -x /usr/lib/chromium/chromium ] || missing+=(chromium); fi
+# make test: tests/store runs the store on a PostgreSQL server it starts (Debian keeps the binaries
+# in /usr/lib/postgresql/<major>/bin, off PATH)
+have_postgres() { { have initdb && have postgres; } || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; }
+if [ "${1:-}" = "--test" ]; then have_postgres || missing+=(postgresql); fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.bgq"]
+pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.bgq", "tests.fixtures.stores"]

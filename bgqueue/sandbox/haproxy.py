@@ -20,9 +20,9 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from bgqueue.adapters.routing.haproxy import HAProxyError, HAProxyRuntime
 from bgqueue.sandbox.binaries import find_binary, pid_running, tail
@@ -225,7 +225,7 @@ class HAProxyServer:
 
     # --- process --------------------------------------------------------------------------
 
-    def start(self, timeout: float = 10) -> "HAProxyServer":
+    def start(self, timeout: float = 10) -> HAProxyServer:
         """Start haproxy; return once the runtime API answers and every checked server that is not
         in maintenance has had its first check. Retries on fresh ports when one was taken (first
         start only: a restart keeps the ports)."""

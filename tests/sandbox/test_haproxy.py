@@ -13,20 +13,30 @@ import stat
 import statistics
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pymysql
 import pytest
 
 from bgqueue.adapters.routing.haproxy import (
-    HAProxyError, HAProxyRuntime, HAProxyUnreachable, UnknownBackend, UnknownServer,
+    HAProxyError,
+    HAProxyRuntime,
+    HAProxyUnreachable,
+    UnknownBackend,
+    UnknownServer,
 )
 from bgqueue.sandbox import MariaDBServer, free_port
 from bgqueue.sandbox.haproxy import (
-    CHECK_USER, Backend, BackendServer, HAProxyServer, create_check_user, reader_backend, writer_backend,
+    CHECK_USER,
+    Backend,
+    BackendServer,
+    HAProxyServer,
+    create_check_user,
+    reader_backend,
+    writer_backend,
 )
 from tests.fixtures.servers import _fail_on_missing_binary, _server_ids
 
@@ -508,7 +518,7 @@ def test_twenty_flips_under_a_reconnecting_writer(servers, haproxy):
             t1 = time.monotonic()
             flips.append((t0, t1, other))
             n_before = len(ok)
-            wait_for(lambda: any(w == other for _, w in ok[n_before:]), 5, f"writes on {other}")
+            wait_for(lambda o=other, n=n_before: any(w == o for _, w in ok[n:]), 5, f"writes on {other}")
             moved_ms.append(1000 * (next(ts for ts, w in ok[n_before:] if w == other) - t0))
             current, other = other, current
             time.sleep(0.2)
@@ -517,8 +527,8 @@ def test_twenty_flips_under_a_reconnecting_writer(servers, haproxy):
         t.join(10)
 
     ends = [f[0] for f in flips[1:]] + [time.monotonic()]
-    per_flip = [sum(1 for x in failed if f[0] <= x < end) for f, end in zip(flips, ends)]
-    late = [sum(1 for ts, w in ok if f[1] < ts < end and w != f[2]) for f, end in zip(flips, ends)]
+    per_flip = [sum(1 for x in failed if f[0] <= x < end) for f, end in zip(flips, ends, strict=False)]
+    late = [sum(1 for ts, w in ok if f[1] < ts < end and w != f[2]) for f, end in zip(flips, ends, strict=False)]
     rows = 0
     for s in (servers.blue, servers.green):
         with s.root() as c, c.cursor() as cur:

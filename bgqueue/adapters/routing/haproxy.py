@@ -232,7 +232,7 @@ class HAProxyRuntime:
         for line in lines[2:]:
             if not line.strip():
                 continue
-            row = dict(zip(cols, line.split()))
+            row = dict(zip(cols, line.split(), strict=False))
             out.append(ServerState(
                 backend=row["be_name"], name=row["srv_name"], address=row["srv_addr"],
                 port=int(row["srv_port"]), op_state=OP_STATES.get(int(row["srv_op_state"]), row["srv_op_state"]),

@@ -191,9 +191,10 @@ def get_batch(store: Store, batch_id: str) -> Batch:
 
 
 def find_batch(store: Store, prefix: str) -> Batch | None:
-    """A batch by id or unique id prefix (operators type short ids)."""
+    """A batch by id or unique id prefix (operators type short ids), in any case: SQLite's LIKE
+    ignores ASCII case, PostgreSQL's does not, so the comparison says so itself."""
     with store.session() as s:
-        rows = list(s.execute(select(Batch).where(Batch.id.startswith(prefix)).limit(2)).scalars())
+        rows = list(s.execute(select(Batch).where(Batch.id.istartswith(prefix)).limit(2)).scalars())
         if len(rows) != 1:
             return None
         s.expunge(rows[0])

@@ -4,7 +4,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Float and timezone-aware DateTime everywhere; on MySQL-family servers DOUBLE (their FLOAT has 4
+# bytes: unix seconds would be off by minutes) and DATETIME(6) (their DATETIME keeps whole seconds).
+FLOAT = Float().with_variant(mysql.DOUBLE(asdecimal=False), "mysql", "mariadb")
+TIMESTAMP = DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
 def utcnow() -> datetime:
@@ -25,8 +31,8 @@ class Batch(Base):
     requested_by: Mapped[str] = mapped_column(String(128), default="")
     status: Mapped[str] = mapped_column(String(16), default="RUNNING")  # RUNNING | DONE
     summary: Mapped[dict | None] = mapped_column(JSON, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(TIMESTAMP, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(TIMESTAMP, nullable=True)
 
 
 class Deployment(Base):
@@ -43,17 +49,17 @@ class Deployment(Base):
     spec: Mapped[dict] = mapped_column(JSON)  # the cluster spec: endpoints, env var *names*, thresholds
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     facts: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # observed: flavours, versions
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    phase_deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    switch_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    switch_ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    switch_duration_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
-    writes_blocked_ms: Mapped[float | None] = mapped_column(Float, nullable=True)  # fence → route flip
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(TIMESTAMP, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(TIMESTAMP, default=utcnow)
+    phase_deadline: Mapped[datetime | None] = mapped_column(TIMESTAMP, nullable=True)
+    switch_started_at: Mapped[datetime | None] = mapped_column(TIMESTAMP, nullable=True)
+    switch_ended_at: Mapped[datetime | None] = mapped_column(TIMESTAMP, nullable=True)
+    switch_duration_ms: Mapped[float | None] = mapped_column(FLOAT, nullable=True)
+    writes_blocked_ms: Mapped[float | None] = mapped_column(FLOAT, nullable=True)  # fence → route flip
+    finished_at: Mapped[datetime | None] = mapped_column(TIMESTAMP, nullable=True)
     # After COMPLETED the old primary stays a reverse replica (rollback possible) until then.
-    retention_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    decommissioned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    retention_until: Mapped[datetime | None] = mapped_column(TIMESTAMP, nullable=True)
+    decommissioned_at: Mapped[datetime | None] = mapped_column(TIMESTAMP, nullable=True)
     baseline: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # blue's figures before the switch
 
 
@@ -66,7 +72,7 @@ class PhaseChange(Base):
     to_phase: Mapped[str] = mapped_column(String(24))
     epoch: Mapped[int] = mapped_column(Integer)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    at: Mapped[datetime] = mapped_column(TIMESTAMP, default=utcnow)
 
 
 class Step(Base):
@@ -81,9 +87,9 @@ class Step(Base):
     status: Mapped[str] = mapped_column(String(12))  # started | done | failed | undone | skipped
     epoch: Mapped[int] = mapped_column(Integer)
     detail: Mapped[dict | None] = mapped_column(JSON, nullable=True)
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    duration_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(TIMESTAMP, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(TIMESTAMP, nullable=True)
+    duration_ms: Mapped[float | None] = mapped_column(FLOAT, nullable=True)
 
 
 class Checkpoint(Base):
@@ -102,8 +108,8 @@ class Checkpoint(Base):
     new_gtid: Mapped[str | None] = mapped_column(Text, nullable=True)  # new primary at promotion
     new_binlog_file: Mapped[str | None] = mapped_column(String(128), nullable=True)
     new_binlog_pos: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    captured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    promoted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    captured_at: Mapped[datetime] = mapped_column(TIMESTAMP, default=utcnow)
+    promoted_at: Mapped[datetime | None] = mapped_column(TIMESTAMP, nullable=True)
 
 
 class Signoff(Base):
@@ -118,7 +124,7 @@ class Signoff(Base):
     team: Mapped[str] = mapped_column(String(64))
     signed_by: Mapped[str] = mapped_column(String(128))
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    at: Mapped[datetime] = mapped_column(TIMESTAMP, default=utcnow)
 
 
 class CheckResultRow(Base):
@@ -136,8 +142,8 @@ class CheckResultRow(Base):
     threshold: Mapped[str | None] = mapped_column(Text, nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     evidence: Mapped[dict | None] = mapped_column(JSON, nullable=True)
-    duration_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    duration_ms: Mapped[float | None] = mapped_column(FLOAT, nullable=True)
+    at: Mapped[datetime] = mapped_column(TIMESTAMP, default=utcnow)
 
 
 class DecisionRow(Base):
@@ -151,7 +157,7 @@ class DecisionRow(Base):
     round: Mapped[int] = mapped_column(Integer)
     verdict: Mapped[str] = mapped_column(String(8))  # GO | NO_GO | WAIT | ROLLBACK | HOLD
     reasons: Mapped[list | None] = mapped_column(JSON, nullable=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    at: Mapped[datetime] = mapped_column(TIMESTAMP, default=utcnow)
 
 
 class MetricSummary(Base):
@@ -165,14 +171,14 @@ class MetricSummary(Base):
     phase: Mapped[str] = mapped_column(String(24))
     metric: Mapped[str] = mapped_column(String(48))
     count: Mapped[int] = mapped_column(Integer)
-    min: Mapped[float | None] = mapped_column(Float, nullable=True)
-    max: Mapped[float | None] = mapped_column(Float, nullable=True)
-    mean: Mapped[float | None] = mapped_column(Float, nullable=True)
-    p50: Mapped[float | None] = mapped_column(Float, nullable=True)
-    p95: Mapped[float | None] = mapped_column(Float, nullable=True)
-    p99: Mapped[float | None] = mapped_column(Float, nullable=True)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    min: Mapped[float | None] = mapped_column(FLOAT, nullable=True)
+    max: Mapped[float | None] = mapped_column(FLOAT, nullable=True)
+    mean: Mapped[float | None] = mapped_column(FLOAT, nullable=True)
+    p50: Mapped[float | None] = mapped_column(FLOAT, nullable=True)
+    p95: Mapped[float | None] = mapped_column(FLOAT, nullable=True)
+    p99: Mapped[float | None] = mapped_column(FLOAT, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(TIMESTAMP, nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(TIMESTAMP, nullable=True)
 
 
 class MetricPoint(Base):
@@ -185,8 +191,13 @@ class MetricPoint(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"))
     metric: Mapped[str] = mapped_column(String(48))
-    ts: Mapped[float] = mapped_column(Float)  # unix seconds
-    value: Mapped[float] = mapped_column(Float)
+    ts: Mapped[float] = mapped_column(FLOAT)  # unix seconds
+    value: Mapped[float] = mapped_column(FLOAT)
+
+
+# MySQL cannot index a TEXT column without a prefix length: there the key is a VARCHAR as long as an
+# InnoDB utf8mb4 index allows (3072 bytes). TEXT elsewhere, as migration 0005 made it.
+REGISTRATION_PATH = Text().with_variant(String(768), "mysql", "mariadb")
 
 
 class FleetRegistration(Base):
@@ -194,9 +205,9 @@ class FleetRegistration(Base):
 
     __tablename__ = "fleet_registrations"
 
-    path: Mapped[str] = mapped_column(Text, primary_key=True)
+    path: Mapped[str] = mapped_column(REGISTRATION_PATH, primary_key=True)
     name: Mapped[str] = mapped_column(String(64))
-    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    registered_at: Mapped[datetime] = mapped_column(TIMESTAMP, default=utcnow)
 
 
 class NightlyRun(Base):
@@ -204,8 +215,8 @@ class NightlyRun(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     trigger: Mapped[str] = mapped_column(String(16))  # beat | manual
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(TIMESTAMP, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(TIMESTAMP, nullable=True)
     clusters: Mapped[int] = mapped_column(Integer, default=0)
     findings: Mapped[int] = mapped_column(Integer, default=0)
 
@@ -222,4 +233,4 @@ class NightlyFinding(Base):
     status: Mapped[str] = mapped_column(String(8))  # pass | fail | error
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     evidence: Mapped[dict | None] = mapped_column(JSON, nullable=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    at: Mapped[datetime] = mapped_column(TIMESTAMP, default=utcnow)

@@ -13,17 +13,22 @@ SPEC = {"name": "c1", "provider": "mysql", "blue": {"host": "h", "port": 1}, "gr
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store(f"sqlite:///{tmp_path / 'store.sqlite'}")
+def store(store_url):
+    """A migrated store on each kind of database: SQLite, PostgreSQL, MariaDB (tests.fixtures.stores)."""
+    s = Store(store_url)
     yield s
     s.dispose()
 
 
-def test_migrations_create_every_table_in_wal_mode(store, tmp_path):
+def test_migrations_create_every_table(store):
     tables = set(inspect(store.engine).get_table_names())
     assert {"batches", "deployments", "steps", "checkpoints", "phase_changes", "alembic_version"} <= tables
-    assert sqlite3.connect(tmp_path / "store.sqlite").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     Store(store.url).dispose()  # a second open is a no-op upgrade
+
+
+def test_sqlite_store_is_in_wal_mode(tmp_path):
+    Store(f"sqlite:///{tmp_path / 'store.sqlite'}").dispose()
+    assert sqlite3.connect(tmp_path / "store.sqlite").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def _new(store):
@@ -46,13 +51,17 @@ def test_claim_bumps_epoch_and_transition_is_fenced(store):
     assert [(h.from_phase, h.to_phase, h.epoch) for h in hist] == [("PENDING", "PREPARING", 2)]
 
 
-@pytest.mark.parametrize("returning", [True, False], ids=["update-returning", "read-then-update"])
-def test_claim_on_either_path_returns_the_row_and_refuses_what_it_must(store, returning):
+@pytest.mark.parametrize("path", ["native", "read-then-update"])
+def test_claim_on_either_path_returns_the_row_and_refuses_what_it_must(store, path):
     """SQLite and PostgreSQL claim with one UPDATE … RETURNING; MySQL-family stores (no UPDATE
-    RETURNING) read, then update fenced. Same outcomes either way."""
+    RETURNING) read, then update fenced. Same outcomes either way: "native" is the database's
+    own path, "read-then-update" forces the fallback on every database."""
     from bgqueue.model.errors import BadInput
 
-    store.engine.dialect.update_returning = returning
+    assert store.engine.dialect.update_returning == (store.engine.dialect.name != "mysql")
+    if path != "native":
+        store.engine.dialect.update_returning = False
+    returning = store.engine.dialect.update_returning
     dep = _new(store)
     c1 = deps.claim(store, dep, "w1", [Phase.PENDING, Phase.PREPARING])
     assert (c1.epoch, c1.phase) == (1, Phase.PENDING)
@@ -115,3 +124,14 @@ def test_checkpoints(store):
     journal.update_checkpoint(store, c, cp, new_binlog_file="g.000002", new_binlog_pos=456)
     got = journal.latest_checkpoint(store, dep, "switchover")
     assert (got.old_gtid, got.old_binlog_pos, got.new_binlog_file, got.new_binlog_pos) == ("0-1-5", 123, "g.000002", 456)
+
+
+def test_models_match_the_migrations(store):
+    """What the migrations made is what the models declare (types included) on every backend."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from bgqueue.adapters.store.models import Base
+
+    with store.engine.connect() as c:
+        assert compare_metadata(MigrationContext.configure(c), Base.metadata) == []

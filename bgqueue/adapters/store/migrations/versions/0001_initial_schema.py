@@ -6,6 +6,13 @@ Create Date: 2026-11-26 21:35:18.502600
 """
 from alembic import op
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+# MySQL-family servers get DOUBLE, not their 4-byte FLOAT (unix seconds would be off by minutes),
+# and DATETIME(6), not whole seconds. Before these variants no such store could reach head (0005
+# failed there on a TEXT primary key); SQLite and PostgreSQL DDL is unchanged.
+FLOAT = sa.Float().with_variant(mysql.DOUBLE(asdecimal=False), 'mysql', 'mariadb')
+TIMESTAMP = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), 'mysql', 'mariadb')
 
 
 revision = '0001'
@@ -23,8 +30,8 @@ def upgrade() -> None:
     sa.Column('requested_by', sa.String(length=128), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('summary', sa.JSON(), nullable=True),
-    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('created_at', TIMESTAMP, nullable=False),
+    sa.Column('finished_at', TIMESTAMP, nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
     op.create_table('deployments',
@@ -38,14 +45,14 @@ def upgrade() -> None:
     sa.Column('spec', sa.JSON(), nullable=False),
     sa.Column('reason', sa.Text(), nullable=True),
     sa.Column('facts', sa.JSON(), nullable=True),
-    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('phase_deadline', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('switch_started_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('switch_ended_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('switch_duration_ms', sa.Float(), nullable=True),
-    sa.Column('writes_blocked_ms', sa.Float(), nullable=True),
-    sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('created_at', TIMESTAMP, nullable=False),
+    sa.Column('updated_at', TIMESTAMP, nullable=False),
+    sa.Column('phase_deadline', TIMESTAMP, nullable=True),
+    sa.Column('switch_started_at', TIMESTAMP, nullable=True),
+    sa.Column('switch_ended_at', TIMESTAMP, nullable=True),
+    sa.Column('switch_duration_ms', FLOAT, nullable=True),
+    sa.Column('writes_blocked_ms', FLOAT, nullable=True),
+    sa.Column('finished_at', TIMESTAMP, nullable=True),
     sa.ForeignKeyConstraint(['batch_id'], ['batches.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
@@ -65,8 +72,8 @@ def upgrade() -> None:
     sa.Column('new_gtid', sa.Text(), nullable=True),
     sa.Column('new_binlog_file', sa.String(length=128), nullable=True),
     sa.Column('new_binlog_pos', sa.Integer(), nullable=True),
-    sa.Column('captured_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('promoted_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('captured_at', TIMESTAMP, nullable=False),
+    sa.Column('promoted_at', TIMESTAMP, nullable=True),
     sa.ForeignKeyConstraint(['deployment_id'], ['deployments.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
@@ -80,7 +87,7 @@ def upgrade() -> None:
     sa.Column('to_phase', sa.String(length=24), nullable=False),
     sa.Column('epoch', sa.Integer(), nullable=False),
     sa.Column('reason', sa.Text(), nullable=True),
-    sa.Column('at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('at', TIMESTAMP, nullable=False),
     sa.ForeignKeyConstraint(['deployment_id'], ['deployments.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
@@ -95,9 +102,9 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=12), nullable=False),
     sa.Column('epoch', sa.Integer(), nullable=False),
     sa.Column('detail', sa.JSON(), nullable=True),
-    sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('ended_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('duration_ms', sa.Float(), nullable=True),
+    sa.Column('started_at', TIMESTAMP, nullable=False),
+    sa.Column('ended_at', TIMESTAMP, nullable=True),
+    sa.Column('duration_ms', FLOAT, nullable=True),
     sa.ForeignKeyConstraint(['deployment_id'], ['deployments.id'], ),
     sa.PrimaryKeyConstraint('id')
     )

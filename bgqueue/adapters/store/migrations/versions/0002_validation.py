@@ -6,6 +6,13 @@ Create Date: 2026-11-26 21:51:02.096938
 """
 from alembic import op
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+# MySQL-family servers get DOUBLE, not their 4-byte FLOAT (unix seconds would be off by minutes),
+# and DATETIME(6), not whole seconds. Before these variants no such store could reach head (0005
+# failed there on a TEXT primary key); SQLite and PostgreSQL DDL is unchanged.
+FLOAT = sa.Float().with_variant(mysql.DOUBLE(asdecimal=False), 'mysql', 'mariadb')
+TIMESTAMP = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), 'mysql', 'mariadb')
 
 
 revision = '0002'
@@ -22,7 +29,7 @@ def upgrade() -> None:
     sa.Column('team', sa.String(length=64), nullable=False),
     sa.Column('signed_by', sa.String(length=128), nullable=False),
     sa.Column('note', sa.Text(), nullable=True),
-    sa.Column('at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('at', TIMESTAMP, nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('signoffs', schema=None) as batch_op:
@@ -39,8 +46,8 @@ def upgrade() -> None:
     sa.Column('threshold', sa.Text(), nullable=True),
     sa.Column('reason', sa.Text(), nullable=True),
     sa.Column('evidence', sa.JSON(), nullable=True),
-    sa.Column('duration_ms', sa.Float(), nullable=True),
-    sa.Column('at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('duration_ms', FLOAT, nullable=True),
+    sa.Column('at', TIMESTAMP, nullable=False),
     sa.ForeignKeyConstraint(['deployment_id'], ['deployments.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
@@ -54,7 +61,7 @@ def upgrade() -> None:
     sa.Column('round', sa.Integer(), nullable=False),
     sa.Column('verdict', sa.String(length=8), nullable=False),
     sa.Column('reasons', sa.JSON(), nullable=True),
-    sa.Column('at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('at', TIMESTAMP, nullable=False),
     sa.ForeignKeyConstraint(['deployment_id'], ['deployments.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
@@ -67,14 +74,14 @@ def upgrade() -> None:
     sa.Column('phase', sa.String(length=24), nullable=False),
     sa.Column('metric', sa.String(length=48), nullable=False),
     sa.Column('count', sa.Integer(), nullable=False),
-    sa.Column('min', sa.Float(), nullable=True),
-    sa.Column('max', sa.Float(), nullable=True),
-    sa.Column('mean', sa.Float(), nullable=True),
-    sa.Column('p50', sa.Float(), nullable=True),
-    sa.Column('p95', sa.Float(), nullable=True),
-    sa.Column('p99', sa.Float(), nullable=True),
-    sa.Column('started_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('ended_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('min', FLOAT, nullable=True),
+    sa.Column('max', FLOAT, nullable=True),
+    sa.Column('mean', FLOAT, nullable=True),
+    sa.Column('p50', FLOAT, nullable=True),
+    sa.Column('p95', FLOAT, nullable=True),
+    sa.Column('p99', FLOAT, nullable=True),
+    sa.Column('started_at', TIMESTAMP, nullable=True),
+    sa.Column('ended_at', TIMESTAMP, nullable=True),
     sa.ForeignKeyConstraint(['deployment_id'], ['deployments.id'], ),
     sa.PrimaryKeyConstraint('id')
     )

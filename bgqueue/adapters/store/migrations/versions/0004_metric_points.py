@@ -6,6 +6,12 @@ Create Date: 2026-11-26 22:23:39.135350
 """
 from alembic import op
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+# MySQL-family servers get DOUBLE, not their 4-byte FLOAT (unix seconds would be off by minutes),
+# and DATETIME(6), not whole seconds. Before these variants no such store could reach head (0005
+# failed there on a TEXT primary key); SQLite and PostgreSQL DDL is unchanged.
+FLOAT = sa.Float().with_variant(mysql.DOUBLE(asdecimal=False), 'mysql', 'mariadb')
 
 
 revision = '0004'
@@ -19,8 +25,8 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('deployment_id', sa.String(length=36), nullable=False),
     sa.Column('metric', sa.String(length=48), nullable=False),
-    sa.Column('ts', sa.Float(), nullable=False),
-    sa.Column('value', sa.Float(), nullable=False),
+    sa.Column('ts', FLOAT, nullable=False),
+    sa.Column('value', FLOAT, nullable=False),
     sa.ForeignKeyConstraint(['deployment_id'], ['deployments.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
