@@ -38,7 +38,8 @@ def celery_config(s: Settings) -> dict:
                                     "schedule": crontab(hour=s.nightly_hour, minute=0),
                                     "options": {"expires": 3600}},
             # A procedure whose worker vanished (a fenced primary must not wait an hour for redelivery).
-            "watchdog": {"task": "bgqueue.maintenance.watchdog", "schedule": 30.0, "options": {"expires": 25}},
+            "watchdog": {"task": "bgqueue.maintenance.watchdog", "schedule": s.watchdog_interval_s,
+                         "options": {"expires": max(1.0, s.watchdog_interval_s * 0.9)}},
             # Old primaries whose retention ended stop replicating and are reported free.
             "decommission-due": {"task": "bgqueue.maintenance.decommission_due", "schedule": 600.0,
                                  "options": {"expires": 540}},

@@ -27,6 +27,15 @@ class Settings(BaseSettings):
     lock_ttl_s: int = 3600
     visibility_timeout_s: int = 3600
     max_countdown_s: int = 300
+    # Owner liveness (engine/watchdog.py): a switchover or rollback renews its lease with every
+    # journal write and every slice of its bounded waits; another worker takes it over once the
+    # lease is older than this. The watchdog runs this often (Celery beat).
+    procedure_lease_s: float = Field(default=8.0, gt=0, le=300)
+    watchdog_interval_s: float = Field(default=2.0, gt=0, le=300)
+    # Any other live phase is re-driven from the store after this long without a task working on
+    # it (beyond its own poll interval); PENDING waits longer (a deep queue at the start of a batch).
+    stall_s: float = Field(default=60.0, gt=0, le=86400)
+    pending_stall_s: float = Field(default=600.0, gt=0, le=86400)
     log_json: bool = False
     nightly_hour: int = 2  # UTC hour of the nightly validations (Celery beat)
 

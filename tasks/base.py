@@ -16,6 +16,7 @@ from celery.exceptions import Ignore, Retry
 
 from bgqueue.adapters import logs
 from bgqueue.adapters.runtime import Runtime, get_runtime
+from bgqueue.adapters.store import deployments as deps
 from bgqueue.engine import claims
 from bgqueue.model.errors import FencedOut
 from bgqueue.model.outcomes import Next
@@ -82,6 +83,14 @@ def _bind_cluster(deployment_id: str) -> None:
         pass
 
 
+def _heartbeat(deployment_id: str) -> None:
+    """A task works on this deployment now: the watchdog's owner-liveness mark (never fails a task)."""
+    try:
+        deps.heartbeat(get_runtime().store, deployment_id)
+    except Exception as e:
+        log.debug("heartbeat of %s not recorded: %s", deployment_id, e)
+
+
 # Mid-procedure (SWITCHING, ROLLING_BACK) an error is never the end: the next attempt observes
 # the servers and finishes or undoes. Only after this many attempts (~10 min) does a human get it.
 MAX_RESUME_ATTEMPTS = 25
@@ -121,6 +130,7 @@ def guarded(name: str):
         def _run(self, args, deployment_id, errors):
             try:
                 _bind_cluster(deployment_id)
+                _heartbeat(deployment_id)
                 return fn(self, *args)
             except (Retry, Ignore):
                 raise

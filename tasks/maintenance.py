@@ -5,6 +5,8 @@ import logging
 
 from bgqueue.adapters.runtime import get_runtime
 from bgqueue.engine import retention
+from bgqueue.engine.watchdog import Stalled, mark_redriven, stalled
+from bgqueue.model.phases import Phase
 from tasks.base import bgqueue_task
 
 log = logging.getLogger("bgqueue.maintenance")
@@ -17,21 +19,35 @@ def decommission_due() -> list[str]:
 
 @bgqueue_task("bgqueue.maintenance.watchdog", time_limit=60, ignore_result=True)
 def watchdog() -> list[str]:
-    """Resume procedures whose worker vanished (see bgqueue.engine.watchdog)."""
+    """Re-drive every live deployment whose owner is gone (see bgqueue.engine.watchdog)."""
+    rt = get_runtime()
+    redriven = []
+    for s in stalled(rt):
+        log.warning("deployment=%s quiet in %s for %.0fs (bound %.0fs): re-driving", s.deployment_id, s.phase,
+                    s.quiet_s, s.bound_s)
+        redrive(s)
+        mark_redriven(rt, s)
+        redriven.append(s.deployment_id)
+    return redriven
+
+
+def redrive(s: Stalled) -> None:
+    """Enqueue the stalled phase's step with the rest of the cluster's chain (the batch's own chain
+    for this cluster died with its worker or its messages)."""
     from celery import chain
 
-    from bgqueue.engine.watchdog import stalled
     from tasks.batch import summarize_batch
-    from tasks.deployment import migrate_cdc, monitor, rollback, switch
+    from tasks.deployment import CHAIN, rollback
 
-    resumed = []
-    for s in stalled(get_runtime()):
-        log.warning("deployment=%s stalled in %s for %.0fs: resuming", s.deployment_id, s.phase, s.quiet_s)
-        if s.phase == "SWITCHING":
-            # The rest of the chain too: the batch's own chain for this cluster died with its worker.
-            chain(switch.si(s.deployment_id), migrate_cdc.si(s.deployment_id), monitor.si(s.deployment_id),
-                  summarize_batch.si(None, s.batch_id)).apply_async()
-        else:
-            rollback.apply_async((s.reason or "rollback", s.deployment_id))
-        resumed.append(s.deployment_id)
-    return resumed
+    if s.phase == Phase.ROLLING_BACK:
+        rollback.apply_async((s.reason or "rollback", s.deployment_id))
+        return
+    first = FROM_PHASE[s.phase]
+    links = [t.si(s.deployment_id).set(ignore_result=True) for t in CHAIN[first:]]
+    chain(*links, summarize_batch.si(None, s.batch_id)).apply_async()
+
+
+# Where the per-cluster chain (tasks.deployment.CHAIN: prepare, wait_for_sync, validate, switch,
+# migrate_cdc, monitor) picks up for each live phase.
+FROM_PHASE = {Phase.PENDING: 0, Phase.PREPARING: 0, Phase.SYNCING: 1, Phase.VALIDATING: 2, Phase.PILOTING: 2,
+              Phase.READY: 3, Phase.SWITCHING: 3, Phase.CDC_MIGRATING: 4, Phase.MONITORING: 5}

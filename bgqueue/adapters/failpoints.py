@@ -3,11 +3,13 @@
 Off unless BGQUEUE_FAILPOINTS names the point, e.g. ``switchover.after_fence=exit``.
 Actions: ``exit`` ends the process at once (a crashed worker); ``exit-once`` does so only the
 first time across processes (a marker file in BGQUEUE_FAILPOINT_DIR), so that the worker
-that picks the task up again can finish; ``raise`` raises FailpointHit.
+that picks the task up again can finish; ``stop`` stops the process (SIGSTOP: a paused worker,
+resumed later by SIGCONT from outside); ``raise`` raises FailpointHit.
 """
 from __future__ import annotations
 
 import os
+import signal
 
 
 class FailpointHit(RuntimeError):
@@ -31,4 +33,7 @@ def failpoint(name: str) -> None:
             os._exit(137)
         if action == "exit":
             os._exit(137)
+        if action == "stop":
+            os.kill(os.getpid(), signal.SIGSTOP)
+            return
         raise FailpointHit(name)

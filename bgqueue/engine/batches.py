@@ -73,7 +73,7 @@ def open_batch(rt: Runtime, fleet_path: str, only: list[str] | None = None, *, p
 
 
 def summarize(rt: Runtime, batch_id: str) -> dict:
-    """The batch's outcome per cluster, written to the store when the batch ends."""
+    """The batch's outcome per cluster, written to the store once every deployment is terminal."""
     rows = deps.batch_deployments(rt.store, batch_id)
     clusters = []
     for d in rows:
@@ -91,7 +91,10 @@ def summarize(rt: Runtime, batch_id: str) -> dict:
         "terminal": sum(p in TERMINAL for p in phases),
         "by_phase": {p.value: phases.count(p) for p in sorted(set(phases))},
     }
-    deps.finish_batch(rt.store, batch_id, summary)
+    if summary["terminal"] == summary["total"]:
+        # A chain re-driven by the watchdog ends with this too: the batch is done only when every
+        # deployment is (the chord's own call can come before a re-driven cluster ends).
+        deps.finish_batch(rt.store, batch_id, summary)
     return summary
 
 

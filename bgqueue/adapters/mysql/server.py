@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pymysql
 import pymysql.cursors
 
+from bgqueue.adapters.failpoints import failpoint
 from bgqueue.adapters.mysql.dialects import Dialect, parse_version
-from bgqueue.model.errors import BadInput
+from bgqueue.model.errors import BadInput, BgqueueError
 from bgqueue.model.fleet import ClusterSpec, Credentials, Endpoint
 
 log = logging.getLogger(__name__)
@@ -51,8 +53,19 @@ class BinlogCoordinates:
     pos: int
 
 
+class FenceLockLost(BgqueueError):
+    """Another worker holds this cluster's procedure lock on the server: this one lost the deployment."""
+
+
 class Server:
-    """An admin session on one server. Connects lazily; ``close()`` when done."""
+    """An admin session on one server. Connects lazily; ``close()`` when done.
+
+    A procedure that changes the server (switchover, rollback) first takes the cluster's
+    procedure lock on it (``hold_fence_lock``): a server-side named lock held by this session.
+    A worker that takes the deployment over ends the sessions holding it and takes it; every later
+    (re)connect of the old worker finds it taken and fails with FenceLockLost before it can send
+    a statement, so a worker that lost the deployment (paused, partitioned) cannot change a server.
+    """
 
     def __init__(self, endpoint: Endpoint, admin: Credentials, *, label: str, connect_timeout: float = 5.0,
                  tls: str = "preferred", read_timeout: float | None = 60.0):
@@ -60,6 +73,7 @@ class Server:
         self.connect_timeout, self.tls, self.read_timeout = connect_timeout, tls, read_timeout
         self._conn: pymysql.Connection | None = None
         self._dialect: Dialect | None = None
+        self._fence_lock: str | None = None
 
     # --- connection ----------------------------------------------------------------
     def connect(self) -> Server:
@@ -86,8 +100,30 @@ class Server:
             cur.execute("SELECT VERSION()")
             flavour, version = parse_version(cur.fetchone()[0])
             cur.execute(f"SET SESSION lock_wait_timeout = {FENCE_LOCK_WAIT_S}")
+            if self._fence_lock is not None:  # a reconnect of a procedure's session: never take it by force
+                cur.execute("SELECT GET_LOCK(%s, 0)", (self._fence_lock,))
+                if cur.fetchone()[0] != 1:
+                    self._conn.close()
+                    self._conn = None
+                    raise FenceLockLost(f"{self.label} {self.endpoint}: another worker holds {self._fence_lock!r}: "
+                                        "this worker lost the deployment and changes nothing")
         self._dialect = Dialect(flavour, version)
         return self
+
+    def hold_fence_lock(self, name: str, timeout_s: float = 5.0) -> int:
+        """Take the procedure lock ``name`` for this session, first ending any other session that
+        holds it (the worker that owned the deployment before this one). Returns how many sessions
+        were ended. FenceLockLost when it cannot be had within ``timeout_s``."""
+        self.connect()
+        ended = 0
+        holder = self.scalar("SELECT IS_USED_LOCK(%s)", (name,))
+        own = int(self.scalar("SELECT CONNECTION_ID()"))
+        if holder is not None and int(holder) != own:
+            ended = self.end_sessions([(int(holder), "lock holder")])
+        if self.scalar("SELECT GET_LOCK(%s, %s)", (name, float(timeout_s))) != 1:
+            raise FenceLockLost(f"{self.label} {self.endpoint}: could not take {name!r} within {timeout_s:g}s")
+        self._fence_lock = name
+        return ended
 
     def reconnect(self) -> Server:
         """A fresh session (after a timeout the old one may be dead or still busy server-side)."""
@@ -231,18 +267,25 @@ class Server:
                     raise
         return killed
 
-    def wait_for_position(self, position: str, timeout_s: float) -> bool:
-        """Block (server-side, bounded) until this replica has applied ``position``."""
+    def wait_for_position(self, position: str, timeout_s: float, *, slice_s: float = _WAIT_SLICE_S,
+                          between_slices: Callable[[], None] | None = None) -> bool:
+        """Block (server-side, bounded) until this replica has applied ``position``, in slices of
+        ``slice_s``; ``between_slices`` runs after each slice that did not reach it (a procedure
+        renews its lease there, and learns there if it lost the deployment)."""
         deadline = time.monotonic() + timeout_s
+        slice_s = min(slice_s, _WAIT_SLICE_S)
         while True:
             left = deadline - time.monotonic()
-            result = self.scalar(self.dialect.wait_for_position_sql(), (position, float(max(0.0, min(left, _WAIT_SLICE_S)))))
-            if self.dialect.wait_reached(result) or left <= _WAIT_SLICE_S:
+            result = self.scalar(self.dialect.wait_for_position_sql(), (position, float(max(0.0, min(left, slice_s)))))
+            if self.dialect.wait_reached(result) or left <= slice_s:
                 return self.dialect.wait_reached(result)
+            if between_slices is not None:
+                between_slices()
 
     def promote(self) -> None:
         """Stop and forget replication, then accept writes."""
         self.execute(self.dialect.stop_replica_sql)
+        failpoint("promote.after_stop_replica")
         self.execute(self.dialect.reset_replica_sql)
         self.set_read_only(False)
 

@@ -230,6 +230,12 @@ def as_aware(dt: datetime | None) -> datetime | None:
     return dt.replace(tzinfo=UTC)
 
 
+def heartbeat(store: Store, deployment_id: str) -> None:
+    """A task is working on this deployment now (not fenced: it moves nothing but the liveness mark)."""
+    with store.begin() as c:
+        c.execute(update(D).where(D.c.id == deployment_id).values(heartbeat_at=utcnow()))
+
+
 def retention_due(store: Store, now: datetime) -> list[str]:
     """COMPLETED deployments whose retention ended and whose old primary is not yet decommissioned."""
     with store.session() as s:

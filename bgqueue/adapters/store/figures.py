@@ -1,6 +1,7 @@
 """Read-only aggregates of the store for the Prometheus exporter and the watchdog."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -55,11 +56,13 @@ class PhaseRow:
     reason: str | None
     updated_at: datetime
     spec: Any
+    heartbeat_at: datetime | None = None
 
 
-def in_phases(store: Store, phases: list[str]) -> list[PhaseRow]:
+def in_phases(store: Store, phases: Sequence[str]) -> list[PhaseRow]:
     """Deployments in these phases, with what the watchdog needs to judge them."""
     with store.session() as s:
         rows = s.execute(select(Deployment.id, Deployment.batch_id, Deployment.phase, Deployment.reason,
-                                Deployment.updated_at, Deployment.spec).where(Deployment.phase.in_(phases))).all()
+                                Deployment.updated_at, Deployment.spec, Deployment.heartbeat_at)
+                         .where(Deployment.phase.in_(phases))).all()
     return [PhaseRow(*r) for r in rows]

@@ -61,6 +61,9 @@ class Deployment(Base):
     retention_until: Mapped[datetime | None] = mapped_column(TIMESTAMP, nullable=True)
     decommissioned_at: Mapped[datetime | None] = mapped_column(TIMESTAMP, nullable=True)
     baseline: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # blue's figures before the switch
+    # The last time a task worked on it (claims and journal writes move updated_at; a tick that only
+    # observes moves this): the watchdog's owner-liveness rule.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(TIMESTAMP, nullable=True)
 
 
 class PhaseChange(Base):

@@ -36,6 +36,9 @@ class MysqlProvider:
     def switch(self, rt: Runtime, deployment_id: str) -> Next:
         return steps.switch(rt, deployment_id)
 
+    def procedure_poll_s(self, spec: Any) -> float:
+        return 0.0  # the procedure runs in one task, renewing its lease as it goes
+
     def on_no_go(self, rt: Runtime, dep: Any) -> None:
         """Nothing to remove: bgqueue built nothing (green is the operator's replica)."""
 

@@ -15,7 +15,7 @@ from bgqueue.adapters.store import journal as journals
 from bgqueue.adapters.store.journal import Journal
 from bgqueue.adapters.store.models import Deployment, utcnow
 from bgqueue.engine import claims
-from bgqueue.engine.mysql.switchover import SwitchPlan, switch_writer
+from bgqueue.engine.mysql.switchover import SwitchPlan, hold_procedure_locks, switch_writer
 from bgqueue.engine.pipelines import move_pipelines
 from bgqueue.model import gtid
 from bgqueue.model.errors import BgqueueError, FencedOut
@@ -131,8 +131,7 @@ def roll_back(rt: Runtime, deployment_id: str, reason: str = "manual rollback") 
     if "rolled_back" not in done_steps and "flip_routing" not in done_steps:
         blue, green = servers(spec)
         try:
-            blue.connect()
-            green.connect()
+            hold_procedure_locks(spec.name, blue, green)
             plan = SwitchPlan(cluster=spec, old=green, new=blue, repl=spec.replication, kind="rollback")
             result = switch_writer(plan, rt.store, journal, rt.routing, spec.thresholds.catchup_timeout_s,
                                    resume=resume)

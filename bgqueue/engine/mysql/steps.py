@@ -20,7 +20,7 @@ from bgqueue.adapters.store.journal import Journal
 from bgqueue.adapters.store.models import utcnow
 from bgqueue.checks import sync
 from bgqueue.engine import claims
-from bgqueue.engine.mysql.switchover import SwitchPlan, switch_writer
+from bgqueue.engine.mysql.switchover import SwitchPlan, hold_procedure_locks, switch_writer
 from bgqueue.model.errors import BgqueueError, FencedOut
 from bgqueue.model.fleet import ClusterSpec
 from bgqueue.model.outcomes import DONE, Next
@@ -123,8 +123,7 @@ def switch(rt: Runtime, deployment_id: str) -> Next:
     blue, green = servers(spec)
     journal = Journal(rt.store, claim, "switchover")
     try:
-        blue.connect()
-        green.connect()
+        hold_procedure_locks(spec.name, blue, green)
         plan = SwitchPlan(cluster=spec, old=blue, new=green, repl=spec.replication)
         result = switch_writer(plan, rt.store, journal, rt.routing, spec.thresholds.catchup_timeout_s, resume=resume)
     except FencedOut:

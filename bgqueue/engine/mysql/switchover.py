@@ -61,6 +61,22 @@ class SwitchPlan:
     kind: str = "switchover"  # or "rollback"
 
 
+# How often a bounded wait inside the procedure renews its lease (well under procedure_lease_s).
+LEASE_RENEW_S = 2.0
+
+
+def procedure_lock_name(cluster: str) -> str:
+    """The server-side named lock a switchover or rollback of ``cluster`` holds on blue and green."""
+    return f"bgq:procedure:{cluster}"[:64]
+
+
+def hold_procedure_locks(cluster: str, *servers: Server) -> None:
+    """Connect and take the cluster's procedure lock on each server, ending the sessions of a worker
+    that held it before (the store's claim already made this worker the owner)."""
+    for s in servers:
+        s.hold_fence_lock(procedure_lock_name(cluster))
+
+
 def observe_promoted(new: Server) -> bool:
     """Has ``new`` already been promoted (no replication configured, writable)?"""
     return new.replica_status() is None and not new.is_read_only()
@@ -114,7 +130,10 @@ class _Run:
 
     def wait_for_new(self, f: dict) -> None:
         f["timeout_s"] = self.catchup_timeout_s
-        f["reached"] = self.new.wait_for_position(self.final_gtid, self.catchup_timeout_s)
+        # In slices: each one renews the lease (a fenced store write), so a long catch-up is not
+        # taken for a dead worker, and a worker that lost the deployment stops here.
+        f["reached"] = self.new.wait_for_position(self.final_gtid, self.catchup_timeout_s,
+                                                  slice_s=LEASE_RENEW_S, between_slices=self.journal.flush)
         if not f["reached"]:
             behind = gtid.transactions_behind(self.new.flavour, self.new.applied_position(), self.final_gtid)
             f["transactions_behind"] = behind

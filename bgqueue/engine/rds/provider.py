@@ -32,6 +32,9 @@ class RdsProvider:
     def switch(self, rt: Runtime, deployment_id: str) -> Next:
         return switchover.switch(rt, deployment_id)
 
+    def procedure_poll_s(self, spec: Any) -> float:
+        return spec.thresholds.sync_poll_s  # AWS runs the switchover; each poll is a task
+
     def on_no_go(self, rt: Runtime, dep: Any) -> None:
         steps.on_no_go(rt, dep)
 

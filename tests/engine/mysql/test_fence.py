@@ -65,13 +65,13 @@ def test_a_write_that_escapes_the_fence_fails_the_switchover_safely(cluster_pair
                           rate_hz=100)
     real_wait = Server.wait_for_position
 
-    def wait_while_someone_writes(self, position, timeout_s):
+    def wait_while_someone_writes(self, position, timeout_s, **kw):
         if self.label == "green":
             sneaky = _admin(pair, sandbox_passwords, pair.blue)  # a new privileged session, after the fence
             with sneaky.cursor() as cur:
                 cur.execute("CREATE TABLE IF NOT EXISTS appdb.escaped (id INT PRIMARY KEY)")
             sneaky.close()
-        return real_wait(self, position, timeout_s)
+        return real_wait(self, position, timeout_s, **kw)
 
     monkeypatch.setattr(Server, "wait_for_position", wait_while_someone_writes)
     try:
