@@ -30,6 +30,9 @@ def celery_config(s: Settings) -> dict:
         "worker_send_task_events": True,
         "task_send_sent_event": False,
         "broker_connection_retry_on_startup": True,
+        # A broker restart is survived: reconnect forever (with Celery's backoff) instead of exiting.
+        "broker_connection_retry": True,
+        "broker_connection_max_retries": None,
         "worker_hijack_root_logger": False,
         "task_default_queue": "bgqueue",
         "beat_schedule": {

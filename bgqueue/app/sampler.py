@@ -214,8 +214,20 @@ class Sampler:
             self.refresh(force=True)
             refresher.start()
             next_at = time.monotonic()
+            backoff = 0.0
             while not stop_event.is_set():
-                self.tick()
+                try:
+                    self.tick()
+                    backoff = 0.0
+                except redis.exceptions.RedisError as e:
+                    # Redis restarting: keep sampling once it is back (validation resumes with the
+                    # samples); a tick's samples are lost meanwhile, never the process.
+                    backoff = min(5.0, max(0.25, backoff * 2))
+                    self.stats.ticks_missed += 1
+                    log.warning("sampler: Redis unavailable (%s); again in %.2fs", e, backoff)
+                    stop_event.wait(backoff)
+                    next_at = time.monotonic()
+                    continue
                 next_at += self.interval_s
                 now = time.monotonic()
                 # Overran: a slot less than half an interval late still runs (now); slots further
