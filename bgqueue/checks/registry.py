@@ -9,6 +9,7 @@ from bgqueue.checks.governance import signoffs, staging_gate
 from bgqueue.checks.rds import RDS_CHECKS
 from bgqueue.checks.readiness import event_scheduler, reverse_readiness
 from bgqueue.checks.replication import replication_health, replication_lag
+from bgqueue.checks.routing import routing_readiness
 from bgqueue.model.results import CheckResult, passed
 
 
@@ -33,6 +34,7 @@ SQL_CHECKS: dict[str, Check] = {
     "reverse_readiness": reverse_readiness,
     "signoffs": signoffs,
     "staging": staging_gate,
+    "routing": routing_readiness,
 }
 
 # Checks that need no SQL session: they serve every provider.

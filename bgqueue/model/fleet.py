@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_valid
 
 from bgqueue.model.cdc import PipelineSpec
 from bgqueue.model.errors import BadInput
+from bgqueue.model.routing import RegistryTarget, RoutingTarget
 from bgqueue.model.schema_base import Credentials, Endpoint
 from bgqueue.model.schema_base import StrictModel as _Strict
 
@@ -116,6 +117,8 @@ class ClusterSpec(_Strict):
                                 description="staging twin: its latest deployment of the same change must have completed")
     pipelines: list[PipelineSpec] = Field(default_factory=list)
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    routing: list[RoutingTarget] = Field(
+        default_factory=list, description="extra application paths flipped with the registry (HAProxy, Route 53, SSM)")
 
     @field_validator("critical_tables")
     @classmethod
@@ -132,7 +135,14 @@ class ClusterSpec(_Strict):
         names = [p.name for p in self.pipelines]
         if len(names) != len(set(names)):
             raise ValueError("two pipelines share a name (their state in Redis would collide)")
+        labels = [t.label for t in self.routing]
+        if len(labels) != len(set(labels)):
+            raise ValueError("two routing targets name the same path")
         return self
+
+    def routing_targets(self) -> list[RoutingTarget]:
+        """Every path applications use, the registry first (it is always there)."""
+        return [RegistryTarget(), *(t for t in self.routing if not isinstance(t, RegistryTarget))]
 
     def credential_envs(self) -> list[tuple[str, Credentials]]:
         out = [("admin", self.admin), ("replication", self.replication)]

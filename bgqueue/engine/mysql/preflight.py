@@ -8,6 +8,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from bgqueue.adapters.mysql.server import servers
+from bgqueue.adapters.routing import targets as routing_targets
 from bgqueue.checks import sync
 from bgqueue.model.errors import BgqueueError
 from bgqueue.model.fleet import ClusterSpec
@@ -38,6 +39,9 @@ def check_cluster(spec: ClusterSpec) -> ClusterCheck:
             spec.replication.password()
         except BgqueueError as e:
             out.problems.append(("replication.password_env", str(e)))
+        for i, target in enumerate(spec.routing):
+            for problem in routing_targets.probe(target):
+                out.problems.append((f"routing.{i}", problem))
     finally:
         blue.close()
         green.close()

@@ -38,12 +38,14 @@ from dataclasses import dataclass
 
 from bgqueue.adapters.failpoints import failpoint
 from bgqueue.adapters.mysql.server import Server
+from bgqueue.adapters.routing import targets as routing_targets
 from bgqueue.adapters.routing.registry import RoutingRegistry
 from bgqueue.adapters.store.db import Store
 from bgqueue.adapters.store.journal import Journal, StepFailed, latest_checkpoint
 from bgqueue.adapters.store.models import Checkpoint, utcnow
 from bgqueue.engine.procedure import CannotUndo, Step, run_steps
 from bgqueue.model import gtid
+from bgqueue.model.errors import BgqueueError
 from bgqueue.model.fleet import ClusterSpec, Credentials
 from bgqueue.model.outcomes import SwitchResult
 
@@ -63,6 +65,7 @@ class SwitchPlan:
 
 # How often a bounded wait inside the procedure renews its lease (well under procedure_lease_s).
 LEASE_RENEW_S = 2.0
+TARGET_ATTEMPTS = 3  # per routing target after promotion (then it is reported, never undone)
 
 
 def procedure_lock_name(cluster: str) -> str:
@@ -204,6 +207,30 @@ class _Run:
                                      self.route_version, f"{self.plan.kind} {self.journal.claim.deployment_id}")
         f["version"] = route.version
 
+    def flip_targets(self, f: dict) -> None:
+        """The cluster's other application paths (HAProxy, Route 53, SSM), each to the new writer.
+        After promotion nothing is undone: each target is tried a few times, and the facts (and the
+        failure) say exactly which paths still point at the old primary."""
+        targets = [t for t in self.plan.cluster.routing_targets() if t.kind != "registry"]
+        if not targets:
+            return
+        side = "green" if self.new.endpoint == self.plan.cluster.green else "blue"
+        flipped: dict[str, dict] = {}
+        failed: dict[str, str] = {}
+        for target in targets:
+            for attempt in range(TARGET_ATTEMPTS):
+                try:
+                    flipped[target.label] = routing_targets.flip(self.plan.cluster, target, side)
+                    failed.pop(target.label, None)
+                    break
+                except BgqueueError as e:
+                    failed[target.label] = str(e)
+                    time.sleep(0.2 * (attempt + 1))
+        f.update(side=side, flipped=flipped, failed=failed)
+        if failed:
+            raise StepFailed(f"{len(failed)} application path(s) still point at {self.old.label} "
+                             f"{self.old.endpoint}: " + "; ".join(failed.values()))
+
     def reverse_replication(self, f: dict) -> None:
         self.old.replicate_from(self.new.endpoint, self.plan.repl, tls=self.plan.cluster.tls != "disabled")
 
@@ -234,7 +261,8 @@ def _steps(run: _Run, *, resumed_after_promote: bool) -> tuple[list[Step], list[
         Step("new_coordinates", run.new_coordinates, on_error="raise"),
         Step("flip_routing", run.flip_routing, on_error="stop", explain=lambda e: f"routing flip failed: {e}"),
     ]
-    after = [Step("reverse_replication", run.reverse_replication, on_error="continue",
+    after = [Step("flip_targets", run.flip_targets, on_error="continue"),
+             Step("reverse_replication", run.reverse_replication, on_error="continue",
                   explain=lambda e: f"reverse replication could not start: {e}")]
     return window, after
 
@@ -273,7 +301,7 @@ def switch_writer(plan: SwitchPlan, store: Store, journal: Journal, routing: Rou
                             timings_ms=journal.timings_ms)
     rest = run_steps(journal, after)
     return SwitchResult(True, "; ".join(outcome.findings + rest.findings), writes_blocked_ms=blocked,
-                        duration_ms=_ms(t0), reverse_replication=not rest.findings, checkpoint_id=run.cp_id,
+                        duration_ms=_ms(t0), reverse_replication="reverse_replication" in rest.done, checkpoint_id=run.cp_id,
                         timings_ms=journal.timings_ms)
 
 

@@ -1,0 +1,159 @@
+"""Routing targets flipped with the registry: a real HAProxy in front of the pair (plain PyMySQL
+applications through it follow the switchover and the rollback), a Route 53 record and an SSM
+parameter on a moto server; readiness gates validation (a DNS TTL above its bound is a NO_GO
+with the figure); a target that does not exist is bad input at `fleet check`."""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import boto3
+import pymysql
+import pytest
+import yaml
+from moto.server import ThreadedMotoServer
+
+from bgqueue.adapters.aws import clients as aws
+from bgqueue.adapters.store import deployments as deps
+from bgqueue.adapters.store import journal
+from bgqueue.engine import lifecycle, rollback
+from bgqueue.engine.batches import open_batch
+from bgqueue.model.fleet import load_fleet
+from bgqueue.model.phases import Phase
+from bgqueue.sandbox import APP_DATABASE, APP_USER, free_port
+from bgqueue.sandbox.haproxy import Backend, BackendServer, HAProxyServer, create_check_user
+from tests.engine.mysql.test_switchover_resume import _drive_to_ready
+from tests.fixtures.bgq import bgqueue_cli
+
+REGION = "us-east-1"
+
+
+@pytest.fixture(scope="module")
+def moto_env() -> Iterator[dict[str, str]]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    values = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+              "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION, aws.RETRIES_ENV: "0"}
+    mp = pytest.MonkeyPatch()
+    for k, v in values.items():
+        mp.setenv(k, v)
+    aws.reset()
+    yield values
+    mp.undo()
+    aws.reset()
+    server.stop()
+
+
+def _client(service: str, env: dict[str, str]):
+    return boto3.client(service, region_name=REGION, endpoint_url=env["AWS_ENDPOINT_URL"],
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def _with_routing(path, targets: list[dict]):
+    doc = yaml.safe_load(path.read_text())
+    doc["clusters"][0]["routing"] = targets
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def _proxy(tmp_path, pair) -> HAProxyServer:
+    for server in (pair.blue, pair.green):
+        create_check_user(server)
+    # Green in drain before the switchover: no new connections, its health checks running.
+    backend = Backend("writer", (BackendServer("blue", pair.blue.host, pair.blue.port),
+                                 BackendServer("green", pair.green.host, pair.green.port, state="drain")))
+    return HAProxyServer(tmp_path / "haproxy", backend, admin="unix").start()
+
+
+def _answering_port(proxy: HAProxyServer, sandbox_passwords) -> int:
+    """Which server a new plain-PyMySQL connection through HAProxy reaches (no bgqueue code)."""
+    conn = pymysql.connect(host="127.0.0.1", port=proxy.frontend_port("writer"), user=APP_USER,
+                           password=sandbox_passwords.app, database=APP_DATABASE, ssl_disabled=True,
+                           connect_timeout=5)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT @@port")
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_switchover_and_rollback_flip_haproxy_route53_and_ssm_with_the_registry(
+        cluster_pair_factory, fleet_file, unique_name, runtime, tmp_path, moto_env, sandbox_passwords,
+        sampler_process):
+    pair = cluster_pair_factory(unique_name("route"))
+    proxy = _proxy(tmp_path, pair)
+    r53, ssm = _client("route53", moto_env), _client("ssm", moto_env)
+    zone = r53.create_hosted_zone(Name="db.internal.", CallerReference=unique_name("z"))["HostedZone"]["Id"]
+    zone_id = zone.split("/")[-1]
+    r53.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={"Changes": [{"Action": "UPSERT",
+        "ResourceRecordSet": {"Name": "writer.db.internal.", "Type": "CNAME", "TTL": 5,
+                              "ResourceRecords": [{"Value": "blue.db.internal."}]}}]})
+    ssm.put_parameter(Name="/app/db/writer", Type="String", Overwrite=True,
+                      Value=json.dumps({"host": pair.blue.host, "port": pair.blue.port, "database": "appdb"}))
+    try:
+        path = _with_routing(fleet_file([pair]), [
+            {"kind": "haproxy", "admin": proxy.admin_address, "backend": "writer", "blue_server": "blue",
+             "green_server": "green"},
+            {"kind": "route53", "zone_id": zone_id, "record": "writer.db.internal.", "type": "CNAME",
+             "blue_value": "blue.db.internal.", "green_value": "green.db.internal."},
+            {"kind": "ssm", "parameter": "/app/db/writer", "region": REGION}])
+        spec = load_fleet(path).clusters[0]
+        assert _answering_port(proxy, sandbox_passwords) == pair.blue.port
+        dep_id = open_batch(runtime, str(path)).deployments[spec.name]
+        _drive_to_ready(runtime, dep_id)  # the routing readiness check passed among the others
+        lifecycle.switch(runtime, dep_id)
+        dep = deps.get_deployment(runtime.store, dep_id)
+        assert dep.phase == Phase.CDC_MIGRATING and not dep.reason, dep.reason
+        assert _answering_port(proxy, sandbox_passwords) == pair.green.port
+        record = r53.list_resource_record_sets(HostedZoneId=zone_id)["ResourceRecordSets"]
+        assert [r["ResourceRecords"][0]["Value"] for r in record if r["Type"] == "CNAME"] == ["green.db.internal."]
+        settings = json.loads(ssm.get_parameter(Name="/app/db/writer")["Parameter"]["Value"])
+        assert (settings["port"], settings["database"]) == (pair.green.port, "appdb")
+        flips = [s for s in journal.steps(runtime.store, dep_id, "switchover") if s.name == "flip_targets"]
+        assert flips[0].status == "done" and len(flips[0].detail["flipped"]) == 3, flips[0].detail
+
+        assert rollback.roll_back(runtime, dep_id, "test: back").wait_s is None
+        assert deps.get_deployment(runtime.store, dep_id).phase == Phase.ROLLED_BACK
+        assert _answering_port(proxy, sandbox_passwords) == pair.blue.port
+        settings = json.loads(ssm.get_parameter(Name="/app/db/writer")["Parameter"]["Value"])
+        assert settings["port"] == pair.blue.port
+    finally:
+        proxy.stop()
+
+
+def test_a_dns_ttl_above_its_bound_is_a_no_go_with_the_figure(cluster_pair_factory, fleet_file, unique_name,
+                                                              runtime, moto_env, sampler_process):
+    pair = cluster_pair_factory(unique_name("ttl"))
+    r53 = _client("route53", moto_env)
+    zone_id = r53.create_hosted_zone(Name="ttl.internal.", CallerReference=unique_name("z"))["HostedZone"]["Id"]
+    zone_id = zone_id.split("/")[-1]
+    r53.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={"Changes": [{"Action": "UPSERT",
+        "ResourceRecordSet": {"Name": "w.ttl.internal.", "Type": "CNAME", "TTL": 300,
+                              "ResourceRecords": [{"Value": "blue.ttl.internal."}]}}]})
+    path = _with_routing(fleet_file([pair]), [
+        {"kind": "route53", "zone_id": zone_id, "record": "w.ttl.internal.", "blue_value": "blue.ttl.internal.",
+         "green_value": "green.ttl.internal."}])
+    spec = load_fleet(path).clusters[0]
+    dep_id = open_batch(runtime, str(path)).deployments[spec.name]
+    with pytest.raises(AssertionError):
+        _drive_to_ready(runtime, dep_id)
+    dep = deps.get_deployment(runtime.store, dep_id)
+    assert dep.phase == Phase.NO_GO
+    assert "TTL 300s is above 5s" in dep.reason
+    with pair.blue.root() as c, c.cursor() as cur:
+        cur.execute("SELECT @@GLOBAL.read_only")
+        assert cur.fetchone()[0] == 0  # nothing was fenced
+
+
+def test_a_target_that_does_not_exist_is_bad_input_at_fleet_check(cluster_pair_factory, fleet_file, unique_name,
+                                                                    bgq_env, tmp_path):
+    pair = cluster_pair_factory(unique_name("badtarget"))
+    path = _with_routing(fleet_file([pair]), [
+        {"kind": "haproxy", "admin": f"unix:{tmp_path}/nowhere.sock", "backend": "writer", "blue_server": "blue",
+         "green_server": "green"}])
+    r = bgqueue_cli("fleet", "check", str(path), env=bgq_env)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert str(path) in r.stderr and pair.name in r.stderr and "routing" in r.stderr
+    assert "nowhere.sock" in r.stderr
