@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_valid
 
 from bgqueue.model.cdc import PipelineSpec
 from bgqueue.model.errors import BadInput
-from bgqueue.model.routing import RegistryTarget, RoutingTarget
+from bgqueue.model.routing import MaintenanceSpec, RegistryTarget, RoutingTarget
 from bgqueue.model.schema_base import Credentials, Endpoint
 from bgqueue.model.schema_base import StrictModel as _Strict
 
@@ -119,6 +119,7 @@ class ClusterSpec(_Strict):
     thresholds: Thresholds = Field(default_factory=Thresholds)
     routing: list[RoutingTarget] = Field(
         default_factory=list, description="extra application paths flipped with the registry (HAProxy, Route 53, SSM)")
+    maintenance: MaintenanceSpec = Field(default_factory=MaintenanceSpec)
 
     @field_validator("critical_tables")
     @classmethod

@@ -80,3 +80,17 @@ class SsmTarget(StrictModel):
 
 
 RoutingTarget = Annotated[RegistryTarget | HAProxyTarget | Route53Target | SsmTarget, Field(discriminator="kind")]
+
+
+class MaintenanceSpec(StrictModel):
+    """Maintenance mode (opt-in): before the fence, registered application instances stop handing
+    out connections, let in-flight transactions finish, close their pools and acknowledge; after
+    the flip they reconnect to the new writer. The wait is bounded and comes BEFORE the fence, so
+    it does not lengthen the write-blocked window."""
+
+    mode: Literal["off", "drain"] = "off"
+    ack_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    on_timeout: Literal["proceed", "abort"] = Field(
+        default="proceed", description="silent clients: switch anyway (recorded) or abort (nothing changed)")
+    clients: list[str] = Field(default_factory=list,
+                               description="instances that must acknowledge (default: every registered one)")

@@ -107,9 +107,15 @@ class RoutingRegistry:
     def __init__(self, redis_client: redis.Redis, prefix: str = "bgq:"):
         # decode_responses=True is expected (redis.Redis.from_url(url, decode_responses=True)).
         self._redis = redis_client
+        self.prefix = prefix
         self._prefix = prefix
         self._init = redis_client.register_script(_INIT)
         self._flip = redis_client.register_script(_FLIP)
+
+    @property
+    def redis(self) -> redis.Redis:
+        """The Redis client routes live in (maintenance mode shares it)."""
+        return self._redis
 
     def key(self, cluster: str) -> str:
         return f"{self._prefix}route:{cluster}"

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from bgqueue.adapters.failpoints import failpoint
 from bgqueue.adapters.mysql.server import Server
 from bgqueue.adapters.routing import targets as routing_targets
+from bgqueue.adapters.routing.maintenance import Maintenance
 from bgqueue.adapters.routing.registry import RoutingRegistry
 from bgqueue.adapters.store.db import Store
 from bgqueue.adapters.store.journal import Journal, StepFailed, latest_checkpoint
@@ -99,6 +100,39 @@ class _Run:
         self.route_version: int | None = None
         self.promote_error = ""
         self.fence_t: float | None = None
+        self.maintenance_entered = False
+
+    # --- before the fence: maintenance mode (opt-in) -----------------------------------------
+    def maintenance_enter(self, f: dict) -> None:
+        """Ask the application instances to drain and wait (bounded) for their acknowledgements,
+        renewing the lease meanwhile. Before the fence: it does not lengthen the write-blocked window."""
+        m = self.plan.cluster.maintenance
+        maint = Maintenance(self.routing.redis)
+        cluster, epoch = self.plan.cluster.name, self.journal.claim.epoch
+        expected = set(m.clients) or set(maint.registered(cluster))
+        maint.enter(cluster, epoch, self.journal.claim.deployment_id)
+        self.maintenance_entered = True
+        deadline = time.monotonic() + m.ack_timeout_s
+        renew_at = time.monotonic() + LEASE_RENEW_S
+        while True:
+            acked = maint.acknowledged(cluster, epoch)
+            if expected <= acked or time.monotonic() >= deadline:
+                break
+            if time.monotonic() >= renew_at:
+                self.journal.flush()  # the lease, and a FencedOut if this worker lost the deployment
+                renew_at = time.monotonic() + LEASE_RENEW_S
+            time.sleep(0.01)
+        silent = sorted(expected - acked)
+        f.update(expected=sorted(expected), acknowledged=sorted(acked & expected), silent=silent,
+                 epoch=epoch, timeout_s=m.ack_timeout_s)
+        if silent and m.on_timeout == "abort":
+            raise StepFailed(f"maintenance: {len(silent)} client(s) did not acknowledge within "
+                             f"{m.ack_timeout_s:g}s: {', '.join(silent)}")
+
+    def maintenance_exit(self, _detail: object = None) -> None:
+        """Let the clients reconnect: to the new writer after a flip, to the old one after an abort."""
+        Maintenance(self.routing.redis).exit(self.plan.cluster.name, self.journal.claim.epoch,
+                                             self.journal.claim.deployment_id)
 
     # --- before promote: each step is undone by lifting the fence ---------------------------
     def fence(self, f: dict) -> None:
@@ -235,8 +269,8 @@ class _Run:
         self.old.replicate_from(self.new.endpoint, self.plan.repl, tls=self.plan.cluster.tls != "disabled")
 
 
-def _steps(run: _Run, *, resumed_after_promote: bool) -> tuple[list[Step], list[Step]]:
-    """(steps inside the write-blocked window, steps after it), each with its undo beside it."""
+def _steps(run: _Run, *, resumed_after_promote: bool) -> tuple[list[Step], list[Step], list[Step]]:
+    """(steps before the write-blocked window, inside it, after it), each with its undo beside it."""
 
     def unexpected(e: Exception) -> str:
         return f"{type(e).__name__} before promotion: {e}"
@@ -261,10 +295,14 @@ def _steps(run: _Run, *, resumed_after_promote: bool) -> tuple[list[Step], list[
         Step("new_coordinates", run.new_coordinates, on_error="raise"),
         Step("flip_routing", run.flip_routing, on_error="stop", explain=lambda e: f"routing flip failed: {e}"),
     ]
-    after = [Step("flip_targets", run.flip_targets, on_error="continue"),
+    drain = run.plan.cluster.maintenance.mode == "drain"
+    before = [Step("maintenance_enter", run.maintenance_enter, undo=run.maintenance_exit,
+                   undo_name="maintenance_exit")] if drain and not resumed_after_promote else []
+    after = [Step("maintenance_exit", run.maintenance_exit, on_error="continue")] if drain else []
+    after += [Step("flip_targets", run.flip_targets, on_error="continue"),
              Step("reverse_replication", run.reverse_replication, on_error="continue",
                   explain=lambda e: f"reverse replication could not start: {e}")]
-    return window, after
+    return before, window, after
 
 
 def switch_writer(plan: SwitchPlan, store: Store, journal: Journal, routing: RoutingRegistry,
@@ -282,14 +320,17 @@ def switch_writer(plan: SwitchPlan, store: Store, journal: Journal, routing: Rou
         if promoted:
             run.checkpoint = latest_checkpoint(store, journal.claim.deployment_id, plan.kind)
             run.cp_id = run.checkpoint.id if run.checkpoint is not None else None
-    window, after = _steps(run, resumed_after_promote=promoted)
-    if promoted:
+    before, window, after = _steps(run, resumed_after_promote=promoted)
+    blocked = None
+    outcome = run_steps(journal, before)
+    if outcome.ok and promoted:
         outcome = run_steps(journal, window)
-        blocked = None
-    else:
+    elif outcome.ok:
         with journal.deferred():
             outcome = run_steps(journal, window)
             blocked = _ms(run.fence_t) if run.fence_t is not None else None
+        if not outcome.ok and outcome.undone and run.maintenance_entered:
+            run_steps(journal, [Step("maintenance_exit", run.maintenance_exit, on_error="continue")])
     if not outcome.ok:
         if outcome.undone:
             return SwitchResult(False, outcome.reason, undone=True, writes_blocked_ms=blocked,
