@@ -6,8 +6,8 @@ instance's announcement (a heartbeat), listens on the cluster's maintenance chan
 re-read the state; the state itself is read from its key, so a message lost while disconnected is
 caught up on the next poll), and for each new epoch's "enter" calls ``drain()`` — which returns
 once no transaction is in flight and the pooled connections are closed — then acknowledges. A
-repeated "enter" of the same epoch is acknowledged again without draining twice; an older epoch
-than one already handled is ignored.
+repeated "enter" of the same deployment and epoch is acknowledged again without draining twice;
+an older epoch of a deployment already handled (a worker that lost it) is ignored.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ class MaintenanceParticipant:
         self.client_id = client_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._drain, self._resume = drain, resume
         self.announce_ttl_s = announce_ttl_s
-        self.handled_epoch: int | None = None  # the last "enter" drained and acknowledged
+        self.handled: tuple[str, int] | None = None  # (deployment, epoch) of the last "enter" drained
         self.in_maintenance = False
         self.drains = 0
         self._stop = threading.Event()
@@ -82,17 +82,16 @@ class MaintenanceParticipant:
         state = self.maint.state(self.cluster)
         if state is None:
             return
-        epoch = int(state.get("epoch", 0))
-        if self.handled_epoch is not None and epoch < self.handled_epoch:
-            return  # stale: an older deployment's message
+        epoch, deployment = int(state.get("epoch", 0)), str(state.get("deployment", ""))
+        if self.handled is not None and self.handled[0] == deployment and epoch < self.handled[1]:
+            return  # stale: from a worker that lost this deployment to a newer epoch
         if state["state"] == ENTER:
-            if epoch != self.handled_epoch:
+            if self.handled != (deployment, epoch):
                 self.in_maintenance = True
                 self._drain()
                 self.drains += 1
-                self.handled_epoch = epoch
+                self.handled = (deployment, epoch)
             self.maint.acknowledge(self.cluster, epoch, self.client_id)
         elif state["state"] == EXIT and self.in_maintenance:
             self.in_maintenance = False
-            self.handled_epoch = max(epoch, self.handled_epoch or 0)
             self._resume()

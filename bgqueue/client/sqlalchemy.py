@@ -125,11 +125,14 @@ def routed_engine(cluster: str, redis_url: str, user: str, password: str, databa
             raise DisconnectionError("maintenance ended: reconnect to the current writer")
         if record.info.get("route_version") != state.current_version():
             raise DisconnectionError("the route moved: reconnect to the current writer")  # the pool retries
+        record.info["bgq_in_use"] = True
         state.checked_out()
 
     @event.listens_for(engine, "checkin")
     def _checkin(dbapi_conn, record):  # noqa: ARG001
-        state.checked_in()
+        # Only a checkout that got past the gate counts (a refused one is checked in too).
+        if record.info.pop("bgq_in_use", False):
+            state.checked_in()
 
     @event.listens_for(engine, "handle_error")
     def _handle_error(ctx):

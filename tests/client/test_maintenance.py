@@ -130,7 +130,7 @@ def test_a_duplicate_enter_drains_once_and_a_stale_epoch_is_ignored(r, unique_na
         m.exit(cluster, 7, "d1")
         p.poll()
         assert resumes == [1]
-        m.enter(cluster, 5, "older")  # a stale epoch: an older deployment's message
+        m.enter(cluster, 5, "d1")  # a stale epoch: a worker that lost this deployment
         p.poll()
         assert drains == [1] and m.acknowledged(cluster, 5) == set()
     finally:
