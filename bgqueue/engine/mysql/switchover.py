@@ -186,7 +186,7 @@ class _Run:
         f["version"] = route.version
 
     def reverse_replication(self, f: dict) -> None:
-        self.old.replicate_from(self.new.endpoint, self.plan.repl, tls=self.plan.cluster.tls != "disabled")
+        self.old.replicate_from(self.new.endpoint, self.plan.repl, tls=self.plan.cluster.tls)
 
 
 def _steps(run: _Run, *, resumed_after_promote: bool) -> tuple[list[Step], list[Step]]:
