@@ -16,6 +16,7 @@ import pymysql.cursors
 
 from bgqueue.adapters.mysql import connect as tlsconnect
 from bgqueue.adapters.mysql.dialects import Dialect, parse_version
+from bgqueue.adapters.mysql.statements import redact_statements
 from bgqueue.model.errors import BadInput, ProcedureFailed
 from bgqueue.model.fleet import ClusterSpec, Credentials, Endpoint
 from bgqueue.model.schema_base import Tls
@@ -196,7 +197,8 @@ class Server:
             return default
 
         behind = g("Seconds_Behind_Master", "Seconds_Behind_Source")
-        errors = [str(g(k, default="") or "") for k in
+        # A SQL thread error quotes the failing statement (it may carry a password): kind and digest only.
+        errors = [redact_statements(str(g(k, default="") or "")) for k in
                   ("Last_IO_Error", "Last_SQL_Error", "Last_Replica_IO_Error", "Last_Replica_SQL_Error")]
         using_gtid = str(g("Using_Gtid", default="")).lower() in ("slave_pos", "current_pos") or \
             str(g("Auto_Position", default="0")) == "1"
