@@ -8,6 +8,7 @@ source after a switchover.
 """
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 
@@ -150,7 +151,7 @@ def test_required_refuses_a_server_without_tls(cluster_pair_factory, unique_name
 
 
 def test_the_client_verifies_and_reuses_one_ssl_context(cluster_pair_factory, unique_name, ca, runtime, redis_url,
-                                                        sandbox_passwords):
+                                                        sandbox_passwords, monkeypatch):
     pair = cluster_pair_factory(unique_name("tlscli"), tls=ca)
     name = pair.name
     runtime.routing.init(name, pair.blue.host, pair.blue.port)
@@ -163,16 +164,15 @@ def test_the_client_verifies_and_reuses_one_ssl_context(cluster_pair_factory, un
             cur.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
             return cur.fetchone()[1]
         assert client.transaction(insert)
-        ctx = client._connect_args["ssl"]
-        # Reconnects (a route flip does this) reuse the context: only the handshake is paid.
-        timings = []
+        # Reconnects (a route flip does this) build no SSL context: PyMySQL's own, one per connect,
+        # costs ~31 ms here (FACTS); only the handshake is paid.
+        built = []
+        real = ssl.create_default_context
+        monkeypatch.setattr(ssl, "create_default_context", lambda *a, **k: built.append(1) or real(*a, **k))
         for _ in range(5):
             client._drop_connection()
-            t0 = time.perf_counter()
             client.transaction(lambda cur: cur.execute("SELECT 1"))
-            timings.append((time.perf_counter() - t0) * 1000)
-        assert client._connect_args["ssl"] is ctx
-    assert sorted(timings)[2] < 25, timings  # PyMySQL's own per-connect context costs ~31 ms here (FACTS)
+        assert client.reconnects == 6 and built == []
 
 
 def test_reverse_replication_after_a_switchover_is_verified_and_encrypted(cluster_pair_factory, unique_name, ca,
