@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     pending_stall_s: float = Field(default=600.0, gt=0, le=86400)
     log_json: bool = False
     nightly_hour: int = 2  # UTC hour of the nightly validations (Celery beat)
+    # Which environment variables a fleet file's password_env may name: comma-separated globs.
+    # Enforced where credentials are read (bgqueue.model.schema_base reads the same variable,
+    # BGQUEUE_CREDENTIAL_ENV_PATTERN, itself: the vocabulary imports no settings).
+    credential_env_pattern: str = "BGQ_*"
 
     @property
     def effective_store_url(self) -> str:

@@ -3,7 +3,9 @@ for log shippers; every known secret masked before a line is written.
 
 Context comes from ``log_context(...)`` (contextvars, so it follows the task that set it).
 Secrets are registered by the code that resolves them (``Credentials.password()``) and also
-matched by shape (``PASSWORD='…'`` in a statement, ``password=…`` in a URL or a message).
+matched by shape: ``PASSWORD='…'`` in a statement, ``IDENTIFIED BY '…'`` (and ``PASSWORD('…')``)
+in account statements, ``password=…`` in a message, and the password of any URL's user
+information (``redis://:pw@host``, ``rediss://user:pw@host``, up to its last ``@``).
 """
 from __future__ import annotations
 
@@ -22,9 +24,15 @@ from bgqueue.model.secrets import known_secrets
 _CONTEXT: contextvars.ContextVar[dict] = contextvars.ContextVar("bgqueue_log_context",
                                                                default=MappingProxyType({}))
 MASK = "***"
+# A quoted SQL string: '' and backslash escapes inside, so a quote in the secret does not end the match.
+_QUOTED = r"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.|\"\")*\""
 _SHAPES = [
-    re.compile(r"(?i)(password\s*[=:]\s*)('[^']*'|\"[^\"]*\"|[^\s,;)]+)"),
-    re.compile(r"(?i)(://[^:/@\s]+:)([^@\s]+)(@)"),
+    re.compile(r"(?i)(password\s*[=:]\s*)(" + _QUOTED + r"|[^\s,;)]+)"),
+    # IDENTIFIED BY 'x' | IDENTIFIED BY PASSWORD 'hash' | IDENTIFIED WITH plugin BY|AS 'x' | ... USING 'x'
+    re.compile(r"(?i)(\bIDENTIFIED\s+(?:(?:WITH|VIA)\s+[\w'\"`]+\s+)?(?:BY|AS|USING)\s+(?:PASSWORD\s+)?)(" + _QUOTED + r")"),
+    re.compile(r"(?i)(\bPASSWORD\s*\(\s*)(" + _QUOTED + r")"),
+    # userinfo ends at the last '@' before the host (as urllib and redis-py parse it); an empty user too.
+    re.compile(r"(?i)(://[^:/@\s]*:)([^/\s]+)(@)"),
 ]
 FIELDS = ("batch", "deployment", "cluster", "step", "task")
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import pymysql
 
+from bgqueue.adapters.mysql import connect as tlsconnect
 from bgqueue.adapters.routing.registry import RoutingRegistry
 from bgqueue.client.routed import RoutedClient
 from bgqueue.client.writer import ContinuousWriter, ensure_schema, find_lost
@@ -20,9 +21,11 @@ APP_DATABASE = "appdb"
 
 
 def admin_connection(spec: ClusterSpec, endpoint: Endpoint) -> pymysql.connections.Connection:
-    return pymysql.connect(host=endpoint.host, port=endpoint.port, user=spec.admin.user,
-                           password=spec.admin.password(), autocommit=True, ssl_disabled=spec.tls == "disabled",
-                           connect_timeout=5)
+    conn = pymysql.connect(host=endpoint.host, port=endpoint.port, user=spec.admin.user,
+                           password=spec.admin.password(), autocommit=True, connect_timeout=5,
+                           **tlsconnect.connect_args(spec.tls))
+    tlsconnect.check_encrypted(conn, spec.tls, f"{spec.name} {endpoint}")
+    return conn
 
 
 @dataclass
@@ -45,8 +48,7 @@ def start_workload(spec: ClusterSpec, redis_url: str, routing: RoutingRegistry, 
         ensure_schema(conn)
     finally:
         conn.close()
-    client = RoutedClient(spec.name, redis_url, app_user, app_password, APP_DATABASE,
-                          ssl_disabled=spec.tls == "disabled")
+    client = RoutedClient(spec.name, redis_url, app_user, app_password, APP_DATABASE, tls=spec.tls)
     writer = ContinuousWriter(client, f"{spec.name}-app", rate_hz=rate_hz).start()
     return Workload(spec, client, writer)
 

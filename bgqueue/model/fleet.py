@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_valid
 from bgqueue.model.cdc import PipelineSpec
 from bgqueue.model.errors import BadInput
 from bgqueue.model.routing import MaintenanceSpec, RegistryTarget, RoutingTarget
-from bgqueue.model.schema_base import Credentials, Endpoint
+from bgqueue.model.schema_base import Credentials, Endpoint, Tls, credential_scope_problem
 from bgqueue.model.schema_base import StrictModel as _Strict
 
 NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -108,8 +108,10 @@ class ClusterSpec(_Strict):
         description="the application's users (reported); the fence ends every client session, privileged ones too",
     )
     critical_tables: list[str] = Field(default_factory=list)
-    tls: Literal["preferred", "required", "disabled"] = Field(
-        default="preferred", description="TLS to the servers; 'disabled' only on loopback/test networks",
+    tls: Tls = Field(
+        default_factory=Tls,
+        description="TLS to the servers: disabled (loopback/test only), preferred, required, or "
+                    "{mode: verify, ca: /path/ca.pem} (certificate chain and host name checked)",
     )
     change: Change = Field(default_factory=Change)
     signoffs: list[str] = Field(default_factory=list, description="teams that must sign off this change")
@@ -381,9 +383,23 @@ def parse_fleet(text: str, path: str = "<fleet>") -> Fleet:
             {**c, "thresholds": _merge_thresholds(raw, c)} if isinstance(c, dict) else c for c in clusters
         ]
     try:
-        return Fleet.model_validate(raw)
+        fleet = Fleet.model_validate(raw)
     except ValidationError as e:
         raise _all_located(path, root, raw, [dict(x) for x in e.errors()]) from None
+    _check_credential_scope(fleet, path, root)
+    return fleet
+
+
+def _check_credential_scope(fleet: Fleet, path: str, root: yaml.Node | None) -> None:
+    """Every ``password_env`` must match the configured credential pattern (BGQ_* by default)."""
+    for i, c in enumerate(fleet.clusters):
+        for role, cred in c.credential_envs():
+            problem = credential_scope_problem(cred.password_env)
+            if problem is not None:
+                field = f"{role}.password_env"
+                node = _node_at(root, ("clusters", i, *(int(p) if p.isdigit() else p for p in field.split("."))))
+                raise FleetFileError(path, problem, line=node.start_mark.line + 1 if node is not None else None,
+                                     cluster=c.name, field=field)
 
 
 def _validate_part(model: type[BaseModel], value: Any, path: str, root: yaml.Node | None,

@@ -19,6 +19,7 @@ PACKAGES = {
     "mariadb": "mariadb-client",
     "redis-server": "redis-server",
     "redis-cli": "redis-tools",
+    "openssl": "openssl",
 }
 
 

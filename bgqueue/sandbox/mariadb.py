@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pymysql
@@ -16,6 +17,7 @@ import pymysql
 from bgqueue.sandbox.binaries import find_binary, pid_cmdline, pid_running, stop_pid, tail
 from bgqueue.sandbox.ports import start_on_free_port
 from bgqueue.sandbox.redis_server import ServerStartError
+from bgqueue.sandbox.tls import ServerCertificate
 
 # The server must be started with the same redo log size the template was made with
 # (a small one: the template is copied per instance, so every megabyte is copied each time).
@@ -98,12 +100,17 @@ def _install_db(build: Path) -> None:
 
 
 class MariaDBServer:
-    """One mariadbd with binlog + GTID settings suited to blue/green tests."""
+    """One mariadbd with binlog + GTID settings suited to blue/green tests.
+
+    ``tls``: the server's certificate (from ``sandbox.tls``); without it the server offers no TLS
+    at all (MariaDB 10.11 makes no certificate of its own). ``options``: extra my.cnf lines.
+    """
 
     host = "127.0.0.1"
 
     def __init__(self, workdir: Path, name: str, server_id: int, port: int | None = None,
-                 read_only: bool = False, detach: bool = False, cache_dir: Path | None = None):
+                 read_only: bool = False, detach: bool = False, cache_dir: Path | None = None,
+                 tls: ServerCertificate | None = None, options: Sequence[str] = ()):
         self.workdir = Path(workdir)
         self.name = name
         self.server_id = server_id
@@ -111,6 +118,8 @@ class MariaDBServer:
         self.read_only = read_only
         self.detach = detach
         self.cache_dir = cache_dir
+        self.tls = tls
+        self.options = tuple(options)
         self._fixed_port = port is not None
         self._proc: subprocess.Popen | None = None
         self.pid: int | None = None
@@ -148,6 +157,9 @@ class MariaDBServer:
         ]
         if self.read_only:
             lines.append("read_only=1")
+        if self.tls is not None:
+            lines += [f"ssl_cert={self.tls.cert}", f"ssl_key={self.tls.key}", f"ssl_ca={self.tls.ca}"]
+        lines += self.options
         if os.geteuid() == 0:
             lines.append("user=root")  # else mariadbd refuses to run as root
         self.cnf.write_text("\n".join(lines) + "\n")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bgqueue.sandbox.mariadb import MariaDBServer
 from bgqueue.sandbox.redis_server import ServerStartError
+from bgqueue.sandbox.tls import CertificateAuthority
 
 ADMIN_USER = "bgq_admin"
 REPL_USER = "bgq_repl"
@@ -66,13 +67,19 @@ def native_hash(password: str) -> str:
 
 
 class ClusterPair:
-    """blue (writable) → green (read_only GTID replica); both carry the replication user."""
+    """blue (writable) → green (read_only GTID replica); both carry the replication user.
+
+    ``tls``: a CA that issues each server a certificate for 127.0.0.1 and localhost; the fleet
+    entry then says ``tls: {mode: verify, ca: <the CA's certificate>}``. Default: no TLS.
+    """
 
     def __init__(self, workdir: Path, name: str, blue_server_id: int, green_server_id: int,
-                 passwords: SandboxPasswords, detach: bool = False, cache_dir: Path | None = None):
+                 passwords: SandboxPasswords, detach: bool = False, cache_dir: Path | None = None,
+                 tls: CertificateAuthority | None = None):
         self.workdir = Path(workdir)
         self.name = name
         self.passwords = passwords
+        self.ca = tls
         self.blue = MariaDBServer(self.workdir / "blue", f"{name}-blue", blue_server_id,
                                   detach=detach, cache_dir=cache_dir)
         self.green = MariaDBServer(self.workdir / "green", f"{name}-green", green_server_id,
@@ -81,6 +88,9 @@ class ClusterPair:
     def start(self) -> ClusterPair:
         """Start both servers, replicate green from blue, create the users and wait for green."""
         try:
+            if self.ca is not None:
+                for server in (self.blue, self.green):
+                    server.tls = self.ca.issue(self.workdir / "certs", server.name)
             # Start green in a thread meanwhile: the two starts are independent (~0.2 s each).
             with ThreadPoolExecutor(1) as pool:
                 green = pool.submit(self.green.start)
@@ -100,8 +110,8 @@ class ClusterPair:
             for cur in (bc, gc):
                 cur.execute("SET SESSION sql_log_bin=0")
                 for host in USER_HOSTS:
-                    cur.execute(f"CREATE USER '{REPL_USER}'@'{host}' IDENTIFIED BY %s", (self.passwords.repl,))
-                    cur.execute(f"GRANT {REPL_PRIVILEGES} ON *.* TO '{REPL_USER}'@'{host}'")
+                    cur.execute("CREATE USER %s@%s IDENTIFIED BY %s", (REPL_USER, host, self.passwords.repl))
+                    cur.execute(f"GRANT {REPL_PRIVILEGES} ON *.* TO %s@%s", (REPL_USER, host))
                 cur.execute("SET SESSION sql_log_bin=1")
             # Replicate before anything else is written on blue, so green replays from the first GTID.
             gc.execute(
@@ -111,18 +121,18 @@ class ClusterPair:
             )
             gc.execute("START SLAVE")
             for host in USER_HOSTS:
-                bc.execute(f"CREATE USER '{ADMIN_USER}'@'{host}' IDENTIFIED BY PASSWORD %s", (native_hash(self.passwords.admin),))
-                bc.execute(f"GRANT ALL PRIVILEGES ON *.* TO '{ADMIN_USER}'@'{host}' WITH GRANT OPTION")
+                bc.execute("CREATE USER %s@%s IDENTIFIED BY PASSWORD %s", (ADMIN_USER, host, native_hash(self.passwords.admin)))
+                bc.execute("GRANT ALL PRIVILEGES ON *.* TO %s@%s WITH GRANT OPTION", (ADMIN_USER, host))
             bc.execute(f"CREATE DATABASE `{APP_DATABASE}`")
             for host in USER_HOSTS:
                 # Unprivileged on purpose: read_only must stop it (root/SUPER would bypass it).
-                bc.execute(f"CREATE USER '{APP_USER}'@'{host}' IDENTIFIED BY PASSWORD %s", (native_hash(self.passwords.app),))
-                bc.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON `{APP_DATABASE}`.* TO '{APP_USER}'@'{host}'")
+                bc.execute("CREATE USER %s@%s IDENTIFIED BY PASSWORD %s", (APP_USER, host, native_hash(self.passwords.app)))
+                bc.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON `{APP_DATABASE}`.* TO %s@%s", (APP_USER, host))
             bc.execute(f"CREATE DATABASE `{META_DATABASE}`")
             for host in USER_HOSTS:
-                bc.execute(f"CREATE USER '{MONITOR_USER}'@'{host}' IDENTIFIED BY PASSWORD %s", (native_hash(self.passwords.monitor),))
-                bc.execute(f"GRANT {MONITOR_PRIVILEGES} ON *.* TO '{MONITOR_USER}'@'{host}'")
-                bc.execute(f"GRANT INSERT, UPDATE, DELETE, CREATE ON `{META_DATABASE}`.* TO '{MONITOR_USER}'@'{host}'")
+                bc.execute("CREATE USER %s@%s IDENTIFIED BY PASSWORD %s", (MONITOR_USER, host, native_hash(self.passwords.monitor)))
+                bc.execute(f"GRANT {MONITOR_PRIVILEGES} ON *.* TO %s@%s", (MONITOR_USER, host))
+                bc.execute(f"GRANT INSERT, UPDATE, DELETE, CREATE ON `{META_DATABASE}`.* TO %s@%s", (MONITOR_USER, host))
             self.wait_green_synced(bc, gc)
 
     def wait_green_synced(self, blue_cur=None, green_cur=None, timeout: float = SYNC_TIMEOUT_S) -> str:
@@ -158,5 +168,6 @@ class ClusterPair:
             "replication": {"user": REPL_USER, "password_env": REPL_PASSWORD_ENV},
             "monitor": {"user": MONITOR_USER, "password_env": MONITOR_PASSWORD_ENV},
             "app_users": [APP_USER], "critical_tables": [],
-            "tls": "disabled",  # loopback sandbox: TLS setup would cost ~30 ms per connect
+            # loopback sandbox: TLS setup would cost ~30 ms per connect
+            "tls": {"mode": "verify", "ca": str(self.ca.cert)} if self.ca else "disabled",
         }

@@ -32,6 +32,7 @@ def make_client(cluster, redis_url, sandbox_passwords):
     clients: list[RoutedClient] = []
 
     def make(**kw) -> RoutedClient:
+        kw.setdefault("tls", "disabled")  # loopback sandbox: no TLS (the security tests cover TLS)
         c = RoutedClient(cluster, redis_url, APP_USER, sandbox_passwords.app, APP_DATABASE, **kw)
         clients.append(c)
         return c

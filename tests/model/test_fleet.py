@@ -16,16 +16,16 @@ clusters:
     tier: critical
     blue: {host: 10.0.0.1, port: 3306}
     green: {host: 10.0.0.2}
-    admin: {user: bgq_admin, password_env: ORDERS_ADMIN_PW}
-    replication: {user: repl, password_env: ORDERS_REPL_PW}
+    admin: {user: bgq_admin, password_env: BGQ_ORDERS_ADMIN_PW}
+    replication: {user: repl, password_env: BGQ_ORDERS_REPL_PW}
     critical_tables: [shop.orders]
     thresholds: {catchup_timeout_s: 3}
   - name: users
     provider: mysql
     blue: {host: 10.0.0.3}
     green: {host: 10.0.0.4}
-    admin: {user: bgq_admin, password_env: USERS_ADMIN_PW}
-    replication: {user: repl, password_env: USERS_REPL_PW}
+    admin: {user: bgq_admin, password_env: BGQ_USERS_ADMIN_PW}
+    replication: {user: repl, password_env: BGQ_USERS_REPL_PW}
 """
 
 
@@ -40,9 +40,9 @@ def test_good_file_merges_thresholds_defaults_tier_cluster():
 
 
 def test_the_model_never_holds_a_password(monkeypatch):
-    monkeypatch.setenv("ORDERS_ADMIN_PW", "s3cret-value")
+    monkeypatch.setenv("BGQ_ORDERS_ADMIN_PW", "s3cret-value")
     dumped = parse_fleet(GOOD, "prod.yaml").model_dump_json()
-    assert "s3cret-value" not in dumped and "ORDERS_ADMIN_PW" in dumped
+    assert "s3cret-value" not in dumped and "BGQ_ORDERS_ADMIN_PW" in dumped
 
 
 def _err(text: str) -> FleetFileError:
@@ -79,7 +79,7 @@ def test_malformed_yaml_has_a_line():
     (GOOD.replace("provider: mysql\n    tier", "provider: oracle\n    tier"), "provider"),
     (GOOD.replace("tier: critical", "tier: gold"), "unknown tier 'gold'"),
     (GOOD.replace("{max_lag_s: 0.5}", "{max_lag_s: -1}"), "tiers.critical.max_lag_s"),
-    (GOOD.replace("password_env: ORDERS_ADMIN_PW", "password: hunter2"), "password"),
+    (GOOD.replace("password_env: BGQ_ORDERS_ADMIN_PW", "password: hunter2"), "password"),
     (GOOD.replace("[shop.orders]", "[orders]"), "database.table"),
     (GOOD.replace("green: {host: 10.0.0.2}", "green: {host: 10.0.0.1}"), "same endpoint"),
 ])
@@ -90,14 +90,14 @@ def test_invalid_files(text, needle):
 def test_missing_credential_variable_is_named(tmp_path, monkeypatch):
     p = tmp_path / "fleet.yaml"
     p.write_text(GOOD)
-    for v in ("ORDERS_ADMIN_PW", "ORDERS_REPL_PW", "USERS_ADMIN_PW", "USERS_REPL_PW"):
+    for v in ("BGQ_ORDERS_ADMIN_PW", "BGQ_ORDERS_REPL_PW", "BGQ_USERS_ADMIN_PW", "BGQ_USERS_REPL_PW"):
         monkeypatch.setenv(v, "x")
-    monkeypatch.delenv("USERS_REPL_PW")
+    monkeypatch.delenv("BGQ_USERS_REPL_PW")
     f = load_fleet(p)
     with pytest.raises(FleetFileError) as e:
         check_credentials(f, str(p))
     assert e.value.cluster == "users" and e.value.field == "replication.password_env"
-    assert "USERS_REPL_PW is not set" in str(e.value)
+    assert "BGQ_USERS_REPL_PW is not set" in str(e.value)
 
 
 def test_unreadable_file():

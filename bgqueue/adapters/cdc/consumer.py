@@ -33,6 +33,7 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 from bgqueue.adapters.cdc import position as gtidpos
 from bgqueue.adapters.cdc.consumer_state import ConsumerState
 from bgqueue.adapters.cdc.events import ENTRY_FIELDS, row_entries
+from bgqueue.adapters.mysql import connect as tlsconnect
 from bgqueue.adapters.mysql.dialects import parse_version
 from bgqueue.adapters.routing.registry import RoutingRegistry
 from bgqueue.model.cdc import BinlogPipeline
@@ -222,17 +223,22 @@ class BinlogConsumer:
 
     # --- connections ---------------------------------------------------------------------
     def _settings(self, host: str, port: int) -> dict:
-        settings = dict(host=host, port=port, user=self.creds.user, password=self.creds.password(),
-                        connect_timeout=self.connect_timeout, read_timeout=max(10.0, self.pipeline.heartbeat_s * 20))
-        if self.cluster.tls == "disabled":
-            settings["ssl_disabled"] = True
-        elif self.cluster.tls == "required":
-            settings["ssl"] = {"check_hostname": False}
-        return settings
+        # The cluster's TLS (verified with mode verify) and no clear-text password plugin.
+        return dict(host=host, port=port, user=self.creds.user, password=self.creds.password(),
+                    connect_timeout=self.connect_timeout, read_timeout=max(10.0, self.pipeline.heartbeat_s * 20),
+                    **tlsconnect.connect_args(self.cluster.tls))
+
+    def _connect(self, **settings) -> pymysql.connections.Connection:
+        """Every session of this consumer, the binlog reader's own included (its pymysql_wrapper):
+        refused unless encrypted when the cluster's TLS says so."""
+        conn = pymysql.connect(**settings)
+        tlsconnect.check_encrypted(conn, self.cluster.tls, f"cdc {self.cluster.name}/{self.pipeline.name} "
+                                                           f"{settings.get('host')}:{settings.get('port')}")
+        return conn
 
     def _probe(self, endpoint: tuple[str, int]) -> tuple[str, str]:
         """(flavour, the server's current GTID position) with a short ordinary connection."""
-        conn = pymysql.connect(**self._settings(*endpoint), autocommit=True)
+        conn = self._connect(**self._settings(*endpoint), autocommit=True)
         try:
             with conn.cursor() as cur:
                 cur.execute("SELECT VERSION()")
@@ -249,7 +255,7 @@ class BinlogConsumer:
             raise RuntimeError("start: earliest needs a non-empty GTID position on MySQL; use start: current")
         schemas = sorted({s for s, _ in self.tables})
         return BinLogStreamReader(
-            connection_settings=self._settings(*endpoint),
+            connection_settings=self._settings(*endpoint), pymysql_wrapper=self._connect,
             server_id=self.pipeline.client_server_id(self.cluster.name),
             blocking=True, auto_position=pos, is_mariadb=self.flavour == "mariadb",
             slave_heartbeat=self.pipeline.heartbeat_s, only_events=EVENTS,

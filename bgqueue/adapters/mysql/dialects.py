@@ -1,15 +1,14 @@
 """The SQL that differs between MariaDB and MySQL 8, behind one small interface.
 
-Detected from the server (``SELECT VERSION()``), never configured.
+Detected from the server (``SELECT VERSION()``), never configured. Values never enter statement
+text here: statements come with their args, for the driver to escape (PyMySQL's escaping
+follows the session's NO_BACKSLASH_ESCAPES, which hand quoting did not).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-
-def _quote(value: str) -> str:
-    """A SQL string literal (CHANGE MASTER takes no placeholders in every server version)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+from bgqueue.model.schema_base import Tls
 
 
 @dataclass(frozen=True)
@@ -78,22 +77,31 @@ class Dialect:
             return ["SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos"]
         return []
 
-    def change_source_sql(self, host: str, port: int, user: str, password: str, tls: bool = False) -> str:
-        """Point replication at a source with GTID auto-positioning. Contains a password: never log it.
-        ``tls``: the replication stream is encrypted (MASTER_SSL / SOURCE_SSL)."""
+    def change_source(self, host: str, port: int, user: str, password: str,
+                      tls: Tls | None = None) -> tuple[str, tuple]:
+        """(statement, args): point replication at a source with GTID auto-positioning. The args
+        hold a password: never log them. ``tls`` required/verify: the stream is encrypted
+        (MASTER_SSL / SOURCE_SSL); verify: the source's certificate is checked against
+        ``tls.source_ca`` (a path on this server's host) and its names against ``host``."""
+        tls = tls or Tls(mode="disabled")
+        m = "SOURCE" if self.flavour == "mysql" and self.version >= (8, 0, 23) else "MASTER"
+        head = "CHANGE REPLICATION SOURCE TO" if m == "SOURCE" else "CHANGE MASTER TO"
+        parts = [f"{m}_HOST=%s", f"{m}_PORT={int(port)}", f"{m}_USER=%s", f"{m}_PASSWORD=%s"]
+        args: list = [host, user, password]
         if self.flavour == "mariadb":
-            return (f"CHANGE MASTER TO MASTER_HOST={_quote(host)}, MASTER_PORT={int(port)}, "
-                    f"MASTER_USER={_quote(user)}, MASTER_PASSWORD={_quote(password)}, "
-                    f"MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_SSL={int(tls)}")
-        if self.version < (8, 0, 23):
-            return (f"CHANGE MASTER TO MASTER_HOST={_quote(host)}, MASTER_PORT={int(port)}, "
-                    f"MASTER_USER={_quote(user)}, MASTER_PASSWORD={_quote(password)}, "
-                    f"MASTER_AUTO_POSITION=1, MASTER_CONNECT_RETRY=1, MASTER_SSL={int(tls)}, GET_MASTER_PUBLIC_KEY=1")
-        # Without TLS the RSA key for caching_sha2_password is fetched; with TLS it is not needed.
-        key = "" if tls else ", GET_SOURCE_PUBLIC_KEY=1"
-        return (f"CHANGE REPLICATION SOURCE TO SOURCE_HOST={_quote(host)}, SOURCE_PORT={int(port)}, "
-                f"SOURCE_USER={_quote(user)}, SOURCE_PASSWORD={_quote(password)}, "
-                f"SOURCE_AUTO_POSITION=1, SOURCE_CONNECT_RETRY=1, SOURCE_SSL={int(tls)}{key}")
+            parts.append("MASTER_USE_GTID=slave_pos")
+        else:
+            parts.append(f"{m}_AUTO_POSITION=1")
+        parts.append(f"{m}_CONNECT_RETRY=1")
+        # 'preferred' keeps what it always did: SSL asked for, not enforced.
+        parts.append(f"{m}_SSL={int(tls.mode != 'disabled')}")
+        if tls.mode == "verify":
+            parts += [f"{m}_SSL_CA=%s", f"{m}_SSL_VERIFY_SERVER_CERT=1"]
+            args.append(tls.source_ca)
+        if self.flavour == "mysql" and not tls.encrypted:
+            # Without TLS the RSA key for caching_sha2_password is fetched; with TLS it is not needed.
+            parts.append("GET_SOURCE_PUBLIC_KEY=1" if m == "SOURCE" else "GET_MASTER_PUBLIC_KEY=1")
+        return f"{head} " + ", ".join(parts), tuple(args)
 
     # --- fencing -------------------------------------------------------------------
     def set_read_only_sql(self, on: bool) -> list[str]:

@@ -2,7 +2,8 @@
 
 This is the only module that speaks SQL to managed servers. Credentials are resolved here
 from the environment variable the fleet file names; statements that carry a password are
-never logged or put in an error message.
+never logged or put in an error message. Connections take their TLS and authentication
+settings from ``connect`` (verified TLS, no clear-text password plugin).
 """
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ import pymysql
 import pymysql.cursors
 
 from bgqueue.adapters.failpoints import failpoint
+from bgqueue.adapters.mysql import connect as tlsconnect
 from bgqueue.adapters.mysql.dialects import Dialect, parse_version
-from bgqueue.model.errors import BadInput, BgqueueError
+from bgqueue.adapters.mysql.statements import redact_statements
+from bgqueue.model.errors import BadInput, BgqueueError, ProcedureFailed
 from bgqueue.model.fleet import ClusterSpec, Credentials, Endpoint
+from bgqueue.model.schema_base import Tls
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,9 @@ _UNKNOWN_THREAD = 1094
 FENCE_LOCK_WAIT_S = 5
 # MASTER_GTID_WAIT blocks the session: wait in slices shorter than the read timeout.
 _WAIT_SLICE_S = 20.0
+# After START SLAVE with TLS, how long to watch the IO thread connect (a certificate refused shows
+# within milliseconds on a reachable source; a slower connect is left to the readiness checks).
+_TLS_START_WATCH_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -68,9 +75,9 @@ class Server:
     """
 
     def __init__(self, endpoint: Endpoint, admin: Credentials, *, label: str, connect_timeout: float = 5.0,
-                 tls: str = "preferred", read_timeout: float | None = 60.0):
+                 tls: Tls | str = "preferred", read_timeout: float | None = 60.0):
         self.endpoint, self.admin, self.label = endpoint, admin, label
-        self.connect_timeout, self.tls, self.read_timeout = connect_timeout, tls, read_timeout
+        self.connect_timeout, self.tls, self.read_timeout = connect_timeout, tlsconnect.as_tls(tls), read_timeout
         self._conn: pymysql.Connection | None = None
         self._dialect: Dialect | None = None
         self._fence_lock: str | None = None
@@ -80,11 +87,7 @@ class Server:
         """Open the admin session. BadInput names the server and what went wrong."""
         if self._conn is not None:
             return self
-        kwargs: dict = {}
-        if self.tls == "disabled":
-            kwargs["ssl_disabled"] = True
-        elif self.tls == "required":
-            kwargs["ssl"] = {"check_hostname": False}
+        kwargs = tlsconnect.connect_args(self.tls)
         try:
             self._conn = pymysql.connect(host=self.endpoint.host, port=self.endpoint.port, user=self.admin.user,
                                          password=self.admin.password(), autocommit=True,
@@ -95,7 +98,13 @@ class Server:
             if code == 1045:
                 raise BadInput(f"{self.label} {self.endpoint}: access denied for user {self.admin.user!r} "
                                f"(password from {self.admin.password_env})") from None
-            raise BadInput(f"{self.label} {self.endpoint}: cannot connect: {e.args[-1] if e.args else e}") from None
+            raise BadInput(f"{self.label} {self.endpoint}: cannot connect: "
+                           f"{tlsconnect.describe_connect_error(e)}") from None
+        try:
+            tlsconnect.check_encrypted(self._conn, self.tls, f"{self.label} {self.endpoint}")
+        except BadInput:
+            self._conn = None
+            raise
         with self._conn.cursor() as cur:
             cur.execute("SELECT VERSION()")
             flavour, version = parse_version(cur.fetchone()[0])
@@ -224,7 +233,8 @@ class Server:
             return default
 
         behind = g("Seconds_Behind_Master", "Seconds_Behind_Source")
-        errors = [str(g(k, default="") or "") for k in
+        # A SQL thread error quotes the failing statement (it may carry a password): kind and digest only.
+        errors = [redact_statements(str(g(k, default="") or "")) for k in
                   ("Last_IO_Error", "Last_SQL_Error", "Last_Replica_IO_Error", "Last_Replica_SQL_Error")]
         using_gtid = str(g("Using_Gtid", default="")).lower() in ("slave_pos", "current_pos") or \
             str(g("Auto_Position", default="0")) == "1"
@@ -289,17 +299,49 @@ class Server:
         self.execute(self.dialect.reset_replica_sql)
         self.set_read_only(False)
 
-    def replicate_from(self, source: Endpoint, repl: Credentials, tls: bool = False) -> None:
-        """Become a GTID replica of ``source`` starting from this server's own position."""
+    def replicate_from(self, source: Endpoint, repl: Credentials, tls: Tls | str = "disabled") -> None:
+        """Become a GTID replica of ``source`` starting from this server's own position.
+
+        With ``tls`` required or verify the replica must connect encrypted (verify: the source's
+        certificate checked against ``tls.source_ca``, a path on this server's host): otherwise
+        ProcedureFailed after START, replication left configured for an operator to look at.
+        """
+        tls = tlsconnect.as_tls(tls)
         status = self.replica_status()
         if status is not None:
             self.execute(self.dialect.stop_replica_sql)
             self.execute(self.dialect.reset_replica_sql)
         for sql in self.dialect.prepare_reverse_sql():
             self.execute(sql)
-        self.execute(self.dialect.change_source_sql(source.host, source.port, repl.user, repl.password(), tls=tls),
-                     secret=True)
+        sql, args = self.dialect.change_source(source.host, source.port, repl.user, repl.password(), tls=tls)
+        self.execute(sql, args, secret=True)
         self.execute(self.dialect.start_replica_sql)
+        if tls.encrypted:
+            self._check_replication_tls(source, tls)
+
+    def _check_replication_tls(self, source: Endpoint, tls: Tls) -> None:
+        """The replica's own view: SSL on (and the certificate checked, for verify), and no error
+        while its IO thread connects. MariaDB's MASTER_SSL=1 without certificate verification falls
+        back to plaintext against a source without TLS (checked on 10.11); with ``required`` the
+        caller has an encrypted admin session on that very source, so the source does offer TLS
+        (only someone in the path could still strip it: that is what ``verify`` is for)."""
+        where = f"{self.label} {self.endpoint}: reverse replication from {source}"
+        deadline = time.monotonic() + _TLS_START_WATCH_S
+        while True:
+            row = self.row_dict(self.dialect.replica_status_sql) or {}
+            ssl_on = str(row.get("Master_SSL_Allowed", row.get("Source_SSL_Allowed", ""))) == "Yes"
+            verify_on = str(row.get("Master_SSL_Verify_Server_Cert",
+                                    row.get("Source_SSL_Verify_Server_Cert", ""))) == "Yes"
+            if not ssl_on or (tls.mode == "verify" and not verify_on):
+                raise ProcedureFailed(f"{where}: the replica's TLS is not on (SSL allowed {ssl_on}, server certificate "
+                               f"verified {verify_on}; tls {tls.mode})")
+            io_error = str(row.get("Last_IO_Error", row.get("Last_Replica_IO_Error", "")) or "")
+            if io_error:
+                raise ProcedureFailed(f"{where}: the replica cannot connect: {io_error}")
+            io = str(row.get("Slave_IO_Running", row.get("Replica_IO_Running", "")))
+            if io == "Yes" or time.monotonic() >= deadline:
+                return
+            time.sleep(0.01)
 
     def stop_replication(self) -> None:
         if self.replica_status() is not None:

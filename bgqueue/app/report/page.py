@@ -31,15 +31,17 @@ def render_batch_report(store: Store, batch_id: str) -> str:
 
 def write_batch_report(store: Store, batch_id: str, out_path: str | os.PathLike) -> Path:
     """Render the report and write it to ``out_path`` (parent directories created; the file is
-    replaced atomically, so a reader never sees half a report). Returns the absolute path."""
+    replaced atomically, so a reader never sees half a report). The file is the operator's only
+    (mode 0600, whatever the umask): a report names servers, users and reasons. Returns the
+    absolute path."""
     html = render_batch_report(store, batch_id)
     path = Path(out_path).expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # created 0600
     try:
+        os.fchmod(fd, 0o600)  # said, not assumed: nothing is written before the mode is set
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(html)
-        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

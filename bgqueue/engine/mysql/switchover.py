@@ -266,7 +266,7 @@ class _Run:
                              f"{self.old.endpoint}: " + "; ".join(failed.values()))
 
     def reverse_replication(self, f: dict) -> None:
-        self.old.replicate_from(self.new.endpoint, self.plan.repl, tls=self.plan.cluster.tls != "disabled")
+        self.old.replicate_from(self.new.endpoint, self.plan.repl, tls=self.plan.cluster.tls)
 
 
 def _steps(run: _Run, *, resumed_after_promote: bool) -> tuple[list[Step], list[Step], list[Step]]:
@@ -299,8 +299,9 @@ def _steps(run: _Run, *, resumed_after_promote: bool) -> tuple[list[Step], list[
     before = [Step("maintenance_enter", run.maintenance_enter, undo=run.maintenance_exit,
                    undo_name="maintenance_exit")] if drain and not resumed_after_promote else []
     after = [Step("maintenance_exit", run.maintenance_exit, on_error="continue")] if drain else []
-    after += [Step("flip_targets", run.flip_targets, on_error="continue"),
-             Step("reverse_replication", run.reverse_replication, on_error="continue",
+    if any(t.kind != "registry" for t in run.plan.cluster.routing_targets()):
+        after.append(Step("flip_targets", run.flip_targets, on_error="continue"))
+    after += [Step("reverse_replication", run.reverse_replication, on_error="continue",
                   explain=lambda e: f"reverse replication could not start: {e}")]
     return before, window, after
 

@@ -8,7 +8,7 @@ from bgqueue.model.cdc import BinlogPipeline, DebeziumPipeline, DmsPipeline
 from bgqueue.model.fleet import FleetFileError, parse_fleet
 
 CLUSTER = {"name": "orders", "provider": "mysql", "blue": {"host": "10.0.0.1"}, "green": {"host": "10.0.0.2"},
-           "admin": {"user": "a", "password_env": "A_PW"}, "replication": {"user": "r", "password_env": "R_PW"}}
+           "admin": {"user": "a", "password_env": "BGQ_A_PW"}, "replication": {"user": "r", "password_env": "BGQ_R_PW"}}
 
 
 def fleet(pipelines) -> str:
@@ -17,7 +17,7 @@ def fleet(pipelines) -> str:
 
 def test_three_kinds_with_defaults():
     spec = parse_fleet(fleet([
-        {"kind": "binlog", "name": "app", "tables": ["shop.orders"], "user": {"user": "cdc", "password_env": "C"}},
+        {"kind": "binlog", "name": "app", "tables": ["shop.orders"], "user": {"user": "cdc", "password_env": "BGQ_C"}},
         {"kind": "dms", "name": "dms", "task_arn": "arn:aws:dms:eu-west-1:123456789012:task:ABC", "region": "eu-west-1"},
         {"kind": "debezium", "name": "dbz", "connect_url": "http://connect:8083", "connector": "orders",
          "topic_prefix": "orders"},

@@ -136,7 +136,7 @@ def test_write_replaces_the_file_and_an_unknown_batch_is_bad_input(store, batch,
     out = tmp_path / "reports" / "batch.html"
     path = write_batch_report(store, batch_id, out)
     assert path == out.resolve() and path.read_text().startswith("<!DOCTYPE html>")
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # the operator's only (issue 11, item 7)
     path.write_text("old")
     write_batch_report(store, batch_id, out)
     assert path.read_text() != "old" and [p.name for p in path.parent.iterdir()] == ["batch.html"]
