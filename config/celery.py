@@ -39,6 +39,9 @@ def celery_config(s: Settings) -> dict:
                                     "options": {"expires": 3600}},
             # A procedure whose worker vanished (a fenced primary must not wait an hour for redelivery).
             "watchdog": {"task": "bgqueue.maintenance.watchdog", "schedule": 30.0, "options": {"expires": 25}},
+            # The routes' Redis copies, rebuilt from the store (a Redis restarted empty).
+            "republish-routes": {"task": "bgqueue.maintenance.republish_routes", "schedule": 10.0,
+                                 "options": {"expires": 9}},
             # Old primaries whose retention ended stop replicating and are reported free.
             "decommission-due": {"task": "bgqueue.maintenance.decommission_due", "schedule": 600.0,
                                  "options": {"expires": 540}},

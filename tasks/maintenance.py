@@ -35,3 +35,13 @@ def watchdog() -> list[str]:
             rollback.apply_async((s.reason or "rollback", s.deployment_id))
         resumed.append(s.deployment_id)
     return resumed
+
+
+@bgqueue_task("bgqueue.maintenance.republish_routes", time_limit=30, ignore_result=True)
+def republish_routes() -> list[str]:
+    """Write back every route copy that Redis lost or that differs from the store (a Redis that
+    restarted empty leaves applications with no route until this runs: at most one beat period)."""
+    rewritten = get_runtime().routing.republish()
+    if rewritten:
+        log.warning("routes republished from the store: %s", ", ".join(rewritten))
+    return rewritten

@@ -46,7 +46,8 @@ def start_workload(spec: ClusterSpec, redis_url: str, routing: RoutingRegistry, 
     finally:
         conn.close()
     client = RoutedClient(spec.name, redis_url, app_user, app_password, APP_DATABASE,
-                          ssl_disabled=spec.tls == "disabled")
+                          endpoints=[(spec.blue.host, spec.blue.port), (spec.green.host, spec.green.port)],
+                          namespace=routing.namespace, ssl_disabled=spec.tls == "disabled")
     writer = ContinuousWriter(client, f"{spec.name}-app", rate_hz=rate_hz).start()
     return Workload(spec, client, writer)
 
