@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import redis
 
@@ -40,9 +40,12 @@ def register_url_secrets(settings: Settings) -> None:
     for url in (settings.redis_url, settings.broker_url, settings.result_backend, settings.store_url):
         if url:
             try:
-                register_secret(urlsplit(url).password)
+                password = urlsplit(url).password
             except ValueError:  # an unparsable URL: the client library will say so
-                pass
+                continue
+            if password:
+                register_secret(password)  # as written in the URL (percent-encoded) ...
+                register_secret(unquote(password))  # ... and as the server receives it
 
 
 @lru_cache(maxsize=1)

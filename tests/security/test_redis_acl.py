@@ -6,6 +6,7 @@ CA), a password for the default user, and the two ACL users of the README.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import ssl
 import subprocess
@@ -114,14 +115,40 @@ def test_without_the_password_or_without_the_right_ca_nothing_is_served(secured_
         redis.Redis.from_url(url.replace("rediss://", "redis://").split("?")[0], socket_timeout=2).ping()
 
 
-def test_celery_verifies_the_servers_certificate_on_rediss_urls(secured_redis):
+def test_celery_and_flower_verify_the_servers_certificate_on_rediss_urls(secured_redis, worker_redis):
     settings = Settings(redis_url=secured_redis.worker_url.split("?")[0])  # no TLS parameters given
     conf = celery_config(settings)
     assert conf["broker_use_ssl"] == {"ssl_cert_reqs": ssl.CERT_REQUIRED}
     assert conf["redis_backend_use_ssl"] == {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    assert "broker_use_ssl" not in celery_config(Settings(redis_url="redis://127.0.0.1:6379/0"))
     conf = celery_config(Settings(redis_url=secured_redis.worker_url))
     assert conf["broker_use_ssl"]["ssl_ca_certs"] == str(secured_redis.server.tls.ca_file)
-    assert "broker_use_ssl" not in celery_config(Settings(redis_url="redis://127.0.0.1:6379/0"))
+    # Flower reads the queues with the broker_use_ssl options only (it ignores the URL's query).
+    from flower.utils.broker import Broker
+
+    worker_redis.rpush("bgqueue", "{}")
+    try:
+        flower = Broker(secured_redis.worker_url.split("?")[0], broker_options=conf["broker_transport_options"],
+                        broker_use_ssl=conf.get("broker_use_ssl"))
+        assert asyncio.run(flower.queues(["bgqueue"])) == [{"name": "bgqueue", "messages": 1}]
+    finally:
+        worker_redis.delete("bgqueue")
+
+
+def test_passwords_in_redis_urls_are_masked_in_log_lines_whatever_their_shape(tmp_path):
+    import logging
+
+    from bgqueue.adapters import logs
+
+    secret = "S3cr@t-" + os.urandom(6).hex()
+    encoded = secret.replace("@", "%40")
+    urls = {"redis_url": f"rediss://:{encoded}@10.0.0.5:6380/0", "broker_url": f"redis://bgq:{encoded}@10.0.0.6/0"}
+    Runtime.build(Settings(home=tmp_path, store_url=f"sqlite:///{tmp_path / 'store.sqlite'}", **urls))
+    line = logging.LogRecord("bgqueue", logging.WARNING, __file__, 1, "cannot reach %s or %s (password %s)",
+                             (urls["redis_url"], urls["broker_url"], secret), None)
+    text = logs.MaskingFormatter().format(line)
+    assert secret not in text and encoded not in text, text
+    assert "10.0.0.5:6380" in text  # the rest of the line is kept
 
 
 def test_routed_client_works_with_the_application_user(secured_redis, cluster_pair, sandbox_passwords, tmp_path,
