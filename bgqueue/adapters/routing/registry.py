@@ -124,13 +124,26 @@ class RoutingRegistry:
         """
         if self.store is None:
             return self._flip_only_copy(cluster, host, port, expect_version, reason)
-        if self.get(cluster) is None:  # also takes a Redis-only route into the store
-            raise RouteConflict(cluster, expect_version, None)
-        now = _now()
-        if not stored.flip(self.store, self.namespace, cluster, expect_version=int(expect_version), host=host,
-                           port=int(port), updated_at=now, reason=reason):
+        flipped = self._flip_stored(cluster, host, port, expect_version, reason)
+        if flipped is None:
             actual = stored.get(self.store, self.namespace, cluster)
             raise RouteConflict(cluster, expect_version, None if actual is None else actual.version)
+        return flipped
+
+    def _flip_stored(self, cluster: str, host: str, port: int, expect_version: int, reason: str,
+                     only_if_elsewhere: bool = False) -> Route | None:
+        """The store's compare-and-set, then the copy; None when it did not apply."""
+        assert self.store is not None
+        now = _now()
+
+        def cas() -> bool:
+            return stored.flip(self.store, self.namespace, cluster, expect_version=int(expect_version), host=host,
+                               port=int(port), updated_at=now, reason=reason, only_if_elsewhere=only_if_elsewhere)
+
+        if not cas():
+            # No row: a route only Redis knows is taken into the store, and the flip tried again.
+            if stored.get(self.store, self.namespace, cluster) is not None or self.get(cluster) is None or not cas():
+                return None
         held = stored.StoredRoute(cluster, host, int(port), int(expect_version) + 1, now, reason, None)
         self._publish_quietly(held)
         return _as_route(held)
@@ -142,6 +155,12 @@ class RoutingRegistry:
         lost is found done on the next read; a version conflict (someone else flipped) is final."""
         for attempt in range(3):
             try:
+                if self.store is not None and seen_version is not None:
+                    # The compare-and-set first: in the switchover this runs while writes are
+                    # blocked, and the reads below are only needed when it did not apply.
+                    flipped = self._flip_stored(cluster, host, port, seen_version, reason, only_if_elsewhere=True)
+                    if flipped is not None:
+                        return flipped
                 route = self.get(cluster)
                 if route is not None and (route.host, route.port) == (host, port):
                     return route

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import exc, select, update
+from sqlalchemy import exc, or_, select, update
 
 from bgqueue.adapters.store.db import Store
 from bgqueue.adapters.store.models import RouteRow
@@ -60,12 +60,15 @@ def create(store: Store, namespace: str, route: StoredRoute) -> StoredRoute:
 
 
 def flip(store: Store, namespace: str, cluster: str, *, expect_version: int, host: str, port: int,
-         updated_at: float, reason: str) -> bool:
-    """Point the route at host:port if it is still at ``expect_version`` (bumping it by one).
-    False: another flip won, or there is no route; nothing changed."""
+         updated_at: float, reason: str, only_if_elsewhere: bool = False) -> bool:
+    """Point the route at host:port if it is still at ``expect_version`` (bumping it by one) —
+    and, with ``only_if_elsewhere``, if it does not name host:port already. False: another flip
+    won, there is no route (or it names host:port already); nothing changed."""
+    where = [R.c.namespace == namespace, R.c.cluster == cluster, R.c.version == expect_version]
+    if only_if_elsewhere:
+        where.append(or_(R.c.host != host, R.c.port != port))
     with store.begin() as c:
-        res = c.execute(update(R).where(R.c.namespace == namespace, R.c.cluster == cluster,
-                                        R.c.version == expect_version)
+        res = c.execute(update(R).where(*where)
                         .values(host=host, port=port, version=R.c.version + 1, updated_at=updated_at,
                                 reason=reason))
         return res.rowcount == 1
