@@ -20,6 +20,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BGQUEUE_", extra="ignore")
 
     home: Path = Field(default_factory=_default_home, description="state directory (default store lives here)")
+    # The environment's routing namespace: route keys and channels are bgq:{namespace}:route:{cluster},
+    # so environments sharing a Redis server (pub/sub ignores database numbers) never see each other's.
+    namespace: str = Field(default="default", pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    # URLs may carry credentials (redis://user:password@host, rediss:// for TLS); they are masked in logs.
     redis_url: str = "redis://127.0.0.1:6379/0"
     broker_url: str | None = None  # defaults to redis_url
     result_backend: str | None = None  # defaults to redis_url

@@ -5,11 +5,13 @@ from celery import Celery
 from celery.signals import setup_logging, worker_init
 
 from bgqueue.adapters import logs
+from bgqueue.adapters.runtime import register_url_secrets
 from config.celery import celery_config
 from config.settings import Settings, get_settings
 
 app = Celery("bgqueue")
 app.conf.update(celery_config(get_settings()))
+register_url_secrets(get_settings())  # the broker's password is masked in every line the worker logs
 
 
 @setup_logging.connect
@@ -37,3 +39,4 @@ def _preload(**_kw) -> None:
 def configure(settings: Settings) -> None:
     """Re-apply settings (the demo and tests set BGQUEUE_* after this module was imported)."""
     app.conf.update(celery_config(settings))
+    register_url_secrets(settings)

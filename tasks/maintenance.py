@@ -51,3 +51,13 @@ def redrive(s: Stalled) -> None:
 # migrate_cdc, monitor) picks up for each live phase.
 FROM_PHASE = {Phase.PENDING: 0, Phase.PREPARING: 0, Phase.SYNCING: 1, Phase.VALIDATING: 2, Phase.PILOTING: 2,
               Phase.READY: 3, Phase.SWITCHING: 3, Phase.CDC_MIGRATING: 4, Phase.MONITORING: 5}
+
+
+@bgqueue_task("bgqueue.maintenance.republish_routes", time_limit=30, ignore_result=True)
+def republish_routes() -> list[str]:
+    """Write back every route copy that Redis lost or that differs from the store (a Redis that
+    restarted empty leaves applications with no route until this runs: at most one beat period)."""
+    rewritten = get_runtime().routing.republish()
+    if rewritten:
+        log.warning("routes republished from the store: %s", ", ".join(rewritten))
+    return rewritten

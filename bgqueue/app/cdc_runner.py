@@ -34,12 +34,14 @@ JOIN_TIMEOUT_S = 15.0
 
 
 class RouteWatcher(threading.Thread):
-    """Sets each cluster's events when a message arrives on its route channel."""
+    """Sets each cluster's events when a message arrives on its route channel (of this
+    environment's namespace). A message is only a wake-up: the consumers read the route again."""
 
-    def __init__(self, client: redis.Redis, events: dict[str, list[threading.Event]], stop):
+    def __init__(self, client: redis.Redis, events: dict[str, list[threading.Event]], stop,
+                 registry: RoutingRegistry | None = None):
         super().__init__(name="bgq-cdc-routes", daemon=True)
         self.client, self.events, self.stop = client, events, stop
-        self.registry = RoutingRegistry(client)
+        self.registry = registry or RoutingRegistry(client)
 
     def run(self) -> None:
         channels = {self.registry.channel(c): c for c in self.events}
@@ -113,10 +115,10 @@ def run_consumers(runtime: Runtime, fleet_path: str | None = None, stop_event=No
         flag = threading.Event()
         events[spec.name].append(flag)
         consumer = BinlogConsumer(spec, pipeline, client, stop=stop, owner=owner, route_changed=flag,
-                                  connect_timeout=spec.thresholds.connect_timeout_s)
+                                  connect_timeout=spec.thresholds.connect_timeout_s, routing=runtime.routing)
         threads.append(threading.Thread(target=consumer.run, name=f"bgq-cdc-{spec.name}-{pipeline.name}",
                                         daemon=True))
-    watcher = RouteWatcher(client, dict(events), stop)
+    watcher = RouteWatcher(client, dict(events), stop, runtime.routing)
     watcher.start()
     for t in threads:
         t.start()

@@ -320,12 +320,14 @@ def sandbox() -> None:
 @click.option("--clusters", type=click.IntRange(1, 64), default=4, show_default=True)
 @click.option("--dir", "directory", type=click.Path(file_okay=False), default=".sandbox", show_default=True)
 def sandbox_up(clusters: int, directory: str) -> None:
+    from bgqueue.adapters.logs import mask
     from bgqueue.sandbox import Sandbox
 
     t0 = time.perf_counter()
     sb = Sandbox(Path(directory), clusters=clusters, detach=True)
     sb.up()
-    out.print(f"sandbox up in {time.perf_counter() - t0:.2f}s: {clusters} clusters, redis {sb.info['redis']['url']}")
+    out.print(f"sandbox up in {time.perf_counter() - t0:.2f}s: {clusters} clusters, "
+              f"redis {mask(sb.info['redis']['url'])}")
     out.print(f"fleet file: {Path(directory) / 'fleet.yaml'}")
     out.print(f"credentials: source {Path(directory) / 'sandbox.env'}")
 

@@ -135,6 +135,11 @@ class Sampler:
         out = {}
         for n, (host, port) in zip(names, pipe.execute(), strict=False):
             out[n] = None if host is None or port is None else (_text(host), int(port))
+            if out[n] is None and self.routing.store is not None:
+                # No copy in Redis (it restarted empty): the store has the route; reading it
+                # through the registry also writes the copy back for the applications.
+                route = self.routing.get(n)
+                out[n] = None if route is None else route.endpoint
         with self._lock:
             self.stats.redis_commands += len(names)
         return out

@@ -7,10 +7,20 @@ flips, so writes resume on green within milliseconds of the flip.
 
 Outcome contract:
 - returns: the transaction committed (exactly once, as far as this call can tell);
-- ``WriteUnavailable``: it did not commit (every failure happened before COMMIT was sent, was a
-  COMMIT refused by the server, or ``verify`` said it had not committed);
-- ``CommitOutcomeUnknown``: the connection died during COMMIT and no ``verify`` settled it;
+- ``WriteUnavailable``: it did not commit (every failure happened before COMMIT was sent, or was
+  a COMMIT refused by the server);
+- ``CommitOutcomeUnknown``: a COMMIT of this call was lost in flight and nothing after settled
+  it. Once a COMMIT is lost the call never reports "did not commit" again: whatever fails after
+  (reconnecting, ``verify``, the re-run, the budget) surfaces as CommitOutcomeUnknown with that
+  error as its cause (``last_error``, ``__cause__``). A duplicate key (1062) on the re-run after
+  verify said "not committed" means the first COMMIT most likely landed after verify looked;
 - any other error: not retryable (duplicate key, syntax, privileges); rolled back, propagated.
+
+Routes: the client follows the route stored in Redis (``bgq:{namespace}:route:{cluster}``).
+A message on the route channel is only a signal to read it again, never a route in itself, and
+a route is accepted only if it names one of the cluster's declared endpoints: ``endpoints``
+(the fleet file's blue and green), or else the allow-list bgqueue registered when it prepared
+the cluster. Credentials are only ever sent to an accepted route's server.
 """
 from __future__ import annotations
 
@@ -25,9 +35,11 @@ import pymysql
 import redis
 
 from bgqueue.adapters.mysql import connect as tlsconnect
-from bgqueue.adapters.routing.registry import Route, RoutingRegistry
+from bgqueue.adapters.routing.published import PublishedRoutes
+from bgqueue.adapters.routing.route import Endpoint, Route, endpoint_set, endpoint_text
 from bgqueue.model.errors import BgqueueError
 from bgqueue.model.schema_base import Tls
+from config.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +54,10 @@ CONNECTION_ERRORS = frozenset({
     1053,  # server shutdown in progress
     4031,  # disconnected by the server (idle timeout)
 })
+# Worth waiting for while a lost COMMIT is being verified: the server refused the session or the
+# read for now (too many connections, lock wait, deadlock), it did not answer the question.
+TRANSIENT_WHILE_VERIFYING = frozenset({1040, 1205, 1213})
+ER_DUP_ENTRY = 1062
 FIRST_BACKOFF_S = 0.002
 # How often the route listener looks at the stop flag; bounds close() (a flip is seen at once).
 LISTEN_POLL_S = 0.05
@@ -94,6 +110,10 @@ class RoutedClient:
     required/verify is built once and shared (~31 ms per connect otherwise, FACTS), so a reconnect
     at a route flip costs only the handshake. ``ssl_disabled=True`` is the old spelling of
     ``tls="disabled"``.
+    ``endpoints``: the cluster's declared servers [(host, port), ...] (its blue and green); a
+    route naming anything else is refused. Without it, the allow-list bgqueue registered is used,
+    and with neither every route is refused. ``namespace``: the environment's (default: the
+    BGQUEUE_NAMESPACE setting, else "default").
     """
 
     def __init__(
@@ -104,6 +124,8 @@ class RoutedClient:
         password: str,
         database: str,
         *,
+        endpoints: list[Endpoint] | None = None,
+        namespace: str | None = None,
         connect_timeout: float = 2.0,
         tls: Tls | str = "preferred",
         ssl_disabled: bool | None = None,
@@ -132,9 +154,14 @@ class RoutedClient:
             redis_url, decode_responses=True, socket_connect_timeout=connect_timeout,
             socket_timeout=max(connect_timeout, 1.0),
         )
-        self._registry = RoutingRegistry(self._redis)
+        # None: accept the allow-list bgqueue registered for the cluster (read with each route).
+        self._endpoints = None if endpoints is None else endpoint_set(endpoints)
+        self._routes = PublishedRoutes(self._redis, "bgq:", namespace if namespace is not None else
+                                       get_settings().namespace)
         self._route: Route | None = None
         self._route_lock = threading.Lock()
+        self._read_lock = threading.Lock()  # one read-and-adopt at a time: the last read is the newest
+        self._refused: tuple | None = None  # the last refused route, logged once
         self.route_changed = threading.Event()  # set on every version change seen
         self._tx_lock = threading.Lock()
         self._conn: pymysql.connections.Connection | None = None
@@ -204,16 +231,19 @@ class RoutedClient:
     def _transaction(self, fn, verify):
         deadline = time.monotonic() + self.deadline_s
         last_error: BaseException | None = None
-        outcome_unknown = False  # a COMMIT was lost in flight; only verify may settle it
-        result = None
+        # A COMMIT of this call was lost in flight: from then on the call ends committed or in
+        # CommitOutcomeUnknown, never "did not commit" (see the module docstring).
+        commit_lost = False
+        unverified = False  # ... and verify has not answered since
+        result = value = None
         attempt = 0
         while True:
             if attempt >= self.max_attempts or (attempt and time.monotonic() >= deadline):
                 budget = f"{attempt} attempts / {self.deadline_s:g} s"
-                if outcome_unknown:
+                if commit_lost:
                     raise CommitOutcomeUnknown(
-                        f"{self.cluster}: commit outcome unknown, not verified within {budget}", last_error
-                    ) from last_error
+                        f"{self.cluster}: commit outcome unknown, not settled within {budget}: {last_error!r}",
+                        last_error) from last_error
                 raise WriteUnavailable(
                     f"{self.cluster}: no commit within {budget}: {last_error!r}", last_error
                 ) from last_error
@@ -225,15 +255,15 @@ class RoutedClient:
             try:
                 conn = self._ensure_connection()
                 with conn.cursor() as cur:
-                    if outcome_unknown:
+                    if unverified:
                         phase = "verify"
                         self.verifications += 1
                         committed = bool(verify(cur))
                         conn.rollback()  # end the read transaction (fresh snapshot next time)
                         if committed:
                             return result
-                        outcome_unknown = False
-                        continue  # known not committed: run it again now
+                        unverified = False
+                        continue  # said not committed: run it again now
                     phase = "statements"
                     value = fn(cur)
                     phase = "commit"
@@ -249,9 +279,11 @@ class RoutedClient:
                         raise CommitOutcomeUnknown(
                             f"{self.cluster}: connection lost during COMMIT: {exc!r}", exc
                         ) from exc
-                    outcome_unknown = True
+                    commit_lost = unverified = True
                     result = value
                 elif is_connection_error(exc):
+                    self._drop_connection()
+                elif unverified and error_code(exc) in TRANSIENT_WHILE_VERIFYING:
                     self._drop_connection()
                 elif error_code(exc) == ER_READ_ONLY and phase in ("statements", "commit"):
                     # Fenced: this transaction is dead, the session is fine (FACTS: retry the
@@ -259,12 +291,28 @@ class RoutedClient:
                     self._rollback_quietly()
                 else:
                     self._rollback_quietly()
+                    if commit_lost:
+                        raise self._unknown(exc, phase) from exc
                     raise
+            except Exception as exc:
+                self._rollback_quietly()
+                if commit_lost:
+                    raise self._unknown(exc, phase) from exc
+                raise
             except BaseException:
                 self._rollback_quietly()
                 raise
             log.debug("%s: attempt %d failed in %s: %r", self.cluster, attempt, phase, last_error)
             self._wait_before_retry(attempt, self._attempt_version, deadline)
+
+    def _unknown(self, exc: BaseException, phase: str) -> CommitOutcomeUnknown:
+        """What an error after a lost COMMIT means: not "rolled back", but "may have committed"."""
+        if phase == "statements" and error_code(exc) == ER_DUP_ENTRY:
+            why = ("the re-run after verify said 'not committed' hit a duplicate key: the lost COMMIT most "
+                   "likely landed after verify looked")
+        else:
+            why = f"a COMMIT was lost in flight, then {phase} failed"
+        return CommitOutcomeUnknown(f"{self.cluster}: commit outcome unknown: {why}: {exc!r}", exc)
 
     def _wait_before_retry(self, attempt: int, failed_version: int | None, deadline: float) -> None:
         # Clear before re-reading, so a flip published from here on still wakes the wait.
@@ -283,7 +331,10 @@ class RoutedClient:
         route = self._route or self._reload_route()
         self._attempt_version = None if route is None else route.version
         if route is None:
-            raise NoRoute(f"no route for cluster {self.cluster}")
+            refused = f": {self._refused[2]}" if self._refused else ""
+            raise NoRoute(f"no route for cluster {self.cluster}{refused}")
+        if self._endpoints is not None and not route.allowed_by(self._endpoints):
+            raise NoRoute(f"{self.cluster}: route {endpoint_text(route.endpoint)} is not a declared endpoint")
         if self._conn is not None and self._conn_version == route.version:
             return self._conn
         self._drop_connection()
@@ -326,10 +377,15 @@ class RoutedClient:
     # --- route following ---------------------------------------------------------------
 
     def _adopt(self, route: Route | None) -> Route | None:
-        """Cache ``route`` if it is newer than the cached one; return the cached route."""
+        """Cache ``route`` (an accepted one read from Redis) when it differs; return the cached route.
+
+        The stored route is followed as it is, lower versions too: only bgqueue writes it (Redis
+        ACLs keep applications read-only), so the last read is the truth, and a version someone
+        once forged high cannot pin the client. A missing route (Redis restarted) keeps the last."""
         with self._route_lock:
             current = self._route
-            if route is not None and (current is None or route.version > current.version):
+            if route is not None and (current is None or (route.version, route.endpoint) !=
+                                      (current.version, current.endpoint)):
                 self._route = route
                 if current is not None:
                     self.route_changes += 1
@@ -337,32 +393,47 @@ class RoutedClient:
             return self._route
 
     def _reload_route(self) -> Route | None:
-        """GET the route from Redis (pub/sub alone misses flips made while disconnected)."""
-        try:
-            return self._adopt(self._registry.get(self.cluster))
-        except redis.RedisError as exc:
-            # Keep writing to the last known writer; the fence (read_only) keeps that safe.
-            log.warning("%s: cannot read route from Redis: %r", self.cluster, exc)
-            return self._route
+        """Read the stored route (pub/sub alone misses flips made while disconnected, and a
+        message is never trusted as a route) and adopt it if it names an allowed endpoint."""
+        with self._read_lock:
+            try:
+                route, registered = self._routes.read_with_endpoints(self.cluster)
+            except (redis.RedisError, OSError) as exc:
+                # Keep writing to the last known writer; the fence (read_only) keeps that safe.
+                log.warning("%s: cannot read route from Redis: %r", self.cluster, exc)
+                return self._route
+            allowed = self._endpoints if self._endpoints is not None else registered
+            if route is not None and not route.allowed_by(allowed):
+                self._refuse(route, allowed)
+                return self._route
+            return self._adopt(route)
+
+    def _refuse(self, route: Route, allowed: frozenset[Endpoint] | None) -> None:
+        seen = (route.version, route.endpoint)
+        if self._refused is not None and self._refused[:2] == seen:
+            return
+        why = (f"route v{route.version} names {endpoint_text(route.endpoint)}, not one of the cluster's "
+               f"endpoints ({', '.join(sorted(endpoint_text(e) for e in allowed))})" if allowed else
+               f"route v{route.version} refused: no endpoints were given and none are registered")
+        self._refused = (*seen, why)
+        log.warning("%s: %s; keeping %s", self.cluster, why,
+                    endpoint_text(self._route.endpoint) if self._route else "no route")
 
     def _listen(self) -> None:
-        channel = self._registry.channel(self.cluster)
+        channel = self._routes.key(self.cluster)
         backoff = 0.05
         while not self._stop.is_set():
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.subscribe(channel)
                 # Read after subscribing: a flip between the two is then seen by one of them.
-                self._adopt(self._registry.get(self.cluster))
+                self._reload_route()
                 self._listening.set()
                 backoff = 0.05
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=LISTEN_POLL_S)
                     if message and message.get("type") == "message":
-                        try:
-                            self._adopt(Route.from_message(message["data"]))
-                        except (ValueError, KeyError) as exc:
-                            log.warning("%s: ignoring malformed route message: %r", self.cluster, exc)
+                        self._reload_route()  # the message is a signal; its body is not read
             except (redis.RedisError, OSError) as exc:
                 if self._stop.is_set():
                     break

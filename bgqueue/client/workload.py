@@ -48,7 +48,9 @@ def start_workload(spec: ClusterSpec, redis_url: str, routing: RoutingRegistry, 
         ensure_schema(conn)
     finally:
         conn.close()
-    client = RoutedClient(spec.name, redis_url, app_user, app_password, APP_DATABASE, tls=spec.tls)
+    client = RoutedClient(spec.name, redis_url, app_user, app_password, APP_DATABASE,
+                          endpoints=[(spec.blue.host, spec.blue.port), (spec.green.host, spec.green.port)],
+                          namespace=routing.namespace, tls=spec.tls)
     writer = ContinuousWriter(client, f"{spec.name}-app", rate_hz=rate_hz).start()
     return Workload(spec, client, writer)
 

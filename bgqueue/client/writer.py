@@ -138,7 +138,11 @@ class ContinuousWriter:
         except WriteUnavailable as exc:
             return self._failed("unavailable", exc)
         except CommitOutcomeUnknown as exc:
-            return self._failed("unknown", exc)
+            # A duplicate key on the re-run: only an earlier attempt of this very write can hold
+            # this id and nonce (its COMMIT landed after verify looked); look once more.
+            cause = exc.last_error
+            if cause is None or error_code(cause) != ER_DUP_ENTRY or not self._settle(committed):
+                return self._failed("unknown", exc)
         except Exception as exc:  # keep writing: the ledger is the result, not the thread
             return self._failed("error", exc)
         with self._lock:

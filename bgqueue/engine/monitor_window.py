@@ -25,7 +25,7 @@ AUTOMATIC = "automatic rollback: "
 def _unhealthy_pipelines(rt: Runtime, spec) -> tuple[str, ...]:
     if not spec.pipelines:
         return ()
-    return tuple(h.pipeline for h in pipeline_health(spec, rt.redis) if not h.healthy)
+    return tuple(h.pipeline for h in pipeline_health(spec, rt.redis, routing=rt.routing) if not h.healthy)
 
 
 def _record(rt: Runtime, deployment_id: str, verdict: str, reasons: list[str]) -> None:

@@ -21,7 +21,7 @@ def move_pipelines(rt: Runtime, claim: Claim, spec: AnySpec, kind: str) -> Next:
     if checkpoint is None:
         journal.note(f"{kind}_pipelines", "failed", reason=f"no {kind} checkpoint recorded")
         return DONE
-    progress = migrate_pipelines(spec, checkpoint, journal, None, redis=rt.redis)
+    progress = migrate_pipelines(spec, checkpoint, journal, None, redis=rt.redis, routing=rt.routing)
     if not progress.done:
         return Next(wait_s=progress.wait_s or 0.5, detail="CDC pipelines moving")
     # Green is the writer already: a CDC problem is recorded (and watched by monitoring), not undone.

@@ -18,10 +18,10 @@ from bgqueue.sandbox.pair import (
 )
 from bgqueue.sandbox.ports import free_port
 from bgqueue.sandbox.postgres import PostgresServer
-from bgqueue.sandbox.redis_server import RedisServer, ServerStartError
+from bgqueue.sandbox.redis_server import RedisServer, RedisTls, ServerStartError
 
 __all__ = [
     "ADMIN_PASSWORD_ENV", "ADMIN_USER", "APP_DATABASE", "APP_PASSWORD_ENV", "APP_USER",
     "META_DATABASE", "MONITOR_PASSWORD_ENV", "MONITOR_USER", "REPL_PASSWORD_ENV", "REPL_USER", "ClusterPair", "MariaDBServer", "MissingBinary", "PostgresServer",
-    "RedisServer", "Sandbox", "SandboxPasswords", "ServerStartError", "free_port", "find_binary", "template_datadir",
+    "RedisServer", "RedisTls", "Sandbox", "SandboxPasswords", "ServerStartError", "free_port", "find_binary", "template_datadir",
 ]

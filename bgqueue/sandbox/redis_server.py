@@ -1,10 +1,20 @@
-"""A throw-away redis-server on the loopback interface (no persistence)."""
+"""A throw-away redis-server on the loopback interface (no persistence).
+
+Optionally with a password for the default user (``requirepass``), ACL users (``acl``: lines as
+in an ACL file, ``user NAME on >password ~keys &channels +commands``) and TLS (``tls``: the
+server's certificate, key and the CA that signed it; clients then use ``rediss://`` and verify
+it). Secrets go to a 0600 config file in the workdir, never on the command line (``ps`` shows it).
+"""
 from __future__ import annotations
 
+import os
 import socket
+import ssl
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from bgqueue.model.errors import BgqueueError
 from bgqueue.sandbox.binaries import find_binary, pid_running, stop_pid, tail
@@ -15,21 +25,43 @@ class ServerStartError(BgqueueError):
     """A sandbox server did not become ready; the message carries the end of its log."""
 
 
+@dataclass(frozen=True)
+class RedisTls:
+    """The server's certificate and key, and the CA file clients verify it with."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+
 class RedisServer:
     """One redis-server process. Non-detached: a child we wait() on; detached: its own session."""
 
-    def __init__(self, workdir: Path, port: int | None = None, detach: bool = False):
+    def __init__(self, workdir: Path, port: int | None = None, detach: bool = False, *,
+                 requirepass: str | None = None, acl: list[str] | None = None, tls: RedisTls | None = None):
         self.workdir = Path(workdir)
         self.port = port
         self.detach = detach
+        self.requirepass, self.acl, self.tls = requirepass, list(acl or []), tls
         self._fixed_port = port is not None
         self._proc: subprocess.Popen | None = None
         self.pid: int | None = None
 
     @property
     def url(self) -> str:
-        """The Redis URL of database 0."""
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The Redis URL of database 0 (as the default user, with its password if it has one)."""
+        return self.url_for(None, self.requirepass)
+
+    def url_for(self, user: str | None, password: str | None, db: int = 0) -> str:
+        """The URL of database ``db`` as ``user`` (None: the default user): rediss:// with the CA
+        to verify the server by when the server speaks TLS."""
+        auth = ""
+        if password is not None:
+            auth = f"{quote(user or '', safe='')}:{quote(password, safe='')}@"
+        if self.tls is None:
+            return f"redis://{auth}127.0.0.1:{self.port}/{db}"
+        return (f"rediss://{auth}127.0.0.1:{self.port}/{db}?ssl_cert_reqs=required"
+                f"&ssl_ca_certs={quote(str(self.tls.ca_file), safe='/')}")
 
     @property
     def logfile(self) -> Path:
@@ -46,9 +78,27 @@ class RedisServer:
             + tail(self.logfile)
         )
 
+    def _config_file(self) -> list[str]:
+        """The secrets' config file (0600) as the first argument, when there are secrets."""
+        if self.requirepass is None and not self.acl:
+            return []
+        path = self.workdir / "redis-auth.conf"
+        lines = ([f"requirepass {self.requirepass}"] if self.requirepass is not None else []) + self.acl
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return [str(path)]
+
+    def _listen_args(self) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(self.port)]
+        return ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls.cert_file),
+                "--tls-key-file", str(self.tls.key_file), "--tls-ca-cert-file", str(self.tls.ca_file),
+                "--tls-auth-clients", "no"]
+
     def _try_start(self, timeout: float) -> bool:
         cmd = [
-            find_binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
+            find_binary("redis-server"), *self._config_file(), *self._listen_args(), "--bind", "127.0.0.1",
             "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
             "--logfile", str(self.logfile), "--daemonize", "no",
         ]
@@ -69,12 +119,26 @@ class RedisServer:
         return False
 
     def ping(self) -> bool:
-        """True when the server answers PING (raw RESP, so no client library is needed)."""
+        """True when the server answers PING (raw RESP, so no client library is needed); as the
+        default user when it has a password, over verified TLS when the server speaks TLS."""
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw:
+                s = raw
+                if self.tls is not None:
+                    ctx = ssl.create_default_context(cafile=str(self.tls.ca_file))
+                    s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+                request = b"PING\r\n"
+                if self.requirepass is not None:
+                    request = _command("AUTH", self.requirepass) + request
+                s.sendall(request)
+                reply = b""
+                while reply.count(b"\r\n") < (2 if self.requirepass is not None else 1):
+                    chunk = s.recv(64)
+                    if not chunk:
+                        break
+                    reply += chunk
+                return reply.rstrip(b"\r\n").endswith(b"+PONG")
+        except (OSError, ssl.SSLError):
             return False
 
     @property
@@ -96,3 +160,12 @@ class RedisServer:
         elif self.pid is not None:
             # redis-server retitles itself "redis-server 127.0.0.1:PORT": a reused pid will not match.
             stop_pid(self.pid, timeout, expect=f"127.0.0.1:{self.port}")
+
+
+def _command(*parts: str) -> bytes:
+    """One command as a RESP array (a password may hold any byte)."""
+    out = [f"*{len(parts)}\r\n".encode()]
+    for p in parts:
+        b = p.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(out)

@@ -88,7 +88,7 @@ def test_every_change_is_published(registry: RoutingRegistry, cluster: str, redi
     sub = redis.Redis.from_url(redis_url, decode_responses=True)
     pubsub = sub.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(registry.channel(cluster))
-    assert registry.channel(cluster) == f"bgq:route:{cluster}"
+    assert registry.channel(cluster) == f"bgq:default:route:{cluster}"
     try:
         registry.init(cluster, "127.0.0.1", 3306)
         registry.init(cluster, "127.0.0.1", 3399)  # no change, no message
@@ -117,7 +117,7 @@ def test_prefix_is_respected(redis_url: str, cluster: str):
     try:
         other = RoutingRegistry(r, prefix="other:")
         other.init(cluster, "127.0.0.1", 1)
-        assert r.hgetall(f"other:route:{cluster}")["version"] == "1"
+        assert r.hgetall(f"other:default:route:{cluster}")["version"] == "1"
         assert RoutingRegistry(r).get(cluster) is None
     finally:
         r.close()

@@ -28,11 +28,13 @@ def cluster(pair, registry) -> str:
 
 
 @pytest.fixture
-def make_client(cluster, redis_url, sandbox_passwords):
+def make_client(pair, cluster, redis_url, sandbox_passwords):
     clients: list[RoutedClient] = []
 
     def make(**kw) -> RoutedClient:
         kw.setdefault("tls", "disabled")  # loopback sandbox: no TLS (the security tests cover TLS)
+        # The fleet file's blue and green: the only servers the client accepts a route to.
+        kw.setdefault("endpoints", [(pair.blue.host, pair.blue.port), (pair.green.host, pair.green.port)])
         c = RoutedClient(cluster, redis_url, APP_USER, sandbox_passwords.app, APP_DATABASE, **kw)
         clients.append(c)
         return c

@@ -121,7 +121,7 @@ def test_no_connection_of_bgqueue_sends_a_password_in_clear_text(pam_server, red
         # The embedded client.
         runtime.routing.init(cluster, "127.0.0.1", tap.port)
         with RoutedClient(cluster, redis_url, PAM_USER, CLEAR_PASSWORD, "appdb", tls="disabled",
-                          deadline_s=0.5) as client:
+                          endpoints=[("127.0.0.1", tap.port)], deadline_s=0.5) as client:
             with pytest.raises(Exception) as e:
                 client.transaction(lambda cur: cur.execute("SELECT 1"))
         _clear_text_refused(tap, e.value)

@@ -91,6 +91,7 @@ def test_a_certificate_from_another_ca_is_refused_naming_the_server(cluster_pair
     # The embedded client: no write reaches the impostor (and no password was sent to it).
     runtime.routing.init(spec.name, spec.blue.host, spec.blue.port)
     with RoutedClient(spec.name, redis_url, APP_USER, sandbox_passwords.app, APP_DATABASE, tls=spec.tls,
+                      endpoints=[(spec.blue.host, spec.blue.port), (spec.green.host, spec.green.port)],
                       deadline_s=0.5, max_backoff_s=0.05) as client:
         with pytest.raises(WriteUnavailable) as e:
             client.transaction(lambda cur: cur.execute("SELECT 1"))
@@ -144,6 +145,7 @@ def test_required_refuses_a_server_without_tls(cluster_pair_factory, unique_name
     spec = load_fleet(path).clusters[0]
     runtime.routing.init(spec.name, spec.blue.host, spec.blue.port)
     with RoutedClient(spec.name, redis_url, APP_USER, sandbox_passwords.app, APP_DATABASE, tls="required",
+                      endpoints=[(spec.blue.host, spec.blue.port), (spec.green.host, spec.green.port)],
                       deadline_s=0.5, max_backoff_s=0.05) as client:
         # Not a lost connection but a refusal: not retried, the application sees it at once.
         with pytest.raises(pymysql.err.OperationalError, match="SSL is required"):
@@ -158,6 +160,7 @@ def test_the_client_verifies_and_reuses_one_ssl_context(cluster_pair_factory, un
     with pair.blue.root() as c, c.cursor() as cur:
         cur.execute("CREATE TABLE appdb.t (id INT PRIMARY KEY)")
     with RoutedClient(name, redis_url, APP_USER, sandbox_passwords.app, APP_DATABASE,
+                      endpoints=[(pair.blue.host, pair.blue.port), (pair.green.host, pair.green.port)],
                       tls=_tls(mode="verify", ca=str(ca.cert))) as client:
         def insert(cur):
             cur.execute("INSERT INTO t VALUES (1)")

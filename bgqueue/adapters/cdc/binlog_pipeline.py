@@ -36,10 +36,11 @@ class BinlogAdapter:
 
     kind = "binlog"
 
-    def __init__(self, cluster: ClusterSpec, spec: BinlogPipeline, client: redis.Redis):
+    def __init__(self, cluster: ClusterSpec, spec: BinlogPipeline, client: redis.Redis,
+                 routing: RoutingRegistry | None = None):
         self.cluster, self.spec, self.name = cluster, spec, spec.name
         self.state = ConsumerState(client, cluster.name, spec)
-        self.routing = RoutingRegistry(client)
+        self.routing = routing or RoutingRegistry(client)
 
     def stop(self, cp: Coordinates, scratch: dict, now: float) -> Outcome:
         return Outcome(done=True, detail={"follows_routing": True})

@@ -11,6 +11,10 @@ gives 0 lost and 0 duplicated events:
 - after a route flip it connects to the new primary with the same GTID position: green's binlog
   holds blue's transactions under their original GTIDs (log_slave_updates), and green reached
   blue's final position before it was promoted, so reading resumes exactly after the last one.
+
+It reads the route from the registry (with a store: the store's, the authority), wakes on a route
+message only to read it again, and follows a route only to one of the cluster's own servers
+(the fleet file's blue and green): the binlog reader's credentials go nowhere else.
 """
 from __future__ import annotations
 
@@ -35,7 +39,8 @@ from bgqueue.adapters.cdc.consumer_state import ConsumerState
 from bgqueue.adapters.cdc.events import ENTRY_FIELDS, row_entries
 from bgqueue.adapters.mysql import connect as tlsconnect
 from bgqueue.adapters.mysql.dialects import parse_version
-from bgqueue.adapters.routing.registry import RoutingRegistry
+from bgqueue.adapters.routing.registry import Route, RoutingRegistry
+from bgqueue.adapters.routing.route import endpoint_set
 from bgqueue.model.cdc import BinlogPipeline
 from bgqueue.model.fleet import ClusterSpec
 
@@ -58,14 +63,21 @@ class LeaseLost(Exception):
     """Another consumer process holds the pipeline now."""
 
 
+class RouteRefused(Exception):
+    """The route names a server that is neither the cluster's blue nor its green."""
+
+
 class BinlogConsumer:
     """One pipeline's reader loop; ``run()`` returns when ``stop`` is set."""
 
     def __init__(self, cluster: ClusterSpec, pipeline: BinlogPipeline, client, *, stop: threading.Event,
-                 owner: str, route_changed: threading.Event | None = None, connect_timeout: float = 5.0):
+                 owner: str, route_changed: threading.Event | None = None, connect_timeout: float = 5.0,
+                 routing: RoutingRegistry | None = None):
         self.cluster, self.pipeline, self.stop, self.owner = cluster, pipeline, stop, owner
         self.state = ConsumerState(client, cluster.name, pipeline)
-        self.routing = RoutingRegistry(client)
+        self.routing = routing or RoutingRegistry(client)
+        self.allowed = endpoint_set([cluster.blue, cluster.green])
+        self._refused: tuple | None = None
         self.route_changed = route_changed or threading.Event()
         self.connect_timeout = connect_timeout
         self.tables = pipeline.schema_tables()
@@ -92,6 +104,7 @@ class BinlogConsumer:
                     backoff = 0.1
                 except (SourceChanged, LeaseLost):
                     backoff = 0.1
+
                 except Exception as e:  # report, wait, start again from the stored position
                     self.last_error = _describe(e)
                     log.warning("cdc %s/%s: %s", self.cluster.name, self.pipeline.name, self.last_error)
@@ -114,6 +127,8 @@ class BinlogConsumer:
     def _stream(self) -> None:
         self.route_changed.clear()  # before reading the route: a flip from now on sets it again
         route = self.routing.get(self.cluster.name)
+        if route is not None and not self._accepted(route):
+            raise RouteRefused(self._refused[2])  # reported and retried; nothing is connected to
         endpoint = (route.host, route.port) if route else (self.cluster.blue.host, self.cluster.blue.port)
         self.route_version = route.version if route else 0
         self.source = f"{endpoint[0]}:{endpoint[1]}"
@@ -211,8 +226,8 @@ class BinlogConsumer:
     def _check_route(self, dirty: bool) -> None:
         self.route_changed.clear()
         route = self.routing.get(self.cluster.name)
-        if route is None:
-            return
+        if route is None or not self._accepted(route):
+            return  # keep reading the server we read (a refused route is logged once)
         if f"{route.host}:{route.port}" != self.source:
             if dirty:
                 self._flush()
@@ -220,6 +235,17 @@ class BinlogConsumer:
                      self.pipeline.name, self.source, route.host, route.port, route.version)
             raise SourceChanged()
         self.route_version = route.version
+
+    def _accepted(self, route: Route) -> bool:
+        if route.allowed_by(self.allowed):
+            return True
+        seen = (route.version, route.endpoint)
+        if self._refused is None or self._refused[:2] != seen:
+            why = (f"route v{route.version} names {route.host}:{route.port}, which is neither blue "
+                   f"{self.cluster.blue} nor green {self.cluster.green}: not followed")
+            self._refused = (*seen, why)
+            log.warning("cdc %s/%s: %s", self.cluster.name, self.pipeline.name, why)
+        return False
 
     # --- connections ---------------------------------------------------------------------
     def _settings(self, host: str, port: int) -> dict:

@@ -27,6 +27,7 @@ from bgqueue.adapters.cdc.binlog_pipeline import BinlogAdapter
 from bgqueue.adapters.cdc.debezium import DebeziumAdapter
 from bgqueue.adapters.cdc.dms import DmsAdapter
 from bgqueue.adapters.cdc.pipeline import Coordinates, Outcome, Pipeline, PipelineHealth
+from bgqueue.adapters.routing.registry import RoutingRegistry
 from bgqueue.model.cdc import BinlogPipeline, DebeziumPipeline, DmsPipeline
 from bgqueue.model.errors import FencedOut
 from bgqueue.model.fleet import AnySpec, ClusterSpec
@@ -47,10 +48,11 @@ def default_aws(service: str, region: str | None):
 
 
 def make_pipeline(cluster: ClusterSpec, spec: Any, *, redis_client: redis.Redis,
-                  aws: Callable[[str, str | None], Any] = default_aws) -> Pipeline:
-    """The adapter for one pipeline spec of ``cluster``."""
+                  aws: Callable[[str, str | None], Any] = default_aws,
+                  routing: RoutingRegistry | None = None) -> Pipeline:
+    """The adapter for one pipeline spec of ``cluster`` (``routing``: the process's registry)."""
     if isinstance(spec, BinlogPipeline):
-        return BinlogAdapter(cluster, spec, redis_client)
+        return BinlogAdapter(cluster, spec, redis_client, routing)
     if isinstance(spec, DmsPipeline):
         return DmsAdapter(cluster, spec, aws)
     if isinstance(spec, DebeziumPipeline):
@@ -75,7 +77,8 @@ def state_key(cluster: str, checkpoint_id: int | None) -> str:
 
 def migrate_pipelines(spec: AnySpec, checkpoint: Any, journal, state: dict | None = None, *,
                       redis: redis.Redis, now: float | None = None,
-                      aws: Callable[[str, str | None], Any] = default_aws) -> MigrationProgress:
+                      aws: Callable[[str, str | None], Any] = default_aws,
+                      routing: RoutingRegistry | None = None) -> MigrationProgress:
     """Advance the CDC phase of ``spec`` for ``checkpoint`` (a store Checkpoint or Coordinates).
 
     Never sleeps. Adapter errors (a service unreachable, an API error) are retried on the next
@@ -97,7 +100,8 @@ def migrate_pipelines(spec: AnySpec, checkpoint: Any, journal, state: dict | Non
         st = state["pipelines"].setdefault(p.name, {"kind": p.kind, "step": "stop", "deadline": now + p.move_timeout_s,
                                                     "scratch": {}})
         if st["step"] in STEPS:
-            wait = _advance(make_pipeline(spec, p, redis_client=redis, aws=aws), st, cp, journal, now)
+            wait = _advance(make_pipeline(spec, p, redis_client=redis, aws=aws, routing=routing), st, cp, journal,
+                            now)
             if wait is not None:
                 waits.append(wait)
         redis.set(key, json.dumps(state), ex=STATE_TTL_S)
@@ -170,13 +174,14 @@ def _progress(state: dict, waits: list[float]) -> MigrationProgress:
 
 
 def pipeline_health(spec: ClusterSpec, redis: redis.Redis, *,
-                    aws: Callable[[str, str | None], Any] = default_aws) -> list[PipelineHealth]:
+                    aws: Callable[[str, str | None], Any] = default_aws,
+                    routing: RoutingRegistry | None = None) -> list[PipelineHealth]:
     """The health of every pipeline of ``spec`` (state, lag, last error). Never raises for a
     pipeline's service being unreachable: that pipeline is reported unhealthy with the error."""
     out = []
     for p in spec.pipelines:
         try:
-            out.append(make_pipeline(spec, p, redis_client=redis, aws=aws).health())
+            out.append(make_pipeline(spec, p, redis_client=redis, aws=aws, routing=routing).health())
         except Exception as e:
             out.append(PipelineHealth(cluster=spec.name, pipeline=p.name, kind=p.kind, state="unknown",
                                       healthy=False, last_error=f"{type(e).__name__}: {e}"))

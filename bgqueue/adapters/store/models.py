@@ -237,3 +237,20 @@ class NightlyFinding(Base):
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     evidence: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     at: Mapped[datetime] = mapped_column(TIMESTAMP, default=utcnow)
+
+
+class RouteRow(Base):
+    """A cluster's writer endpoint: the authority (Redis holds its published copy, rebuilt from
+    here). Changed only by compare-and-set on ``version``. ``endpoints``: the cluster's declared
+    servers ([host, port] pairs), the allow-list that clients accept routes from."""
+
+    __tablename__ = "routes"
+
+    namespace: Mapped[str] = mapped_column(String(32), primary_key=True)
+    cluster: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[float] = mapped_column(Float)  # unix seconds, as in the Redis copy
+    reason: Mapped[str] = mapped_column(Text, default="")
+    endpoints: Mapped[list | None] = mapped_column(JSON, nullable=True)

@@ -58,6 +58,9 @@ def prepare(rt: Runtime, deployment_id: str) -> Next:
             route = rt.routing.init(spec.name, spec.blue.host, spec.blue.port, reason=f"init by {deployment_id}")
         elif (route.host, route.port) != (spec.blue.host, spec.blue.port):
             problems.append(f"routing names {route.host}:{route.port} as the writer, not blue {spec.blue}")
+        if (route.host, route.port) == (spec.blue.host, spec.blue.port):
+            # The allow-list clients without their own accept routes from: this cluster's two servers.
+            rt.routing.allow(spec.name, [spec.blue, spec.green])
         journal.note("topology", "done" if not problems else "failed", problems=problems, route_version=route.version)
         if problems:
             claims.end(rt, claim, Phase.NO_GO, "; ".join(problems), facts=facts)
