@@ -7,12 +7,18 @@ import time
 from pathlib import Path
 
 from bgqueue.model.errors import BgqueueError
-from bgqueue.sandbox.binaries import find_binary, pid_running, stop_pid, tail
+from bgqueue.sandbox.binaries import ServerProcess, find_binary, pid_running, stop_pid, tail
 from bgqueue.sandbox.ports import start_on_free_port
 
 
 class ServerStartError(BgqueueError):
     """A sandbox server did not become ready; the message carries the end of its log."""
+
+
+def redis_process(port: int, workdir: Path) -> ServerProcess:
+    """How a redis-server started by ``RedisServer`` shows in /proc: it retitles itself
+    "redis-server 127.0.0.1:PORT" and runs in its workdir (its --dir)."""
+    return ServerProcess(find_binary("redis-server"), (f"127.0.0.1:{port}",), cwd=str(workdir), retitled=True)
 
 
 class RedisServer:
@@ -94,5 +100,4 @@ class RedisServer:
                     proc.kill()
                     proc.wait()
         elif self.pid is not None:
-            # redis-server retitles itself "redis-server 127.0.0.1:PORT": a reused pid will not match.
-            stop_pid(self.pid, timeout, expect=f"127.0.0.1:{self.port}")
+            stop_pid(self.pid, timeout, expect=redis_process(self.port, self.workdir))
