@@ -73,6 +73,7 @@ class ServerIdentity:
 # SHOW GRANTS lines: privileges ON an object, or roles granted to the account.
 _GRANT_ON = re.compile(r"^GRANT (?P<privs>.+?) ON (?P<obj>\S+) TO ")
 _GRANT_ROLES = re.compile(r"^GRANT (?P<roles>.+?) TO ")
+_GRANTEE = re.compile(r"'((?:[^']|'')*)'@'((?:[^']|'')*)'")
 _ROLE_NAME = re.compile(r"`((?:[^`]|``)+)`(?:@`((?:[^`]|``)*)`)?")
 _MAX_ROLE_DEPTH = 8
 
@@ -247,9 +248,15 @@ class Server:
         """For every account named ``user`` (any host): its global privileges (ON *.*), each mapped
         to where it comes from ("direct" or the role that carries it), roles followed. Read with
         SHOW GRANTS as this (admin) session; the lines' password hashes are never kept."""
-        accounts = self.rows("SELECT User, Host FROM mysql.user WHERE User = %s", (user,))
-        return {f"'{u}'@'{h}'": self._privileges_of("SHOW GRANTS FOR %s@%s", (str(u), str(h)), "direct", 0)
-                for u, h in accounts}
+        # The accounts from the server's privilege cache, not from the mysql.user table: a
+        # replica applying a CREATE USER or GRANT holds that table, and preflight must not wait.
+        accounts = []
+        for (grantee,) in self.rows("SELECT DISTINCT GRANTEE FROM information_schema.USER_PRIVILEGES"):
+            m = _GRANTEE.fullmatch(str(grantee))
+            if m and m.group(1).replace("''", "'") == user:
+                accounts.append((user, m.group(2).replace("''", "'")))
+        return {f"'{u}'@'{h}'": self._privileges_of("SHOW GRANTS FOR %s@%s", (u, h), "direct", 0)
+                for u, h in sorted(accounts)}
 
     def _privileges_of(self, sql: str, args: tuple, via: str, depth: int) -> dict[str, str]:
         found: dict[str, str] = {}
