@@ -1,6 +1,8 @@
 """The Celery application."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from celery import Celery
 from celery.signals import setup_logging, worker_init
 
@@ -12,6 +14,31 @@ from config.settings import Settings, get_settings
 app = Celery("bgqueue")
 app.conf.update(celery_config(get_settings()))
 register_url_secrets(get_settings())  # the broker's password is masked in every line the worker logs
+
+# Flower's admin access is guarded in this file (it refuses to start without authentication).
+FLOWER_CONFIG = Path(__file__).resolve().parents[1] / "config" / "flower.py"
+
+
+def _flower_reads_our_config() -> None:
+    """Plain ``celery -A tasks flower`` (no --conf) would look for flowerconfig.py in the working
+    directory, run without one, and serve its UI to anyone, on every interface. The celery
+    command imports this app before it runs the subcommand: when that subcommand is flower, make
+    config/flower.py Flower's default --conf, so its checks hold either way. An explicit --conf
+    (or FLOWER_CONF) still wins: that is the operator's own choice of configuration."""
+    try:
+        import click
+
+        ctx = click.get_current_context(silent=True)
+    except ImportError:
+        return
+    if ctx is None or getattr(ctx, "invoked_subcommand", None) != "flower":
+        return
+    from flower.options import options  # defines Flower's options (the plugin is loaded already)
+
+    options.conf = str(FLOWER_CONFIG)
+
+
+_flower_reads_our_config()
 
 
 @setup_logging.connect

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from bgqueue.app.terminal import plain, safe
 from bgqueue.model.errors import BadInput, BgqueueError
 
 out = Console(soft_wrap=True)
@@ -16,13 +17,14 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 class _Group(click.Group):
-    """Turns BgqueueError into its exit code and a one-line message on stderr."""
+    """Turns BgqueueError into its exit code and a one-line message on stderr (the message carries
+    fleet keys and server text: printed as written, never as markup or escape sequences)."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except BgqueueError as e:
-            err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/] {safe(e)}", highlight=False, soft_wrap=True)
             ctx.exit(e.exit_code)
 
 
@@ -68,9 +70,10 @@ def fleet_check(file: str, only: str | None, as_json: bool) -> None:
                                 "facts": r.facts} for r in results], indent=2))
     for r in results:
         for field, message in r.problems:
-            err.print(f"{file}: cluster {r.cluster!r}: field {field}: {message}", highlight=False, soft_wrap=True)
+            err.print(safe(f"{file}: cluster {r.cluster!r}: field {field}: {message}"), highlight=False,
+                      soft_wrap=True)
         if r.ok and not as_json:
-            out.print(f"{r.cluster}: ok ({r.summary()})", highlight=False)
+            out.print(safe(f"{r.cluster}: ok ({r.summary()})"), highlight=False)
     if not all(r.ok for r in results):
         sys.exit(2)
 
@@ -82,7 +85,7 @@ def fleet_register(file: str) -> None:
     from bgqueue.adapters.runtime import get_runtime
     from bgqueue.engine.nightly import register
 
-    out.print(f"registered {register(get_runtime(), file)}")
+    out.print(f"registered {safe(register(get_runtime(), file))}")
 
 
 @fleet.command("unregister")
@@ -93,7 +96,7 @@ def fleet_unregister(file: str) -> None:
 
     if not unregister(get_runtime(), file):
         raise BadInput(f"{file} is not registered")
-    out.print(f"unregistered {file}")
+    out.print(f"unregistered {safe(file)}")
 
 
 @fleet.command("run")
@@ -111,7 +114,7 @@ def fleet_run(file: str, only: str | None, wait: bool, as_json: bool, timeout: f
         if as_json:
             click.echo(json.dumps({"batch": opened.batch_id, "deployments": opened.deployments}))
         else:
-            out.print(f"batch {opened.batch_id} enqueued: {', '.join(opened.deployments)}")
+            out.print(safe(f"batch {opened.batch_id} enqueued: {', '.join(opened.deployments)}"))
         return
     from bgqueue.adapters.runtime import get_runtime
     from bgqueue.app.progress import wait_for_batch
@@ -154,10 +157,10 @@ def status(ref: str | None, as_json: bool) -> None:
             print_batch(out, b)
         if night is not None:
             bad = [r for r in night["results"] if r["status"] != "pass"]
-            out.print(f"nightly run {night['run']} ({night['finished_at']}): {night['clusters']} clusters, "
-                      f"{night['findings']} finding(s)")
+            out.print(safe(f"nightly run {night['run']} ({night['finished_at']}): {night['clusters']} clusters, "
+                           f"{night['findings']} finding(s)"))
             for r in bad:
-                out.print(f"  [red]{r['cluster']} {r['check']}[/]: {r['reason']}")
+                out.print(f"  [red]{safe(r['cluster'])} {safe(r['check'])}[/]: {safe(r['reason'])}")
         return
     batch = deps.find_batch(rt.store, ref)
     if batch is not None:
@@ -198,7 +201,8 @@ def signoff(cluster: str, team: str, by: str, fleet_file: str | None, note: str 
                        f"(teams: {', '.join(spec.signoffs) or 'none'})")
     key = spec.change_key()
     records.add_signoff(rt.store, cluster, key, team, by, note)
-    out.print(f"{cluster}: {team} signed off change {key} ({spec.change.description or 'no description'}) by {by}")
+    out.print(safe(f"{cluster}: {team} signed off change {key} ({spec.change.description or 'no description'}) "
+                   f"by {by}"))
 
 
 @main.command("rollback")
@@ -226,7 +230,7 @@ def rollback_cmd(cluster: str, yes: bool, no_wait: bool, timeout: float) -> None
     if not yes:
         if not sys.stdin.isatty():
             raise BadInput("rollback needs --yes when not run from a terminal")
-        click.confirm(f"Roll {cluster} back to blue {dep.spec['blue']['host']}:{dep.spec['blue']['port']}?",
+        click.confirm(plain(f"Roll {cluster} back to blue {dep.spec['blue']['host']}:{dep.spec['blue']['port']}?"),
                       abort=True)
     from tasks.deployment import rollback as rollback_task
 
@@ -234,7 +238,7 @@ def rollback_cmd(cluster: str, yes: bool, no_wait: bool, timeout: float) -> None
     seen = max((s.id for s in journal.steps(rt.store, dep.id, "rollback")), default=0)
     rollback_task.apply_async((f"manual rollback by {getpass.getuser()}", dep.id), ignore_result=True)
     if no_wait:
-        out.print(f"rollback of {cluster} enqueued (deployment {dep.id})")
+        out.print(safe(f"rollback of {cluster} enqueued (deployment {dep.id})"))
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -249,7 +253,7 @@ def rollback_cmd(cluster: str, yes: bool, no_wait: bool, timeout: float) -> None
             raise ClusterBusy(f"rollback of {cluster!r} refused: " + "; ".join(refused[-1].detail["problems"]))
         time.sleep(0.1)
     d = deps.get_deployment(rt.store, dep.id)
-    out.print(f"{cluster}: {d.phase}" + (f" — {d.reason}" if d.reason else ""))
+    out.print(safe(f"{cluster}: {d.phase}" + (f" — {d.reason}" if d.reason else "")))
     sys.exit(0 if d.phase == "ROLLED_BACK" else 1)
 
 
@@ -269,7 +273,7 @@ def decommission_cmd(cluster: str, force: bool, yes: bool) -> None:
         raise BadInput(f"cluster {cluster!r} has no deployment")
     if force and not yes:
         raise BadInput("--force ends the possibility of a rollback: confirm with --yes")
-    out.print(f"{cluster}: {decommission(rt, dep.id, force=force)}")
+    out.print(safe(f"{cluster}: {decommission(rt, dep.id, force=force)}"))
 
 
 @main.command("nightly")
@@ -289,8 +293,10 @@ def nightly_cmd(now: bool, as_json: bool) -> None:
     else:
         for r in summary["results"]:
             style = {"pass": "green", "fail": "red", "error": "red"}[r["status"]]
-            out.print(f"{r['cluster']:<12} {r['check']:<22} [{style}]{r['status']}[/] {r['reason'] or ''}")
-        out.print(f"nightly run {summary['run']}: {summary['clusters']} clusters, {summary['findings']} finding(s)")
+            out.print(f"{safe(r['cluster']):<12} {safe(r['check']):<22} [{style}]{r['status']}[/] "
+                      f"{safe(r['reason'] or '')}")
+        out.print(safe(f"nightly run {summary['run']}: {summary['clusters']} clusters, "
+                       f"{summary['findings']} finding(s)"))
     sys.exit(1 if summary["findings"] else 0)
 
 
@@ -305,7 +311,7 @@ def report(batch_ref: str, html_out: str) -> None:
     from bgqueue.app.report import write_batch_report
 
     path = write_batch_report(get_runtime().store, batch_ref, html_out)
-    out.print(f"report: {path}", highlight=False)
+    out.print(f"report: {safe(path)}", highlight=False)
 
 
 # --- sandbox -------------------------------------------------------------------------
@@ -326,10 +332,9 @@ def sandbox_up(clusters: int, directory: str) -> None:
     t0 = time.perf_counter()
     sb = Sandbox(Path(directory), clusters=clusters, detach=True)
     sb.up()
-    out.print(f"sandbox up in {time.perf_counter() - t0:.2f}s: {clusters} clusters, "
-              f"redis {mask(sb.info['redis']['url'])}")
-    out.print(f"fleet file: {Path(directory) / 'fleet.yaml'}")
-    out.print(f"credentials: source {Path(directory) / 'sandbox.env'}")
+    out.print(f"sandbox up in {time.perf_counter() - t0:.2f}s: {clusters} clusters, redis {safe(mask(sb.info['redis']['url']))}")
+    out.print(f"fleet file: {safe(Path(directory) / 'fleet.yaml')}")
+    out.print(f"credentials: source {safe(Path(directory) / 'sandbox.env')}")
 
 
 @sandbox.command("down")
@@ -338,7 +343,7 @@ def sandbox_down(directory: str) -> None:
     from bgqueue.sandbox import Sandbox
 
     Sandbox.load(Path(directory)).down()
-    out.print(f"sandbox in {directory} stopped")
+    out.print(f"sandbox in {safe(directory)} stopped")
 
 
 # --- long-running processes ------------------------------------------------------------
@@ -402,7 +407,7 @@ def exporter_cmd(port: int, addr: str) -> None:
     from bgqueue.app.exporter import serve
 
     serve(get_runtime().store, port, addr)
-    out.print(f"serving Prometheus metrics on http://{addr}:{port}/metrics")
+    out.print(safe(f"serving Prometheus metrics on http://{addr}:{port}/metrics"))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -21,6 +21,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from bgqueue.app.terminal import safe
 from bgqueue.model.fleet import load_fleet
 from bgqueue.sandbox import Sandbox
 
@@ -209,9 +210,9 @@ def _report(console: Console, rt, specs, loads, rows, verify) -> int:
         cdc_dup += audit.duplicates
         table.add_row(spec.name, d.phase, _f(d.switch_duration_ms), _f(d.writes_blocked_ms), f"{gap:.1f}",
                       str(v.acked), str(v.rows_on_new), str(v.lost), f"{audit.lost}/{audit.duplicates}",
-                      reverse)
+                      safe(reverse))
         if d.reason and d.phase != "COMPLETED":
-            console.print(f"{spec.name}: {d.phase}: {d.reason}")
+            console.print(safe(f"{spec.name}: {d.phase}: {d.reason}"))
         for note in (s for s in journal.steps(rt.store, d.id, "rollback") if s.name == "rolled_back"):
             console.print(f"{spec.name}: rollback blocked writes for {note.detail['writes_blocked_ms']:.1f} ms")
     console.print(checks)

@@ -8,6 +8,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bgqueue.adapters.runtime import Runtime
 from bgqueue.adapters.store import deployments as deps
+from bgqueue.app.terminal import safe
 from bgqueue.model.errors import BgqueueError
 from bgqueue.model.phases import TERMINAL, Phase
 
@@ -44,8 +45,10 @@ def wait_for_batch(rt: Runtime, batch_id: str, *, timeout: float = 3600.0, poll_
             if progress is not None:
                 for cluster, phase in rows:
                     if cluster not in bars:
-                        bars[cluster] = progress.add_task("", total=len(ORDER) - 1, cluster=cluster, phase=phase)
-                    progress.update(bars[cluster], completed=_step(Phase(phase)), phase=phase)
+                        # The columns render their text as markup: the names are escaped.
+                        bars[cluster] = progress.add_task("", total=len(ORDER) - 1, cluster=safe(cluster),
+                                                          phase=safe(phase))
+                    progress.update(bars[cluster], completed=_step(Phase(phase)), phase=safe(phase))
             if rows and all(Phase(phase) in TERMINAL for _, phase in rows):
                 return deps.batch_deployments(rt.store, batch_id)
             if time.monotonic() > deadline:

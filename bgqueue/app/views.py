@@ -1,4 +1,8 @@
-"""What operators see: status of batches and clusters, as terminal tables or JSON-ready dicts."""
+"""What operators see: status of batches and clusters, as terminal tables or JSON-ready dicts.
+
+Every value in a table or line comes from the store, and so from fleet files and servers: it is
+printed through ``terminal.safe`` (no markup, no escape sequences); only our own styles are markup.
+"""
 from __future__ import annotations
 
 from datetime import datetime
@@ -9,6 +13,7 @@ from rich.table import Table
 from bgqueue.adapters.runtime import Runtime
 from bgqueue.adapters.store import deployments as deps
 from bgqueue.adapters.store import journal, validation
+from bgqueue.app.terminal import safe
 from bgqueue.model.phases import SWITCHED, Phase
 
 PHASE_STYLE = {
@@ -84,49 +89,50 @@ def deployments_table(rows: list[dict], title: str) -> Table:
     for r in rows:
         style = PHASE_STYLE.get(r["phase"], "")
         cost = f"{r['green_cost_per_hour']:.2f}" if r.get("green_cost_per_hour") else ""
-        t.add_row(r["cluster"], f"[{style}]{r['phase']}[/]" if style else r["phase"],
-                  _num(r["switch_duration_ms"]), _num(r["writes_blocked_ms"]), cost, r["reason"] or "")
+        t.add_row(safe(r["cluster"]), f"[{style}]{safe(r['phase'])}[/]" if style else safe(r["phase"]),
+                  _num(r["switch_duration_ms"]), _num(r["writes_blocked_ms"]), cost, safe(r["reason"] or ""))
     return t
 
 
 def print_batch(console: Console, data: dict) -> None:
     cost = f", green environments ${data['green_cost_per_hour']:.2f}/h" if data.get("green_cost_per_hour") else ""
-    console.print(deployments_table(data["clusters"], f"batch {data['batch']} ({data['fleet']}): "
-                                                      f"{data['switched']}/{data['total']} switched{cost}"))
+    console.print(deployments_table(data["clusters"], safe(f"batch {data['batch']} ({data['fleet']}): "
+                                                           f"{data['switched']}/{data['total']} switched{cost}")))
 
 
 def print_deployment(console: Console, d: dict) -> None:
-    console.print(f"[bold]{d['cluster']}[/]  deployment {d['deployment']}  batch {d['batch']}")
-    console.print(f"phase [bold]{d['phase']}[/]  epoch {d['epoch']}  blue {d['blue']}  green {d['green']}"
-                  + (f"  route → {d['route']['writer']} (v{d['route']['version']})" if d.get("route") else ""))
+    console.print(f"[bold]{safe(d['cluster'])}[/]  deployment {safe(d['deployment'])}  batch {safe(d['batch'])}")
+    console.print(f"phase [bold]{safe(d['phase'])}[/]  epoch {d['epoch']}  "
+                  + safe(f"blue {d['blue']}  green {d['green']}"
+                         + (f"  route → {d['route']['writer']} (v{d['route']['version']})" if d.get("route") else "")))
     if d["reason"]:
-        console.print(f"reason: {d['reason']}")
+        console.print(f"reason: {safe(d['reason'])}")
     if d.get("decommissioned_at"):
-        console.print(f"old primary {d['blue']}: decommissioned at {d['decommissioned_at']} — free")
+        console.print(safe(f"old primary {d['blue']}: decommissioned at {d['decommissioned_at']} — free"))
     elif d.get("retention_until") and d["phase"] == "COMPLETED":
-        console.print(f"old primary {d['blue']}: reverse replica (rollback possible) until {d['retention_until']}")
+        console.print(safe(f"old primary {d['blue']}: reverse replica (rollback possible) until {d['retention_until']}"))
     if d.get("checks"):
         t = Table(title=f"checks (round {d['checks'][0]['round']})", title_justify="left")
         for col in ("check", "status", "value", "threshold", "reason"):
             t.add_column(col, overflow="fold")
         for c in d["checks"]:
             style = {"pass": "green", "fail": "red", "error": "red", "wait": "yellow"}.get(c["status"], "")
-            t.add_row(c["name"], f"[{style}]{c['status']}[/]", c["value"] or "", c["threshold"] or "",
-                      (c["reason"] or "")[:300])
+            t.add_row(safe(c["name"]), f"[{style}]{safe(c['status'])}[/]", safe(c["value"] or ""),
+                      safe(c["threshold"] or ""), safe((c["reason"] or "")[:300]))
         console.print(t)
     for dec in d.get("decisions", [])[-1:]:
-        console.print(f"decision ({dec['kind']}, round {dec['round']}): [bold]{dec['verdict']}[/]"
-                      + "".join(f"\n  - {r}" for r in dec["reasons"] or []))
+        console.print(f"decision ({safe(dec['kind'])}, round {dec['round']}): [bold]{safe(dec['verdict'])}[/]"
+                      + "".join(f"\n  - {safe(r)}" for r in dec["reasons"] or []))
     t = Table(title="journal", title_justify="left")
     for col in ("procedure", "step", "status", "ms", "detail"):
         t.add_column(col, overflow="fold")
     for s in d.get("steps", []):
         detail = ", ".join(f"{k}={v}" for k, v in (s["detail"] or {}).items())
-        t.add_row(s["procedure"], s["name"], s["status"], _num(s["duration_ms"]), detail[:200])
+        t.add_row(safe(s["procedure"]), safe(s["name"]), safe(s["status"]), _num(s["duration_ms"]), safe(detail[:200]))
     console.print(t)
     for c in d.get("checkpoints", []):
-        console.print(f"checkpoint ({c['kind']}): {c['old_primary']} final gtid {c['old_gtid']} binlog "
-                      f"{c['old_binlog']} → {c['new_primary']} binlog {c['new_binlog']}")
+        console.print(safe(f"checkpoint ({c['kind']}): {c['old_primary']} final gtid {c['old_gtid']} binlog "
+                           f"{c['old_binlog']} → {c['new_primary']} binlog {c['new_binlog']}"))
 
 
 def _num(v: float | None) -> str:

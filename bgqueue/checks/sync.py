@@ -8,7 +8,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 
-from bgqueue.adapters.mysql.server import Server
+from bgqueue.adapters.mysql.server import ReplicaStatus, Server
 from bgqueue.model import gtid
 from bgqueue.model.fleet import Endpoint
 
@@ -37,6 +37,24 @@ def _same_host(a: str, b: str) -> bool:
         return False
 
 
+def _source_identity(source: Server, replica: Server, status: ReplicaStatus) -> list[str]:
+    """The server the replica's IO thread is connected to must be ``source`` by identity: a name
+    can reach another server (a moved VIP or DNS record, a proxy) while the replica still streams
+    from the old one. Unknown until the IO thread has connected (then its problem is reported)."""
+    if not status.io_running or not status.source_server_id:
+        return []
+    who = source.identity()
+    if status.source_server_id != who.server_id or (who.server_uuid and status.source_uuid
+                                                    and status.source_uuid != who.server_uuid):
+        got = f"server_uuid {status.source_uuid}" if who.server_uuid and status.source_uuid else \
+            f"server_id {status.source_server_id}"
+        want = f"server_uuid {who.server_uuid}" if who.server_uuid and status.source_uuid else \
+            f"server_id {who.server_id}"
+        return [f"{replica.label} replicates from the server with {got}, not from {source.label} "
+                f"{source.endpoint} ({want}), whatever name it was pointed at"]
+    return []
+
+
 def assess(source: Server, replica: Server, source_endpoint: Endpoint) -> SyncState:
     """Observe ``replica``'s replication from ``source``. Changes nothing."""
     problems: list[str] = []
@@ -46,6 +64,7 @@ def assess(source: Server, replica: Server, source_endpoint: Endpoint) -> SyncSt
     if not (_same_host(status.source_host, source_endpoint.host) and status.source_port == source_endpoint.port):
         problems.append(f"{replica.label} replicates from {status.source_host}:{status.source_port}, "
                         f"not from {source.label} {source_endpoint}")
+    problems += _source_identity(source, replica, status)
     if not status.io_running:
         problems.append(f"{replica.label}: replication IO thread is not running")
     if not status.sql_running:

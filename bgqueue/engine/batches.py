@@ -40,6 +40,7 @@ def open_batch(rt: Runtime, fleet_path: str, only: list[str] | None = None, *, p
     fleet = load_fleet(fleet_path)
     specs = fleet.select(only)
     check_credentials(fleet, fleet_path, specs)
+    _staging_twins_exist(rt, fleet, specs, fleet_path)
     for group in _by_provider(specs).values():
         # FleetFileError (exit 2) when the estimate is over budget
         provider_for(group[0]).check_budget(fleet, group, fleet_path)
@@ -70,6 +71,18 @@ def open_batch(rt: Runtime, fleet_path: str, only: list[str] | None = None, *, p
             rt.locks.release(name, holder)
         raise
     return OpenedBatch(batch_id, ids)
+
+
+def _staging_twins_exist(rt: Runtime, fleet, specs: list, fleet_path: str) -> None:
+    """A staging twin is a cluster of this fleet or one the store has deployed: a misspelt twin
+    would otherwise only show as a NO_GO at the gate, after preparing and syncing."""
+    names = {c.name for c in fleet.clusters}
+    for spec in specs:
+        twin = spec.staging
+        if twin and twin not in names and deps.latest_deployment(rt.store, twin) is None:
+            raise FleetFileError(fleet_path, f"staging twin {twin!r} is unknown: no cluster of this fleet and no "
+                                             "deployment in the store has that name", cluster=spec.name,
+                                 field="staging")
 
 
 def summarize(rt: Runtime, batch_id: str) -> dict:

@@ -20,6 +20,12 @@ PIPELINE_NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 # small ids servers use. Two clients with one id make the server drop the older connection.
 CLIENT_SERVER_ID_BASE = 0x70000000
 CLIENT_SERVER_ID_SPAN = 0x0FFFFFFF
+# A named stream lives under its own prefix, outside bgqueue's keys (``bgq:*``: routes, locks,
+# maintenance, samples, CDC positions) and Celery's (the ``bgqueue`` queue, ``_kombu.*``,
+# ``unacked*``, ``celery-task-meta-*``): a pipeline can never append to, trim or read them.
+STREAM_RE = r"^cdc:[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$"
+# Moving a pipeline to the new primary is part of the CDC phase; an hour is already an outage.
+MOVE_TIMEOUT_MAX_S = 3600.0
 
 
 class BinlogPipeline(StrictModel):
@@ -28,7 +34,8 @@ class BinlogPipeline(StrictModel):
     kind: Literal["binlog"]
     name: str = Field(pattern=PIPELINE_NAME_RE)
     tables: list[Annotated[str, Field(pattern=TABLE_RE)]] = Field(min_length=1)
-    stream: str | None = Field(default=None, description="Redis stream; default bgq:cdc:{cluster}:{name}")
+    stream: str | None = Field(default=None, pattern=STREAM_RE,
+                               description="Redis stream, named cdc:…; default bgq:cdc:{cluster}:{name}")
     user: Credentials | None = Field(
         default=None, description="needs REPLICATION SLAVE, REPLICATION CLIENT, SELECT; default: the "
                                   "cluster's replication credentials")
@@ -40,9 +47,9 @@ class BinlogPipeline(StrictModel):
         description="the source sends a heartbeat after this much idle time; bounds how late a route flip is seen")
     server_id: int | None = Field(default=None, ge=1, le=2**32 - 1,
                                   description="replica id the consumer registers with; default derived from the name")
-    stream_maxlen: int | None = Field(default=None, ge=1000,
+    stream_maxlen: int | None = Field(default=None, ge=1000, le=1_000_000_000,
                                       description="approximate cap on the stream's length (XADD MAXLEN ~)")
-    move_timeout_s: float = Field(default=120.0, gt=0)
+    move_timeout_s: float = Field(default=120.0, gt=0, le=MOVE_TIMEOUT_MAX_S)
 
     def stream_key(self, cluster: str) -> str:
         """The Redis stream this pipeline writes to."""
@@ -70,8 +77,8 @@ class DmsPipeline(StrictModel):
         default=True,
         description="modify the task's source endpoint to name the new primary (self-managed clusters); "
                     "false when the endpoint names a DNS record that already follows the writer")
-    max_latency_s: float = Field(default=60.0, gt=0, description="healthy while CDCLatencySource stays below this")
-    move_timeout_s: float = Field(default=600.0, gt=0)
+    max_latency_s: float = Field(default=60.0, gt=0, le=86_400.0, description="healthy while CDCLatencySource stays below this")
+    move_timeout_s: float = Field(default=600.0, gt=0, le=MOVE_TIMEOUT_MAX_S)
 
 
 class DebeziumPipeline(StrictModel):
@@ -85,7 +92,7 @@ class DebeziumPipeline(StrictModel):
     repoint: bool = Field(default=True,
                           description="set database.hostname/port of the connector to the new primary")
     request_timeout_s: float = Field(default=10.0, gt=0, le=120)
-    move_timeout_s: float = Field(default=300.0, gt=0)
+    move_timeout_s: float = Field(default=300.0, gt=0, le=MOVE_TIMEOUT_MAX_S)
 
 
 PipelineSpec = Annotated[BinlogPipeline | DmsPipeline | DebeziumPipeline, Field(discriminator="kind")]

@@ -19,60 +19,13 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_valid
 
 from bgqueue.model.cdc import PipelineSpec
 from bgqueue.model.errors import BadInput
+from bgqueue.model.fleet_rules import fleet_conflicts
 from bgqueue.model.routing import MaintenanceSpec, RegistryTarget, RoutingTarget
 from bgqueue.model.schema_base import Credentials, Endpoint, Tls, credential_scope_problem
 from bgqueue.model.schema_base import StrictModel as _Strict
+from bgqueue.model.thresholds import ThresholdOverrides, Thresholds
 
 NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-
-
-class ThresholdOverrides(_Strict):
-    """Any subset of thresholds; merged defaults → tier → cluster."""
-
-    max_lag_s: float | None = Field(default=None, gt=0)
-    sync_timeout_s: float | None = Field(default=None, gt=0)
-    sync_poll_s: float | None = Field(default=None, gt=0, le=300)
-    catchup_timeout_s: float | None = Field(default=None, gt=0, le=300)
-    monitor_window_s: float | None = Field(default=None, ge=0)
-    connect_timeout_s: float | None = Field(default=None, gt=0, le=60)
-    lag_window_s: float | None = Field(default=None, ge=0)
-    validation_timeout_s: float | None = Field(default=None, gt=0)
-    validation_poll_s: float | None = Field(default=None, gt=0, le=300)
-    max_trx_age_s: float | None = Field(default=None, gt=0)
-    monitor_tick_s: float | None = Field(default=None, gt=0, le=300)
-    monitor_eval_s: float | None = Field(default=None, gt=0)
-    rollback_error_rate: float | None = Field(default=None, ge=0)
-    rollback_p99_ratio: float | None = Field(default=None, gt=1)
-    rollback_p99_floor_ms: float | None = Field(default=None, ge=0)
-    rollback_max_lag_s: float | None = Field(default=None, gt=0)
-    auto_rollback: bool | None = None
-    retention_s: float | None = Field(default=None, ge=0)
-
-
-class Thresholds(_Strict):
-    """Resolved thresholds of one cluster. Times in seconds."""
-
-    max_lag_s: float = Field(default=1.0, gt=0, description="gate: replication lag must be below this")
-    sync_timeout_s: float = Field(default=600.0, gt=0, description="how long green may take to get in sync before NO_GO")
-    sync_poll_s: float = Field(default=2.0, gt=0, le=300, description="re-check interval while waiting for sync")
-    catchup_timeout_s: float = Field(
-        default=5.0, gt=0, le=300,
-        description="switchover: bound for green to reach blue's fenced position, else the fence is lifted",
-    )
-    monitor_window_s: float = Field(default=1800.0, ge=0, description="watch period after the switchover")
-    connect_timeout_s: float = Field(default=5.0, gt=0, le=60)
-    lag_window_s: float = Field(default=120.0, ge=0, description="gate: lag must stay below max_lag_s this long")
-    validation_timeout_s: float = Field(default=600.0, gt=0, description="a WAIT verdict turns NO_GO after this")
-    validation_poll_s: float = Field(default=5.0, gt=0, le=300, description="re-check interval after WAIT")
-    max_trx_age_s: float = Field(default=60.0, gt=0, description="gate: no transaction on blue open longer")
-    monitor_tick_s: float = Field(default=5.0, gt=0, le=300, description="monitoring: evaluation interval")
-    monitor_eval_s: float = Field(default=15.0, gt=0, description="monitoring: figures are averaged over this")
-    rollback_error_rate: float = Field(default=1.0, ge=0, description="rollback when errors/s on green exceed this")
-    rollback_p99_ratio: float = Field(default=3.0, gt=1, description="rollback when p99 exceeds blue's baseline × this")
-    rollback_p99_floor_ms: float = Field(default=50.0, ge=0, description="… and exceeds the baseline by at least this")
-    rollback_max_lag_s: float = Field(default=30.0, gt=0, description="rollback refused when reverse lag is above")
-    auto_rollback: bool = Field(default=True, description="roll back by itself on a breach in the window")
-    retention_s: float = Field(default=86400.0, ge=0, description="old primary kept as reverse replica after COMPLETED")
 
 
 class Change(_Strict):
@@ -133,8 +86,7 @@ class ClusterSpec(_Strict):
 
     @model_validator(mode="after")
     def _distinct(self) -> ClusterSpec:
-        if (self.blue.host, self.blue.port) == (self.green.host, self.green.port):
-            raise ValueError("blue and green are the same endpoint")
+        # blue != green, and every rule across clusters, is in fleet_rules (located at the field).
         names = [p.name for p in self.pipelines]
         if len(names) != len(set(names)):
             raise ValueError("two pipelines share a name (their state in Redis would collide)")
@@ -220,6 +172,7 @@ class RdsClusterSpec(_Strict):
 
 
 PROVIDERS = ("mysql", "rds")
+PIPELINE_KINDS = ("binlog", "dms", "debezium")
 AnyClusterSpec = Annotated[ClusterSpec | RdsClusterSpec, Field(discriminator="provider")]
 _ANY_CLUSTER = TypeAdapter(AnyClusterSpec)
 
@@ -241,7 +194,7 @@ class Fleet(_Strict):
     name: str = Field(default="fleet", pattern=NAME_RE)
     defaults: Defaults = Field(default_factory=Defaults)
     tiers: dict[str, ThresholdOverrides] = Field(default_factory=dict)
-    budget_per_hour: float | None = Field(default=None, gt=0,
+    budget_per_hour: float | None = Field(default=None, gt=0, le=1_000_000,
                                           description="refuse a batch whose coexistence cost estimate is above")
     clusters: list[AnyClusterSpec] = Field(min_length=1)
 
@@ -387,6 +340,18 @@ def parse_fleet(text: str, path: str = "<fleet>") -> Fleet:
     except ValidationError as e:
         raise _all_located(path, root, raw, [dict(x) for x in e.errors()]) from None
     _check_credential_scope(fleet, path, root)
+    conflicts = fleet_conflicts(list(fleet.clusters))
+    if conflicts:
+        located = []
+        for c in conflicts:
+            node = _node_at(root, c.loc)
+            located.append(FleetFileError(path, c.message, line=node.start_mark.line + 1 if node is not None else None,
+                                          cluster=c.cluster, field=c.field))
+        first = located[0]
+        first.others = located[1:]
+        if first.others:
+            first.args = (str(first) + "".join(f"\n  also: {o}" for o in first.others[:9]),)
+        raise first
     return fleet
 
 
@@ -429,7 +394,9 @@ def _located(path: str, root: yaml.Node | None, raw: Any, err: dict, *,
     loc = tuple(err["loc"])
     if len(loc) >= 3 and loc[0] == "clusters" and loc[2] in PROVIDERS:
         loc = loc[:2] + loc[3:]  # the union's discriminator is not a key of the file
-    node = _node_at(root, loc)
+    # A pipeline's kind is the union's discriminator too: the field keeps it, the file has no such key.
+    node = _node_at(root, tuple(p for i, p in enumerate(loc)
+                                if not (i >= 2 and loc[i - 2] == "pipelines" and p in PIPELINE_KINDS)))
     field_loc = loc
     if cluster is None and len(loc) >= 2 and loc[0] == "clusters" and isinstance(loc[1], int):
         field_loc = loc[2:]

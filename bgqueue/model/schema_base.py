@@ -19,7 +19,9 @@ DEFAULT_CREDENTIAL_ENV_PATTERN = "BGQ_*"
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No infinity or NaN anywhere in a fleet file: every number ends up in a comparison, a
+    # timedelta or a countdown, where they pass a lower bound and then overflow in a worker.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def credential_env_pattern() -> str:
@@ -63,13 +65,22 @@ class Credentials(StrictModel):
         return value
 
 
+# A DNS name, an IPv4 address or an IPv6 address (bracketed or not): nothing that a statement,
+# a log line or a terminal could take for syntax.
+HOST_RE = r"^[A-Za-z0-9._:\[\]-]{1,253}$"
+
+
 class Endpoint(StrictModel):
-    host: str = Field(min_length=1)
+    host: str = Field(pattern=HOST_RE)
     port: int = Field(default=3306, ge=1, le=65535)
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
 
+    def key(self) -> tuple[str, int]:
+        """The endpoint as two fleet-file entries naming the same server would write it (DNS
+        names are case-insensitive; a trailing dot and IPv6 brackets change nothing)."""
+        return self.host.lower().rstrip(".").strip("[]"), self.port
 
 TlsMode = Literal["disabled", "preferred", "required", "verify"]
 

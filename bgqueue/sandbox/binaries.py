@@ -5,6 +5,7 @@ import os
 import shutil
 import signal
 import time
+from dataclasses import dataclass
 
 from bgqueue.model.errors import BgqueueError
 
@@ -59,21 +60,58 @@ def pid_running(pid: int | None) -> bool:
 
 
 def pid_cmdline(pid: int) -> str:
-    """The command line of ``pid`` joined by spaces ('' when unreadable)."""
+    """The command line of ``pid`` joined by spaces ('' when unreadable). For messages only:
+    whether a pid is a given server is ``ServerProcess.matches``, never a substring of this."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
     except OSError:
         return ""
 
 
-def stop_pid(pid: int, timeout: float = 10.0, expect: str | None = None) -> None:
+@dataclass(frozen=True)
+class ServerProcess:
+    """What a server the sandbox started looks like in /proc, exactly: its executable, its whole
+    command line (paths compared resolved) and its working directory. A pid recorded in a file
+    is signalled only when its process is this one: a reused pid, or a pid planted in
+    sandbox.json, names some other process."""
+
+    binary: str
+    args: tuple[str, ...]  # after the binary; a path value as "--name=" + path is compared resolved
+    cwd: str | None = None
+    retitled: bool = False  # the process rewrote its argv into one "binary args" title (redis-server)
+
+    def matches(self, pid: int) -> bool:
+        try:
+            exe = os.path.realpath(f"/proc/{pid}/exe")
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+            cwd = os.path.realpath(f"/proc/{pid}/cwd")
+        except OSError:
+            return False
+        if self.retitled and len(argv) == 1:
+            argv = argv[0].split(" ")
+        if exe != os.path.realpath(self.binary) or not argv or os.path.realpath(argv[0]) != exe:
+            return False
+        if self.cwd is not None and cwd != os.path.realpath(self.cwd):
+            return False
+        return [_resolved_arg(a) for a in argv[1:]] == [_resolved_arg(a) for a in self.args]
+
+
+def _resolved_arg(arg: str) -> str:
+    name, sep, value = arg.partition("=")
+    if sep and name.startswith("--") and value.startswith("/"):
+        return f"{name}={os.path.realpath(value)}"
+    return arg
+
+
+def stop_pid(pid: int, timeout: float = 10.0, expect: ServerProcess | None = None) -> None:
     """SIGTERM ``pid`` and wait until it is gone or a zombie; SIGKILL after ``timeout``.
 
-    ``expect`` guards against pid reuse: when given, the process is signalled only if its
-    command line contains that text (e.g. the instance's config path).
+    ``expect`` guards against pid reuse and planted pids: when given, the process is signalled
+    only if it is exactly that server process (``ServerProcess.matches``).
     """
-    if not pid_running(pid) or (expect and expect not in pid_cmdline(pid)):
+    if not pid_running(pid) or (expect is not None and not expect.matches(pid)):
         _reap(pid)
         return
     _signal(pid, signal.SIGTERM)

@@ -3,13 +3,21 @@
 The directory holds everything: fleet.yaml (what ``bgqueue fleet run`` reads), sandbox.json
 (ports, pids, datadirs, user names; mode 0600, never a password) and sandbox.env (mode 0600,
 the passwords as ``export`` lines to ``source``).
+
+``sandbox down`` acts on what sandbox.json says, and that file may not be the one ``up`` wrote
+(planted, or copied with a directory): so it removes only directories inside the sandbox
+directory (resolved: a symlink cannot lead out), signals a recorded pid only when its process is
+exactly the server ``up`` started there (executable, whole command line, working directory),
+and refuses a file whose cluster names or paths are not the ones ``up`` writes.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
+import stat
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,7 +26,7 @@ import yaml
 
 from bgqueue.model.errors import BadInput
 from bgqueue.sandbox.binaries import pid_running, stop_pid
-from bgqueue.sandbox.mariadb import MariaDBServer
+from bgqueue.sandbox.mariadb import MariaDBServer, mariadbd_process
 from bgqueue.sandbox.pair import (
     ADMIN_USER,
     APP_DATABASE,
@@ -27,13 +35,17 @@ from bgqueue.sandbox.pair import (
     ClusterPair,
     SandboxPasswords,
 )
-from bgqueue.sandbox.redis_server import RedisServer
+from bgqueue.sandbox.redis_server import RedisServer, redis_process
 
 # Seconds, not minutes: a sandbox is for trying things out.
 THRESHOLDS = {"max_lag_s": 1.0, "sync_timeout_s": 60, "sync_poll_s": 0.5, "catchup_timeout_s": 5, "lag_window_s": 2,
               "validation_timeout_s": 30, "validation_poll_s": 0.5, "monitor_window_s": 3, "monitor_tick_s": 0.5,
               "monitor_eval_s": 2}
 REDIS_URL_ENV = "BGQUEUE_REDIS_URL"
+# What up() names its clusters (c01, c02, ...): one path component, never "..", "/" or a dot.
+CLUSTER_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# The short socket directories MariaDBServer makes in the temporary directory (mkdtemp).
+SOCKET_DIR_RE = re.compile(r"^bgq-[A-Za-z0-9_]{8}$")
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -75,6 +87,7 @@ class Sandbox:
             raise BadInput(f"no sandbox in {path.parent} ({path.name} not found)") from None
         except (OSError, ValueError) as e:
             raise BadInput(f"{path}: cannot read: {e}") from None
+        _check_recorded(info, path)
         sb = cls(path.parent, clusters=max(1, len(info.get("clusters", []))), detach=info.get("detach", True))
         sb.info = info
         return sb
@@ -159,24 +172,67 @@ class Sandbox:
             self.redis.stop()
 
     def _stop_recorded(self) -> None:
-        # Another process started them: stop by pid, checking each pid still is that server.
+        # Another process started them: stop by pid, each only if it is exactly that server.
         for c in self.info.get("clusters", []):
             for role in ("green", "blue"):
-                s = c[role]
-                stop_pid(s["pid"], 10, expect=s["cnf"])
+                s, workdir = c[role], self.dir / c["name"] / role
+                stop_pid(s["pid"], 10, expect=mariadbd_process(workdir / "my.cnf", workdir / "data"))
                 _remove_socket_dir(Path(s["socket"]))
         if self.info.get("redis"):
-            stop_pid(self.info["redis"]["pid"], 10, expect=f"127.0.0.1:{self.info['redis']['port']}")
+            stop_pid(self.info["redis"]["pid"], 10, expect=redis_process(self.info["redis"]["port"], self.dir / "redis"))
 
     def _remove_files(self) -> None:
-        dirs = [self.info.get("redis", {}).get("workdir")] + [
-            str(self.dir / c["name"]) for c in self.info.get("clusters", [])]
-        dirs += [str(p.workdir) for p in self.pairs] + ([str(self.redis.workdir)] if self.redis else [])
-        for d in {d for d in dirs if d}:
-            shutil.rmtree(d, ignore_errors=True)
+        # The directories up() makes, named from this directory (never from the file's paths),
+        # and removed only when they resolve inside it.
+        root = self.dir.resolve()
+        dirs = [self.dir / "redis", *(self.dir / c["name"] for c in self.info.get("clusters", []))]
+        dirs += [p.workdir for p in self.pairs] + ([self.redis.workdir] if self.redis else [])
+        for d in {Path(d) for d in dirs}:
+            if _inside(d, root):
+                shutil.rmtree(d, ignore_errors=True)
         # The sandbox's own store (BGQUEUE_HOME=dir): its deployments name servers that are gone.
+        # unlink() removes a symlink itself, never what it points to.
         for f in (self.json_path, self.env_path, self.fleet_path, *self.dir.glob("bgqueue.sqlite*")):
             f.unlink(missing_ok=True)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """``path`` is a real directory (not a symlink) strictly inside ``root``, once resolved."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    resolved = path.resolve()
+    return resolved != root and resolved.is_relative_to(root)
+
+
+def _check_recorded(info: dict, path: Path) -> None:
+    """Refuse a sandbox.json that up() did not write for this directory, before anything acts on it."""
+    def refuse(what: str) -> None:
+        raise BadInput(f"{path}: {what}; this is not a sandbox.json written for {path.parent}: "
+                       "nothing was stopped or removed")
+
+    if not isinstance(info, dict):
+        refuse("not a JSON object")
+    clusters = info.get("clusters", [])
+    if not isinstance(clusters, list):
+        refuse("clusters is not a list")
+    root = path.parent
+    for i, c in enumerate(clusters):
+        name = c.get("name") if isinstance(c, dict) else None
+        if not isinstance(name, str) or not CLUSTER_NAME_RE.fullmatch(name):
+            refuse(f"clusters[{i}].name {name!r} is not a sandbox cluster name")
+        for role in ("blue", "green"):
+            s = c.get(role)
+            if not isinstance(s, dict) or not isinstance(s.get("pid"), int) or not isinstance(s.get("socket"), str):
+                refuse(f"clusters[{i}].{role} has no pid and socket")
+            for key, want in (("cnf", root / name / role / "my.cnf"), ("datadir", root / name / role / "data")):
+                if key in s and Path(s[key]) != want:
+                    refuse(f"clusters[{i}].{role}.{key} is {s[key]}, not {want}")
+    redis = info.get("redis")
+    if redis is not None:
+        if not isinstance(redis, dict) or not isinstance(redis.get("pid"), int) or not isinstance(redis.get("port"), int):
+            refuse("redis has no pid and port")
+        if "workdir" in redis and Path(redis["workdir"]) != root / "redis":
+            refuse(f"redis.workdir is {redis['workdir']}, not {root / 'redis'}")
 
 
 def _server_info(s: MariaDBServer) -> dict:
@@ -185,7 +241,18 @@ def _server_info(s: MariaDBServer) -> dict:
 
 
 def _remove_socket_dir(sock: Path) -> None:
-    # Only the short socket dirs MariaDBServer made in /tmp for long workdirs (see MAX_SOCKET_PATH).
+    """Only a short socket dir MariaDBServer made in the temporary directory for a long workdir
+    (see MAX_SOCKET_PATH): named like mkdtemp made it, a real directory of this user, holding
+    nothing but the server's socket files. Anything else a file names there is left alone."""
     parent = sock.parent
-    if parent.name.startswith("bgq-") and parent.parent == Path(tempfile.gettempdir()):
-        shutil.rmtree(parent, ignore_errors=True)
+    if not (SOCKET_DIR_RE.fullmatch(parent.name) and parent.parent == Path(tempfile.gettempdir())):
+        return
+    try:
+        st = os.lstat(parent)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+            return
+        if any(not entry.startswith("mysqld.sock") for entry in os.listdir(parent)):
+            return
+    except OSError:
+        return
+    shutil.rmtree(parent, ignore_errors=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pymysql
 
-from bgqueue.sandbox.binaries import find_binary, pid_cmdline, pid_running, stop_pid, tail
+from bgqueue.sandbox.binaries import ServerProcess, find_binary, pid_running, stop_pid, tail
 from bgqueue.sandbox.ports import start_on_free_port
 from bgqueue.sandbox.redis_server import ServerStartError
 from bgqueue.sandbox.tls import ServerCertificate
@@ -97,6 +97,11 @@ def _install_db(build: Path) -> None:
     r = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if r.returncode != 0:
         raise ServerStartError(f"mariadb-install-db failed ({r.returncode}):\n{(r.stdout + r.stderr)[-2000:]}")
+
+
+def mariadbd_process(cnf: Path, datadir: Path) -> ServerProcess:
+    """How a mariadbd started by ``MariaDBServer`` shows in /proc (it runs in its datadir)."""
+    return ServerProcess(find_binary("mariadbd"), (f"--defaults-file={cnf}",), cwd=str(datadir))
 
 
 class MariaDBServer:
@@ -233,9 +238,9 @@ class MariaDBServer:
                     proc.kill()
                     proc.wait()
         elif self.pid is not None:
-            if kill and pid_running(self.pid) and str(self.cnf) in pid_cmdline(self.pid):
+            if kill and pid_running(self.pid) and mariadbd_process(self.cnf, self.datadir).matches(self.pid):
                 os.kill(self.pid, 9)
-            stop_pid(self.pid, timeout, expect=str(self.cnf))
+            stop_pid(self.pid, timeout, expect=mariadbd_process(self.cnf, self.datadir))
         if self._socket_dir is not None:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from bgqueue.model.errors import BgqueueError
-from bgqueue.sandbox.binaries import find_binary, pid_running, stop_pid, tail
+from bgqueue.sandbox.binaries import ServerProcess, find_binary, pid_running, stop_pid, tail
 from bgqueue.sandbox.ports import start_on_free_port
 
 
@@ -32,6 +32,12 @@ class RedisTls:
     cert_file: Path
     key_file: Path
     ca_file: Path
+
+
+def redis_process(port: int, workdir: Path) -> ServerProcess:
+    """How a redis-server started by ``RedisServer`` shows in /proc: it retitles itself
+    "redis-server 127.0.0.1:PORT" and runs in its workdir (its --dir)."""
+    return ServerProcess(find_binary("redis-server"), (f"127.0.0.1:{port}",), cwd=str(workdir), retitled=True)
 
 
 class RedisServer:
@@ -158,8 +164,7 @@ class RedisServer:
                     proc.kill()
                     proc.wait()
         elif self.pid is not None:
-            # redis-server retitles itself "redis-server 127.0.0.1:PORT": a reused pid will not match.
-            stop_pid(self.pid, timeout, expect=f"127.0.0.1:{self.port}")
+            stop_pid(self.pid, timeout, expect=redis_process(self.port, self.workdir))
 
 
 def _command(*parts: str) -> bytes:

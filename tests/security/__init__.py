@@ -1,0 +1,1 @@
+"""Security tests: one module per concern of issue 11 (attacks an operator or an intruder could try)."""

@@ -118,6 +118,13 @@ class Dialect:
             return "SELECT @@GLOBAL.read_only, @@GLOBAL.super_read_only"
         return "SELECT @@GLOBAL.read_only, 0"
 
+    # --- identity ------------------------------------------------------------------
+    @property
+    def identity_sql(self) -> str:
+        """server_id, server_uuid (MySQL only: MariaDB has none), hostname, port."""
+        uuid = "@@GLOBAL.server_uuid" if self.flavour == "mysql" else "NULL"
+        return f"SELECT @@GLOBAL.server_id, {uuid}, @@hostname, @@port"
+
 
 def parse_version(text: str) -> tuple[str, tuple[int, int, int]]:
     """``SELECT VERSION()`` → (flavour, (major, minor, patch))."""

@@ -8,6 +8,7 @@ settings from ``connect`` (verified TLS, no clear-text password plugin).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,10 +49,42 @@ class ReplicaStatus:
     seconds_behind: int | None
     last_error: str
     using_gtid: bool
+    # Which server the replica's IO thread is connected to, as that server said (0/None until
+    # it connected): the source by identity, whatever name the replica was pointed at.
+    source_server_id: int | None = None
+    source_uuid: str | None = None
 
     @property
     def healthy(self) -> bool:
         return self.io_running and self.sql_running and not self.last_error
+
+
+@dataclass(frozen=True)
+class ServerIdentity:
+    """Who a server is, whatever name reached it. MySQL has a server_uuid; MariaDB has none, so
+    there the key is hostname, port and server_id together (server_id alone is unique only
+    within one replication topology)."""
+
+    server_id: int
+    server_uuid: str | None
+    hostname: str
+    port: int
+
+    @property
+    def key(self) -> str:
+        return self.server_uuid or f"{self.hostname}:{self.port}#{self.server_id}"
+
+    def describe(self) -> str:
+        return f"server_uuid {self.server_uuid}" if self.server_uuid else \
+            f"server_id {self.server_id} on {self.hostname}:{self.port}"
+
+
+# SHOW GRANTS lines: privileges ON an object, or roles granted to the account.
+_GRANT_ON = re.compile(r"^GRANT (?P<privs>.+?) ON (?P<obj>\S+) TO ")
+_GRANT_ROLES = re.compile(r"^GRANT (?P<roles>.+?) TO ")
+_GRANTEE = re.compile(r"'((?:[^']|'')*)'@'((?:[^']|'')*)'")
+_ROLE_NAME = re.compile(r"`((?:[^`]|``)+)`(?:@`((?:[^`]|``)*)`)?")
+_MAX_ROLE_DEPTH = 8
 
 
 @dataclass(frozen=True)
@@ -238,7 +271,11 @@ class Server:
                   ("Last_IO_Error", "Last_SQL_Error", "Last_Replica_IO_Error", "Last_Replica_SQL_Error")]
         using_gtid = str(g("Using_Gtid", default="")).lower() in ("slave_pos", "current_pos") or \
             str(g("Auto_Position", default="0")) == "1"
+        source_id = g("Master_Server_Id", "Source_Server_Id", "Master_Server_id")
+        source_uuid = g("Master_UUID", "Source_UUID")
         return ReplicaStatus(
+            source_server_id=int(source_id) if source_id not in (None, "") else None,
+            source_uuid=str(source_uuid) if source_uuid else None,
             source_host=str(g("Master_Host", "Source_Host", default="")),
             source_port=int(g("Master_Port", "Source_Port", default=0) or 0),
             io_running=str(g("Slave_IO_Running", "Replica_IO_Running", default="No")) == "Yes",
@@ -247,6 +284,52 @@ class Server:
             last_error="; ".join(e for e in errors if e),
             using_gtid=using_gtid,
         )
+
+    def identity(self) -> ServerIdentity:
+        """Who this server is (see ServerIdentity)."""
+        server_id, uuid, hostname, port = self.rows(self.dialect.identity_sql)[0]
+        return ServerIdentity(int(server_id), str(uuid) if uuid else None, str(hostname), int(port))
+
+    def global_privileges(self, user: str) -> dict[str, dict[str, str]]:
+        """For every account named ``user`` (any host): its global privileges (ON *.*), each mapped
+        to where it comes from ("direct" or the role that carries it), roles followed. Read with
+        SHOW GRANTS as this (admin) session; the lines' password hashes are never kept."""
+        # The accounts from the server's privilege cache, not from the mysql.user table: a
+        # replica applying a CREATE USER or GRANT holds that table, and preflight must not wait.
+        accounts = []
+        for (grantee,) in self.rows("SELECT DISTINCT GRANTEE FROM information_schema.USER_PRIVILEGES"):
+            m = _GRANTEE.fullmatch(str(grantee))
+            if m and m.group(1).replace("''", "'") == user:
+                accounts.append((user, m.group(2).replace("''", "'")))
+        return {f"'{u}'@'{h}'": self._privileges_of("SHOW GRANTS FOR %s@%s", (u, h), "direct", 0)
+                for u, h in sorted(accounts)}
+
+    def _privileges_of(self, sql: str, args: tuple, via: str, depth: int) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for (line,) in self.rows(sql, args):
+            line = str(line)
+            on = _GRANT_ON.match(line)
+            if on:
+                if on.group("obj") == "*.*":
+                    privs = [p.strip().upper() for p in on.group("privs").split(",")]
+                    if " WITH GRANT OPTION" in line:
+                        privs.append("GRANT OPTION")
+                    for p in privs:
+                        found.setdefault(p, via)
+                continue
+            roles = _GRANT_ROLES.match(line)
+            if roles is None or depth >= _MAX_ROLE_DEPTH:
+                continue
+            for name, host in _ROLE_NAME.findall(roles.group("roles")):
+                name = name.replace("``", "`")
+                if host:  # MySQL roles are accounts: `role`@`%`
+                    inner = self._privileges_of("SHOW GRANTS FOR %s@%s", (name, host.replace("``", "`")),
+                                                f"role {name}@{host}", depth + 1)
+                else:  # MariaDB roles have no host
+                    inner = self._privileges_of("SHOW GRANTS FOR %s", (name,), f"role {name}", depth + 1)
+                for p, where in inner.items():
+                    found.setdefault(p, where if via == "direct" else via)
+        return found
 
     def client_sessions(self) -> list[tuple[int, str]]:
         """Every client session a fence must end: (id, user). All but this session, server
