@@ -82,7 +82,7 @@ def test_infinite_and_huge_thresholds_are_refused_where_written(tmp_path, bgq_en
 def test_every_threshold_and_pipeline_figure_has_a_finite_bound():
     """No number in a fleet file is unbounded above: the largest float is refused for each."""
     base = {"name": "orders", "provider": "mysql", "blue": {"host": "db1"}, "green": {"host": "db2"},
-            "admin": {"user": "a", "password_env": "A"}, "replication": {"user": "r", "password_env": "R"}}
+            "admin": {"user": "a", "password_env": "BGQ_A"}, "replication": {"user": "r", "password_env": "BGQ_R"}}
     numeric = [n for n, f in Thresholds.model_fields.items() if f.annotation is not bool]
     assert len(numeric) == 17
     for name in numeric:
