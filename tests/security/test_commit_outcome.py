@@ -56,7 +56,7 @@ def exists(row_id: int):
 def insert_then_lose_the_commit(pair, row_id: int, before_kill=lambda: None, after_kill=lambda cid: None,
                                 kill=None):
     """``fn`` for the client: INSERT, then (first attempt only) ``before_kill()``, KILL this very
-    session from another one (or ``kill()``), ``after_kill(its id)``; the COMMIT that follows goes
+    session from another one (or ``kill(its id)``), ``after_kill(its id)``; the COMMIT that follows goes
     to a dead connection."""
     state = {"attempts": 0}
 
@@ -68,7 +68,7 @@ def insert_then_lose_the_commit(pair, row_id: int, before_kill=lambda: None, aft
             (cid,) = cur.fetchone()
             before_kill()
             if kill is not None:
-                kill()
+                kill(cid)
             else:
                 with pair.blue.root() as r:
                     r.cursor().execute(f"KILL {int(cid)}")
@@ -100,6 +100,12 @@ def test_access_denied_while_verifying_is_commit_outcome_unknown(pair, client, c
 
 def test_too_many_connections_while_verifying_is_commit_outcome_unknown(pair, client, sandbox_passwords):
     held: list = []
+    # One admin session opened before the server is made full, used for every admin statement
+    # of this test: a new root session could be refused too (its one extra slot may still be
+    # held by a session whose thread has not ended yet).
+    admin_cm = pair.blue.root()
+    admin = admin_cm.__enter__()
+    cur = admin.cursor()
 
     def fill() -> None:
         """Take every connection slot an unprivileged user may have left."""
@@ -113,19 +119,20 @@ def test_too_many_connections_while_verifying_is_commit_outcome_unknown(pair, cl
         raise AssertionError("the server never refused a connection")
 
     def full() -> None:
-        with pair.blue.root() as r:
-            r.cursor().execute("SET GLOBAL max_connections=10")  # the smallest it takes
+        cur.execute("SET GLOBAL max_connections=10")  # the smallest it takes
         fill()
 
+    def kill_it(cid: int) -> None:
+        cur.execute(f"KILL {int(cid)}")
+
     def refill(cid: int) -> None:
-        # Slots free once a session's thread has ended (the killed one, the admin session that
-        # killed it): take them all before the client reconnects to verify.
-        with pair.blue.root() as r, r.cursor() as cur:
-            for _ in range(100):
-                cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID=%s", (cid,))
-                if cur.fetchone()[0] == 0:
-                    break
-                time.sleep(0.02)
+        # Slots free once a session's thread has ended (the killed one): take them all before
+        # the client reconnects to verify.
+        for _ in range(100):
+            cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID=%s", (cid,))
+            if cur.fetchone()[0] == 0:
+                break
+            time.sleep(0.02)
         quiet_since = time.monotonic()
         while time.monotonic() - quiet_since < 0.3:
             before = len(held)
@@ -134,7 +141,8 @@ def test_too_many_connections_while_verifying_is_commit_outcome_unknown(pair, cl
                 quiet_since = time.monotonic()
             time.sleep(0.02)
 
-    fn, state = insert_then_lose_the_commit(pair, 2, before_kill=full, after_kill=refill)
+    fn, state = insert_then_lose_the_commit(pair, 2, before_kill=full, after_kill=refill,
+                                            kill=kill_it)
     try:
         with pytest.raises(CommitOutcomeUnknown) as e:
             client.transaction(fn, verify=exists(2))
@@ -143,13 +151,13 @@ def test_too_many_connections_while_verifying_is_commit_outcome_unknown(pair, cl
     finally:
         for c in held:
             c.close()
-        with pair.blue.root() as r:
-            r.cursor().execute("SET GLOBAL max_connections=151")
+        cur.execute("SET GLOBAL max_connections=151")
+        admin_cm.__exit__(None, None, None)
     assert ids(pair.blue) == []
 
 
 def test_connection_refused_while_verifying_is_commit_outcome_unknown(pair, client):
-    fn, state = insert_then_lose_the_commit(pair, 3, kill=pair.blue.stop)  # the server goes away
+    fn, state = insert_then_lose_the_commit(pair, 3, kill=lambda _cid: pair.blue.stop())  # the server goes away
     with pytest.raises(CommitOutcomeUnknown) as e:
         client.transaction(fn, verify=exists(3))
     assert e.value.last_error.args[0] == 2003, e.value
