@@ -113,6 +113,8 @@ def test_switchover_and_rollback_flip_haproxy_route53_and_ssm_with_the_registry(
         assert (settings["port"], settings["database"]) == (pair.green.port, "appdb")
         flips = [s for s in journal.steps(runtime.store, dep_id, "switchover") if s.name == "flip_targets"]
         assert flips[0].status == "done" and len(flips[0].detail["flipped"]) == 3, flips[0].detail
+        r53_flip = next(v for k, v in flips[0].detail["flipped"].items() if k.startswith("route53"))
+        assert r53_flip["status"] == "INSYNC", r53_flip  # the flip waited for Route 53 to apply it
 
         assert rollback.roll_back(runtime, dep_id, "test: back").wait_s is None
         assert deps.get_deployment(runtime.store, dep_id).phase == Phase.ROLLED_BACK
