@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from pydantic import TypeAdapter
 from rich.console import Console
 from rich.table import Table
 
@@ -15,6 +16,9 @@ from bgqueue.adapters.store import deployments as deps
 from bgqueue.adapters.store import journal, validation
 from bgqueue.app.terminal import safe
 from bgqueue.model.phases import SWITCHED, Phase
+from bgqueue.model.routing import RoutingTarget
+
+_TARGETS: TypeAdapter = TypeAdapter(RoutingTarget)
 
 PHASE_STYLE = {
     "COMPLETED": "green", "MONITORING": "green", "CDC_MIGRATING": "cyan", "SWITCHING": "yellow",
@@ -67,6 +71,34 @@ def deployment_dict(rt: Runtime, dep, detail: bool = False) -> dict:
                           "round": c.round} for c in validation.check_results(rt.store, dep.id)]
         route = rt.routing.get(dep.cluster)
         out["route"] = None if route is None else {"writer": f"{route.host}:{route.port}", "version": route.version}
+        out["paths"] = application_paths(dep.spec, out["steps"], out["route"])
+    return out
+
+
+def application_paths(spec: dict, steps: list[dict], route: dict | None) -> list[dict]:
+    """Where each application path of the cluster points, from the journal: the registry (its
+    route), then every extra target as the last flip_targets step left it (flipped to a side, or
+    still on the other one with the error), or "blue (not flipped)" before any flip."""
+    out = [{"path": "registry", "points_at": route["writer"] if route else "no route", "ok": route is not None}]
+    last = next((s for s in reversed(steps) if s["name"] == "flip_targets"), None)
+    detail = (last or {}).get("detail") or {}
+    side = detail.get("side")
+    for raw in spec.get("routing") or []:
+        try:
+            target = _TARGETS.validate_python(raw)
+        except ValueError:
+            continue
+        if target.kind == "registry":
+            continue
+        label = target.label
+        if label in (detail.get("flipped") or {}):
+            out.append({"path": label, "points_at": side, "ok": True})
+        elif label in (detail.get("failed") or {}):
+            other = "blue" if side == "green" else "green"
+            out.append({"path": label, "points_at": f"{other} (old primary)", "ok": False,
+                        "error": detail["failed"][label]})
+        else:
+            out.append({"path": label, "points_at": "blue (not flipped)", "ok": True})
     return out
 
 
@@ -107,6 +139,10 @@ def print_deployment(console: Console, d: dict) -> None:
                          + (f"  route → {d['route']['writer']} (v{d['route']['version']})" if d.get("route") else "")))
     if d["reason"]:
         console.print(f"reason: {safe(d['reason'])}")
+    for p in d.get("paths", []):
+        mark = "" if p["ok"] else "[red]STILL ON THE OLD PRIMARY[/] "
+        console.print(f"path {safe(p['path'])} → {mark}{safe(p['points_at'])}"
+                      + (f": {safe(p['error'][:200])}" if p.get("error") else ""))
     if d.get("decommissioned_at"):
         console.print(safe(f"old primary {d['blue']}: decommissioned at {d['decommissioned_at']} — free"))
     elif d.get("retention_until") and d["phase"] == "COMPLETED":

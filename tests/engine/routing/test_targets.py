@@ -159,3 +159,36 @@ def test_a_target_that_does_not_exist_is_bad_input_at_fleet_check(cluster_pair_f
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert str(path) in r.stderr and pair.name in r.stderr and "routing" in r.stderr
     assert "nowhere.sock" in r.stderr
+
+
+def test_a_target_that_fails_after_promotion_leaves_green_promoted_and_status_names_the_path(
+        cluster_pair_factory, fleet_file, unique_name, runtime, tmp_path, sampler_process, bgq_env):
+    pair = cluster_pair_factory(unique_name("lostproxy"))
+    proxy = _proxy(tmp_path, pair)
+    try:
+        path = _with_routing(fleet_file([pair]), [
+            {"kind": "haproxy", "admin": proxy.admin_address, "backend": "writer", "blue_server": "blue",
+             "green_server": "green"}])
+        spec = load_fleet(path).clusters[0]
+        dep_id = open_batch(runtime, str(path)).deployments[spec.name]
+        _drive_to_ready(runtime, dep_id)
+    finally:
+        proxy.stop()  # the proxy's admin socket goes away between validation and the switchover
+    lifecycle.switch(runtime, dep_id)
+    dep = deps.get_deployment(runtime.store, dep_id)
+    # Past the point of no return nothing is undone: green is the writer, the registry follows it.
+    assert dep.phase == Phase.CDC_MIGRATING, dep.reason
+    assert "1 application path(s) still point at" in dep.reason and "haproxy" in dep.reason, dep.reason
+    with pair.green.root() as c, c.cursor() as cur:
+        cur.execute("SELECT @@GLOBAL.read_only")
+        assert cur.fetchone()[0] == 0
+    flips = [s for s in journal.steps(runtime.store, dep_id, "switchover") if s.name == "flip_targets"]
+    assert flips and list(flips[-1].detail["failed"]) == [f"haproxy {proxy.admin_address} writer"]
+    r = bgqueue_cli("status", spec.name, "--json", env=bgq_env)
+    assert r.returncode == 0, r.stderr
+    paths = {p["path"]: p for p in json.loads(r.stdout)["paths"]}
+    assert paths["registry"] == {"path": "registry", "points_at": f"{pair.green.host}:{pair.green.port}", "ok": True}
+    haproxy = paths[f"haproxy {proxy.admin_address} writer"]
+    assert haproxy["ok"] is False and haproxy["points_at"] == "blue (old primary)" and haproxy["error"]
+    text = bgqueue_cli("status", spec.name, env=bgq_env)
+    assert "STILL ON THE OLD PRIMARY" in text.stdout, text.stdout
