@@ -83,6 +83,16 @@ class RoutedPool:
         """The route version last seen by the watcher (no Redis round trip per checkout)."""
         return self.seen_version if self.seen_version is not None else self.route_version
 
+    def fresh_version(self) -> int | None:
+        """The stored route's version, read now: only when a connection's version differs from the
+        watcher's (the watcher may not have seen a flip the creator already connected after)."""
+        try:
+            version = self.read().version
+        except (NoRoute, redis.RedisError):
+            return self.current_version()
+        self.seen_version = version
+        return version
+
     def dispose(self) -> None:
         if self.engine is not None:
             self.engine.dispose()
@@ -141,7 +151,8 @@ def routed_engine(cluster: str, redis_url: str, user: str, password: str, databa
             state.open.wait(GATE_WAIT_S)
             # The pool picked this connection before the gate: it may point at the old writer.
             raise DisconnectionError("maintenance ended: reconnect to the current writer")
-        if record.info.get("route_version") != state.current_version():
+        if record.info.get("route_version") != state.current_version() and \
+                record.info.get("route_version") != state.fresh_version():
             raise DisconnectionError("the route moved: reconnect to the current writer")  # the pool retries
         record.info["bgq_in_use"] = True
         state.checked_out()
