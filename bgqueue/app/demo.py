@@ -212,6 +212,7 @@ def _report(console: Console, rt, specs, loads, rows, verify, paths: DemoPaths |
         apps.add_column(col, justify="left" if col in ("cluster", "path", "application") else "right", no_wrap=True)
     switched = rolled_back = lost_total = cdc_lost = cdc_dup = 0
     samples: list[str] = []
+    app_errors: dict[str, int] = {}
     max_gap = 0.0
     for spec, load in zip(specs, loads, strict=False):
         d = by_cluster[spec.name]
@@ -243,6 +244,7 @@ def _report(console: Console, rt, specs, loads, rows, verify, paths: DemoPaths |
             apps.add_row(spec.name, app.path, app.application, str(app.acked), str(app.errors),
                          f"{app.max_gap_ms:.0f}", str(app.lost))
             samples.extend(f"{spec.name} {app.application}: {e}" for e in app.samples)
+            app_errors[app.application] = app.errors
         if d.reason and d.phase != "COMPLETED":
             console.print(safe(f"{spec.name}: {d.phase}: {d.reason}"))
         for note in (s for s in journal.steps(rt.store, d.id, "rollback") if s.name == "rolled_back"):
@@ -254,7 +256,8 @@ def _report(console: Console, rt, specs, loads, rows, verify, paths: DemoPaths |
         console.print(safe(f"  e.g. {line}"))
     console.print(f"demo: clusters={len(specs)} switched={switched} lost_writes={lost_total} "
                   f"max_write_gap_ms={max_gap:.1f} rolled_back={rolled_back} cdc_lost={cdc_lost} "
-                  f"cdc_duplicates={cdc_dup}", highlight=False)
+                  f"cdc_duplicates={cdc_dup}"
+                  + "".join(f" {_key(a)}_errors={n}" for a, n in app_errors.items()), highlight=False)
     sys.stdout.flush()
     return 0 if (switched == len(specs) and lost_total == 0 and cdc_lost == 0 and cdc_dup == 0) else 1
 
@@ -289,6 +292,11 @@ def _replication_state(spec, replica) -> str:
     if not st.healthy:
         return f"broken: {st.last_error or 'threads stopped'}"
     return f"running, lag {st.seconds_behind}s"
+
+
+def _key(application: str) -> str:
+    return {"plain PyMySQL via HAProxy": "haproxy_app", "SQLAlchemy pool": "sqlalchemy_maintenance_app"}.get(
+        application, application.replace(" ", "_"))
 
 
 def _f(v: float | None) -> str:
