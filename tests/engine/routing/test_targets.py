@@ -170,7 +170,8 @@ def test_a_target_that_fails_after_promotion_leaves_green_promoted_and_status_na
             {"kind": "haproxy", "admin": proxy.admin_address, "backend": "writer", "blue_server": "blue",
              "green_server": "green"}])
         spec = load_fleet(path).clusters[0]
-        dep_id = open_batch(runtime, str(path)).deployments[spec.name]
+        opened = open_batch(runtime, str(path))
+        dep_id = opened.deployments[spec.name]
         _drive_to_ready(runtime, dep_id)
     finally:
         proxy.stop()  # the proxy's admin socket goes away between validation and the switchover
@@ -192,3 +193,7 @@ def test_a_target_that_fails_after_promotion_leaves_green_promoted_and_status_na
     assert haproxy["ok"] is False and haproxy["points_at"] == "blue (old primary)" and haproxy["error"]
     text = bgqueue_cli("status", spec.name, env=bgq_env)
     assert "STILL ON THE OLD PRIMARY" in text.stdout, text.stdout
+    from bgqueue.app.report import render_batch_report
+
+    html = render_batch_report(runtime.store, opened.batch_id)
+    assert f'<li class="bad"><b>haproxy {proxy.admin_address} writer</b> → blue (old primary): ' in html
