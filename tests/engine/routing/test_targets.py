@@ -14,6 +14,7 @@ import yaml
 from moto.server import ThreadedMotoServer
 
 from bgqueue.adapters.aws import clients as aws
+from bgqueue.adapters.routing.haproxy import HAProxyRuntime
 from bgqueue.adapters.store import deployments as deps
 from bgqueue.adapters.store import journal
 from bgqueue.engine import lifecycle, rollback
@@ -197,3 +198,34 @@ def test_a_target_that_fails_after_promotion_leaves_green_promoted_and_status_na
 
     html = render_batch_report(runtime.store, opened.batch_id)
     assert f'<li class="bad"><b>haproxy {proxy.admin_address} writer</b> → blue (old primary): ' in html
+
+
+@pytest.mark.parametrize("wrong", ["backend", "server", "zone"])
+def test_a_backend_server_or_zone_that_does_not_exist_is_bad_input_naming_it(
+        cluster_pair_factory, fleet_file, unique_name, bgq_env, moto_env, tmp_path, sandbox_passwords, wrong):
+    pair = cluster_pair_factory(unique_name(f"bad{wrong}"))
+    proxy = _proxy(tmp_path, pair)
+    try:
+        haproxy = {"kind": "haproxy", "admin": proxy.admin_address, "backend": "writer", "blue_server": "blue",
+                   "green_server": "green"}
+        if wrong == "backend":
+            target, named = {**haproxy, "backend": "no_such_backend"}, "no_such_backend"
+        elif wrong == "server":
+            target, named = {**haproxy, "green_server": "no_such_server"}, "no_such_server"
+        else:
+            target, named = {"kind": "route53", "zone_id": "ZNOSUCHZONE1", "record": "w.db.internal.",
+                             "blue_value": "b.db.internal.", "green_value": "g.db.internal."}, "ZNOSUCHZONE1"
+        path = _with_routing(fleet_file([pair]), [target])
+        def admin_states():
+            return [(x.name, x.admin_state, x.weight) for x in HAProxyRuntime(proxy.admin_address).servers("writer")
+                    .values()]
+
+        before = admin_states()
+        r = bgqueue_cli("fleet", "check", str(path), env={**bgq_env, **moto_env})
+        assert r.returncode == 2, (r.stdout, r.stderr)
+        assert str(path) in r.stderr and pair.name in r.stderr and "routing.0" in r.stderr, r.stderr
+        assert named in r.stderr, r.stderr
+        assert admin_states() == before  # nothing changed
+        assert _answering_port(proxy, sandbox_passwords) == pair.blue.port
+    finally:
+        proxy.stop()
