@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import time
 
+import yaml
+
 from bgqueue.adapters.store import deployments as deps
 from bgqueue.model.fleet import load_fleet
 from bgqueue.sandbox import free_port
@@ -50,17 +52,28 @@ def test_missing_credential_variable(cluster_pair_factory, fleet_file, unique_na
            "BGQ_SANDBOX_REPL_PASSWORD is not set" in r.stderr
 
 
-def test_unreachable_server_and_wrong_password_change_nothing(cluster_pair_factory, fleet_file, unique_name,
-                                                              bgq_env, runtime, tmp_path):
+def test_unreachable_server_is_no_go_at_once_and_a_wrong_password_is_bad_input(
+        cluster_pair_factory, fleet_file, unique_name, bgq_env, runtime, tmp_path):
     pair = cluster_pair_factory(unique_name("unr"))
     before = _server_state(pair)
     path = fleet_file([pair])
     text = path.read_text()
     dead = free_port()
     path.write_text(text.replace(f"port: {pair.green.port}", f"port: {dead}"))
-    r = bgqueue_cli("fleet", "run", str(path), env=bgq_env)
+    # --strict: all or nothing, as bad input (exit 2, nothing recorded)
+    r = bgqueue_cli("fleet", "run", str(path), "--strict", env=bgq_env)
     assert r.returncode == 2
     assert f"cluster '{pair.name}': field green: green 127.0.0.1:{dead}: cannot connect" in r.stderr
+    assert deps.latest_deployment(runtime.store, pair.name) is None
+    # default: the server's state makes this cluster NO_GO at once (recorded, named), exit 1
+    r = bgqueue_cli("fleet", "run", str(path), "--json", env=bgq_env)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    doc = json.loads(r.stdout)
+    assert doc["ok"] is False and doc["exit_code"] == 1 and list(doc["no_go"]) == [pair.name]
+    assert f"green: green 127.0.0.1:{dead}: cannot connect" in doc["no_go"][pair.name]
+    dep = deps.latest_deployment(runtime.store, pair.name)
+    assert dep.phase == "NO_GO" and dep.reason.startswith("preflight: green: ") and str(dead) in dep.reason
+    assert runtime.locks.holder(pair.name) is None
 
     path.write_text(text)
     env = dict(bgq_env, BGQ_SANDBOX_ADMIN_PASSWORD="wrong")
@@ -71,21 +84,48 @@ def test_unreachable_server_and_wrong_password_change_nothing(cluster_pair_facto
     assert "wrong" not in r.stderr
     assert _server_state(pair) == before
     assert runtime.routing.get(pair.name) is None and runtime.locks.holder(pair.name) is None
-    assert deps.latest_deployment(runtime.store, pair.name) is None
+    assert deps.latest_deployment(runtime.store, pair.name).id == dep.id  # nothing new recorded
 
 
-def test_green_not_replicating_is_refused_before_anything_is_enqueued(cluster_pair_factory, fleet_file, unique_name,
-                                                                      bgq_env, runtime):
+def test_green_not_replicating_is_no_go_at_once_or_refused_with_strict(cluster_pair_factory, fleet_file, unique_name,
+                                                                       bgq_env, runtime):
     pair = cluster_pair_factory(unique_name("nosync"))
     with pair.green.root() as c, c.cursor() as cur:
         cur.execute("STOP SLAVE")
     before = _server_state(pair)
-    r = bgqueue_cli("fleet", "run", str(fleet_file([pair])), "--wait", env=bgq_env)
+    r = bgqueue_cli("fleet", "run", str(fleet_file([pair])), "--wait", "--strict", env=bgq_env)
     assert r.returncode == 2
     assert f"cluster '{pair.name}': field green: green: replication IO thread is not running" in r.stderr
-    assert _server_state(pair) == before
     assert deps.latest_deployment(runtime.store, pair.name) is None
+    r = bgqueue_cli("fleet", "run", str(fleet_file([pair])), "--wait", "--json", env=bgq_env)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    doc = json.loads(r.stdout)
+    assert doc["ok"] is False and [c["phase"] for c in doc["clusters"]] == ["NO_GO"]
+    assert "replication IO thread is not running" in doc["clusters"][0]["reason"]
+    assert f"cluster '{pair.name}': NO_GO: preflight: green: green: replication IO thread" in r.stderr
+    assert _server_state(pair) == before
     assert runtime.locks.holder(pair.name) is None
+
+
+def test_every_bad_input_at_once_and_json_on_failure(cluster_pair_factory, fleet_file, unique_name, bgq_env,
+                                                     runtime):
+    a, b = cluster_pair_factory(unique_name("alla")), cluster_pair_factory(unique_name("allb"))
+    path = fleet_file([a, b])
+    doc = yaml.safe_load(path.read_text())
+    for c in doc["clusters"]:  # two problems, in two clusters: a green that is blue itself
+        c["green"] = dict(c["blue"])
+        c["green"]["host"] = "localhost"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    r = bgqueue_cli("fleet", "run", str(path), "--json", env=bgq_env)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    out = json.loads(r.stdout)
+    assert out["ok"] is False and out["exit_code"] == 2 and out["meaning"].startswith("bad input")
+    assert sorted(e["cluster"] for e in out["errors"]) == sorted([a.name, b.name]), out
+    assert all(e["field"] == "green" and e["path"] == str(path) for e in out["errors"])
+    assert a.name in r.stderr and b.name in r.stderr and "also:" in r.stderr
+    assert deps.latest_deployment(runtime.store, a.name) is None and deps.latest_deployment(runtime.store, b.name) is None
+    bad = bgqueue_cli("status", "no-such-batch-or-cluster", "--json", env=bgq_env)
+    assert bad.returncode == 2 and json.loads(bad.stdout)["errors"][0]["type"] == "BadInput"
 
 
 def test_run_wait_json_status_and_the_cluster_lock(cluster_pair_factory, fleet_file, unique_name, bgq_env, runtime,
@@ -146,3 +186,19 @@ def test_run_wait_json_status_and_the_cluster_lock(cluster_pair_factory, fleet_f
 def test_status_of_unknown_reference_is_bad_input(bgq_env, runtime):
     r = bgqueue_cli("status", "no-such-thing", env=bgq_env)
     assert r.returncode == 2 and "'no-such-thing' is neither a batch id nor a cluster" in r.stderr
+
+
+def test_one_broken_cluster_never_blocks_the_fleet(cluster_pair_factory, fleet_file, unique_name, bgq_env, runtime,
+                                                   celery_workers, sampler_process):
+    good, broken = cluster_pair_factory(unique_name("fleetok")), cluster_pair_factory(unique_name("fleetbad"))
+    with broken.green.root() as c, c.cursor() as cur:
+        cur.execute("STOP SLAVE SQL_THREAD")
+    path = fleet_file([good, broken], monitor_window_s=0)
+    r = bgqueue_cli("fleet", "run", str(path), "--wait", "--json", env=bgq_env, timeout=240)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    phases = {c["cluster"]: (c["phase"], c["reason"]) for c in json.loads(r.stdout)["clusters"]}
+    assert phases[good.name][0] == "COMPLETED", phases
+    assert phases[broken.name][0] == "NO_GO" and "SQL thread is not running" in phases[broken.name][1], phases
+    with broken.blue.root() as c, c.cursor() as cur:
+        cur.execute("SELECT @@GLOBAL.read_only")
+        assert cur.fetchone()[0] == 0  # the broken cluster's blue was never touched

@@ -97,6 +97,10 @@ class BinlogCoordinates:
 FENCE_RETAKE_WAIT_S = 3.0
 
 
+class ServerUnreachable(BadInput):
+    """The server did not answer (down, refused, timed out): its state, not the input's fault."""
+
+
 class FenceLockLost(BgqueueError):
     """Another worker holds this cluster's procedure lock on the server: this one lost the deployment."""
 
@@ -136,6 +140,9 @@ class Server:
             if code == 1045:
                 raise BadInput(f"{self.label} {self.endpoint}: access denied for user {self.admin.user!r} "
                                f"(password from {self.admin.password_env})") from None
+            if code in (2003, 2013, 2006, 1040, 1053):  # refused, lost, gone, full, shutting down
+                raise ServerUnreachable(f"{self.label} {self.endpoint}: cannot connect: "
+                                        f"{tlsconnect.describe_connect_error(e)}") from None
             raise BadInput(f"{self.label} {self.endpoint}: cannot connect: "
                            f"{tlsconnect.describe_connect_error(e)}") from None
         try:
