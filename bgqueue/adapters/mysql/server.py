@@ -140,11 +140,11 @@ class Server:
             if code == 1045:
                 raise BadInput(f"{self.label} {self.endpoint}: access denied for user {self.admin.user!r} "
                                f"(password from {self.admin.password_env})") from None
-            if code in (2003, 2013, 2006, 1040, 1053):  # refused, lost, gone, full, shutting down
-                raise ServerUnreachable(f"{self.label} {self.endpoint}: cannot connect: "
-                                        f"{tlsconnect.describe_connect_error(e)}") from None
-            raise BadInput(f"{self.label} {self.endpoint}: cannot connect: "
-                           f"{tlsconnect.describe_connect_error(e)}") from None
+            why = tlsconnect.describe_connect_error(e)
+            # refused, lost, gone, full, shutting down: the server's state (a TLS refusal is input)
+            if code in (2003, 2013, 2006, 1040, 1053) and not why.startswith("TLS"):
+                raise ServerUnreachable(f"{self.label} {self.endpoint}: cannot connect: {why}") from None
+            raise BadInput(f"{self.label} {self.endpoint}: cannot connect: {why}") from None
         try:
             tlsconnect.check_encrypted(self._conn, self.tls, f"{self.label} {self.endpoint}")
         except BadInput:
