@@ -147,10 +147,13 @@ def fleet_run(file: str, only: str | None, wait: bool, as_json: bool, timeout: f
     opened = enqueue_fleet(file, _only(only), strict=strict)
     for cluster, reason in opened.no_go.items():
         err.print(safe(f"{file}: cluster {cluster!r}: NO_GO: {reason}"), highlight=False, soft_wrap=True)
+    warnings = [] if len(opened.no_go) == len(opened.deployments) else _worker_warnings()
+    for w in warnings:
+        err.print(f"[yellow]warning:[/] {safe(w)}", highlight=False, soft_wrap=True)
     if not wait:
         if as_json:
             click.echo(json.dumps({"batch": opened.batch_id, "deployments": opened.deployments,
-                                   "no_go": opened.no_go, "ok": not opened.no_go,
+                                   "no_go": opened.no_go, "ok": not opened.no_go, "warnings": warnings,
                                    "exit_code": 1 if opened.no_go else 0}))
         else:
             enqueued = [c for c in opened.deployments if c not in opened.no_go]
@@ -164,11 +167,26 @@ def fleet_run(file: str, only: str | None, wait: bool, as_json: bool, timeout: f
     rt = get_runtime()
     wait_for_batch(rt, opened.batch_id, timeout=timeout, console=None if as_json else err)
     data = batch_dict(rt, opened.batch_id)
+    data["warnings"] = warnings
     if as_json:
         click.echo(json.dumps(data, indent=2))
     else:
         print_batch(out, data)
     sys.exit(0 if data["ok"] else 1)
+
+
+def _worker_warnings(timeout_s: float = 1.0) -> list[str]:
+    """A batch waits in the queue until a worker takes it: say so at once when none answers."""
+    from tasks.application import app
+
+    try:
+        replies = app.control.ping(timeout=timeout_s, limit=1)
+    except Exception as e:  # the broker itself: the enqueue just worked, so this is rare
+        return [f"could not ping the Celery workers: {type(e).__name__}: {e}"]
+    if replies:
+        return []
+    return [f"no Celery worker answered a ping within {timeout_s:g}s: the batch waits in the queue until one "
+            "starts (`celery -A tasks worker -Q bgqueue`, the Procfile's worker entry)"]
 
 
 # --- status --------------------------------------------------------------------------

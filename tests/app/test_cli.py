@@ -202,3 +202,49 @@ def test_one_broken_cluster_never_blocks_the_fleet(cluster_pair_factory, fleet_f
     with broken.blue.root() as c, c.cursor() as cur:
         cur.execute("SELECT @@GLOBAL.read_only")
         assert cur.fetchone()[0] == 0  # the broken cluster's blue was never touched
+
+
+def test_fleet_run_says_at_once_when_no_worker_answers(cluster_pair_factory, fleet_file, unique_name, bgq_env,
+                                                       redis_url, tmp_path):
+    pair = cluster_pair_factory(unique_name("noworker"))
+    # A Redis database and a store of its own: no worker of this session consumes that queue.
+    env = dict(bgq_env, BGQUEUE_REDIS_URL=redis_url.rsplit("/", 1)[0] + "/7",
+               BGQUEUE_STORE_URL=f"sqlite:///{tmp_path / 'alone.sqlite'}", BGQUEUE_HOME=str(tmp_path))
+    r = bgqueue_cli("fleet", "run", str(fleet_file([pair])), "--json", env=env)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    doc = json.loads(r.stdout)
+    assert doc["warnings"] and "no Celery worker answered a ping" in doc["warnings"][0], doc
+    assert "celery -A tasks worker" in r.stderr
+
+
+def test_progress_says_what_validation_waits_for(cluster_pair_factory, fleet_file, unique_name, bgq_env, runtime,
+                                                 celery_workers):
+    """A sign-off that never comes: validation waits until its deadline, and the progress says for
+    what (and how to give it) while it waits, not only the phase."""
+    pair = cluster_pair_factory(unique_name("why"))
+    path = fleet_file([pair], validation_timeout_s=4)
+    doc = yaml.safe_load(path.read_text())
+    doc["clusters"][0]["signoffs"] = ["dba"]
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    r = bgqueue_cli("fleet", "run", str(path), "--wait", env=bgq_env, timeout=180)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    log = r.stderr.replace("\n", " ")
+    assert f"{pair.name}: VALIDATING: " in log and "signoffs waits: missing sign-off from dba" in log, r.stderr
+    assert f"bgqueue signoff {pair.name} --team T --by NAME" in log
+    assert f"{pair.name}: NO_GO" in log
+
+
+def test_lag_without_samples_names_the_sampler():
+    from types import SimpleNamespace
+
+    from bgqueue.checks.replication import replication_lag
+    from bgqueue.model.thresholds import Thresholds
+
+    class NoSamples:
+        def window(self, *_a, **_k):
+            return []
+
+    ctx = SimpleNamespace(spec=SimpleNamespace(name="c", thresholds=Thresholds(), blue=SimpleNamespace(port=1)),
+                          metrics=NoSamples(), now=lambda: 1000.0)
+    result = replication_lag(ctx)
+    assert result.status == "wait" and "is `bgqueue sampler run` running?" in result.reason
