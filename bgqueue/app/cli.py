@@ -51,7 +51,17 @@ def error_document(e: BaseException, code: int) -> dict:
                            if getattr(x, k, None) is not None}} for x in errors]}
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("bgqueue")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 @click.group(cls=_Group)
+@click.version_option(_version(), "--version", prog_name="bgqueue", message="%(prog)s %(version)s")
 def main() -> None:
     """bgqueue: blue/green switchovers for fleets of MySQL-family databases."""
     import os
@@ -336,10 +346,13 @@ def decommission_cmd(cluster: str, force: bool, yes: bool) -> None:
 
 
 @main.command("nightly")
-@click.option("--now", "now", is_flag=True, required=True, help="run the nightly validations in this process now")
+@click.option("--now", "now", is_flag=True,
+              help="run the nightly validations in this process now (Celery beat runs them every night)")
 @click.option("--json", "as_json", is_flag=True)
 def nightly_cmd(now: bool, as_json: bool) -> None:
     """The nightly validations of every registered fleet, on demand. Exit 1 when anything is found."""
+    if not now:
+        raise click.UsageError("say --now to run the nightly validations here (beat runs them every night)")
     from bgqueue.adapters.runtime import get_runtime
     from bgqueue.engine.nightly import registered, run_now
 
@@ -391,7 +404,7 @@ def sandbox_up(clusters: int, directory: str) -> None:
     t0 = time.perf_counter()
     sb = Sandbox(Path(directory), clusters=clusters, detach=True)
     sb.up()
-    out.print(f"sandbox up in {time.perf_counter() - t0:.2f}s: {clusters} clusters, redis {safe(mask(sb.info['redis']['url']))}")
+    out.print(f"sandbox up in {time.perf_counter() - t0:.2f}s: {clusters} cluster{'s' if clusters != 1 else ''}, redis {safe(mask(sb.info['redis']['url']))}")
     out.print(f"fleet file: {safe(Path(directory) / 'fleet.yaml')}")
     out.print(f"credentials: source {safe(Path(directory) / 'sandbox.env')}")
 

@@ -157,8 +157,10 @@ def run_demo(clusters: int = 4, rate: float = 100.0, keep: bool = False, console
         if paths is not None:
             for w in paths.writers.values():
                 w.stop()
-        _write_report(console, rt, opened.batch_id, Path(report_path))
-        return _report(console, rt, specs, loads, rows, verify, paths)
+        report = _write_report(console, rt, opened.batch_id, Path(report_path))
+        code = _report(console, rt, specs, loads, rows, verify, paths)
+        console.print(f"report: {Path(report).resolve().as_uri()}", highlight=False)
+        return code
     finally:
         stop.set()
         if paths is not None:
@@ -189,7 +191,6 @@ def _write_report(console: Console, rt, batch_id: str, out: Path) -> Path:
     if not wait_for_metrics(rt.store, batch_id, timeout=15):
         console.print("[yellow]report: the sampler has not written every last phase yet; plots may end early[/]")
     path = write_batch_report(rt.store, batch_id, out)
-    console.print(f"report: {path}", highlight=False)
     return path
 
 
