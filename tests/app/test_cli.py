@@ -248,3 +248,13 @@ def test_lag_without_samples_names_the_sampler():
                           metrics=NoSamples(), now=lambda: 1000.0)
     result = replication_lag(ctx)
     assert result.status == "wait" and "is `bgqueue sampler run` running?" in result.reason
+
+
+def test_version_and_nightly_without_now(bgq_env):
+    r = bgqueue_cli("--version", env=bgq_env)
+    assert r.returncode == 0 and r.stdout.strip().startswith("bgqueue 0."), r.stdout
+    r = bgqueue_cli("nightly", env=bgq_env)
+    assert r.returncode == 2 and "say --now" in r.stderr
+    assert "required" not in bgqueue_cli("nightly", "--help", env=bgq_env).stdout
+    r = bgqueue_cli("nightly", "--json", env=bgq_env)
+    assert r.returncode == 2 and json.loads(r.stdout)["exit_code"] == 2  # JSON on a usage error too
