@@ -5,7 +5,8 @@ printed through ``terminal.safe`` (no markup, no escape sequences); only our own
 """
 from __future__ import annotations
 
-from datetime import datetime
+import json
+from datetime import UTC, datetime
 
 from pydantic import TypeAdapter
 from rich.console import Console
@@ -128,8 +129,27 @@ def deployments_table(rows: list[dict], title: str) -> Table:
 
 def print_batch(console: Console, data: dict) -> None:
     cost = f", green environments ${data['green_cost_per_hour']:.2f}/h" if data.get("green_cost_per_hour") else ""
-    console.print(deployments_table(data["clusters"], safe(f"batch {data['batch']} ({data['fleet']}): "
-                                                           f"{data['switched']}/{data['total']} switched{cost}")))
+    state = "done" if data.get("finished_at") else "running"
+    counts: dict[str, int] = {}
+    for r in data["clusters"]:
+        counts[r["phase"]] = counts.get(r["phase"], 0) + 1
+    by_phase = ", ".join(f"{n} {p}" for p, n in sorted(counts.items()))
+    console.print(deployments_table(data["clusters"], safe(
+        f"batch {data['batch']} ({data['fleet']}): {state}, {_age(data.get('created_at'))} old; "
+        f"{data['switched']}/{data['total']} switched ({by_phase}){cost}")))
+
+
+def _age(iso: str | None) -> str:
+    if not iso:
+        return "?"
+    then = datetime.fromisoformat(iso)
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    s = max(0.0, (datetime.now(UTC) - then).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if s >= size:
+            return f"{s / size:.0f} {unit}"
+    return f"{s:.0f} s"
 
 
 def print_deployment(console: Console, d: dict) -> None:
@@ -156,19 +176,45 @@ def print_deployment(console: Console, d: dict) -> None:
             t.add_row(safe(c["name"]), f"[{style}]{safe(c['status'])}[/]", safe(c["value"] or ""),
                       safe(c["threshold"] or ""), safe((c["reason"] or "")[:300]))
         console.print(t)
-    for dec in d.get("decisions", [])[-1:]:
-        console.print(f"decision ({safe(dec['kind'])}, round {dec['round']}): [bold]{safe(dec['verdict'])}[/]"
+    latest: dict[str, dict] = {}
+    for dec in d.get("decisions", []):
+        latest[dec["kind"]] = dec  # the last decision of each kind: the gate's GO and the monitor's HOLD
+    for kind, dec in latest.items():
+        label = DECISION_LABEL.get(kind, kind)
+        console.print(f"{safe(label)} (round {dec['round']}): [bold]{safe(dec['verdict'])}[/]"
                       + "".join(f"\n  - {safe(r)}" for r in dec["reasons"] or []))
     t = Table(title="journal", title_justify="left")
     for col in ("procedure", "step", "status", "ms", "detail"):
         t.add_column(col, overflow="fold")
     for s in d.get("steps", []):
-        detail = ", ".join(f"{k}={v}" for k, v in (s["detail"] or {}).items())
-        t.add_row(safe(s["procedure"]), safe(s["name"]), safe(s["status"]), _num(s["duration_ms"]), safe(detail[:200]))
+        t.add_row(safe(s["procedure"]), safe(s["name"]), safe(s["status"]), _num(s["duration_ms"]),
+                  safe(readable(s["detail"])))
     console.print(t)
     for c in d.get("checkpoints", []):
         console.print(safe(f"checkpoint ({c['kind']}): {c['old_primary']} final gtid {c['old_gtid']} binlog "
                            f"{c['old_binlog']} → {c['new_primary']} binlog {c['new_binlog']}"))
+
+
+DECISION_LABEL = {"pre_switch": "decision before the switchover", "monitor": "monitoring window's decision",
+                  "rollback": "rollback decision"}
+
+
+def readable(detail: dict | None, limit: int = 600) -> str:
+    """A journal step's facts, one ``key: value`` per line (nested values compact), cut at whole
+    entries with a count of what was left out (``status --json`` has everything)."""
+    if not detail:
+        return ""
+    lines, used = [], 0
+    items = list(detail.items())
+    for i, (k, v) in enumerate(items):
+        text = json.dumps(v, default=str, sort_keys=True) if isinstance(v, (dict, list)) else str(v)
+        line = f"{k}: {text if len(text) <= 200 else text[:197] + '...'}"
+        if used + len(line) > limit and lines:
+            lines.append(f"(+{len(items) - i} more: status --json)")
+            break
+        lines.append(line)
+        used += len(line)
+    return "\n".join(lines)
 
 
 def _num(v: float | None) -> str:

@@ -181,6 +181,13 @@ def test_run_wait_json_status_and_the_cluster_lock(cluster_pair_factory, fleet_f
     assert data["ok"] and data["clusters"][0]["phase"] == "COMPLETED"
     r5 = bgqueue_cli("status", spec.name, env=bgq_env)
     assert r5.returncode == 0 and "flip_routing" in r5.stdout and f"127.0.0.1:{pair.blue.port}" in r5.stdout
+    # Both decisions, labelled: the gate's GO that allowed the switchover and the monitor's verdict.
+    assert "decision before the switchover (round" in r5.stdout and "GO" in r5.stdout, r5.stdout
+    assert "monitoring window's decision (round" in r5.stdout, r5.stdout
+    assert "new_gtid:" in r5.stdout or "gtid:" in r5.stdout  # journal facts as key: value lines
+    r6 = bgqueue_cli("status", env=bgq_env)
+    assert r6.returncode == 0 and f"batch {data['batch']}" in r6.stdout and ": done, " in r6.stdout, r6.stdout
+    assert "1 COMPLETED" in r6.stdout
 
 
 def test_status_of_unknown_reference_is_bad_input(bgq_env, runtime):
