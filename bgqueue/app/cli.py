@@ -411,11 +411,14 @@ def sandbox_up(clusters: int, directory: str) -> None:
 
 @sandbox.command("down")
 @click.option("--dir", "directory", type=click.Path(file_okay=False), default=".sandbox", show_default=True)
-def sandbox_down(directory: str) -> None:
+@click.option("--keep-store", is_flag=True, help="keep the sandbox's store (DIR/bgqueue.sqlite): status and report "
+                                                  "still know its batches")
+def sandbox_down(directory: str, keep_store: bool) -> None:
+    """Stop the sandbox's servers and remove its files (the store too, unless --keep-store)."""
     from bgqueue.sandbox import Sandbox
 
-    Sandbox.load(Path(directory)).down()
-    out.print(f"sandbox in {safe(directory)} stopped")
+    Sandbox.load(Path(directory)).down(keep_store=keep_store)
+    out.print(f"sandbox in {safe(directory)} stopped" + (f"; store kept in {safe(directory)}" if keep_store else ""))
 
 
 # --- long-running processes ------------------------------------------------------------

@@ -157,13 +157,14 @@ class Sandbox:
         env = {**self.passwords.env(), REDIS_URL_ENV: self.redis.url, "BGQUEUE_HOME": str(self.dir)}
         _write_private(self.env_path, "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
 
-    def down(self) -> None:
-        """Stop every server (clean shutdown) and remove the sandbox's files and datadirs."""
+    def down(self, keep_store: bool = False) -> None:
+        """Stop every server (clean shutdown) and remove the sandbox's files and datadirs
+        (``keep_store``: all but the store, so that status and report still know the batches)."""
         if self.redis or self.pairs:
             self._stop_objects()
         else:
             self._stop_recorded()
-        self._remove_files()
+        self._remove_files(keep_store)
 
     def _stop_objects(self) -> None:
         for p in self.pairs:
@@ -181,7 +182,7 @@ class Sandbox:
         if self.info.get("redis"):
             stop_pid(self.info["redis"]["pid"], 10, expect=redis_process(self.info["redis"]["port"], self.dir / "redis"))
 
-    def _remove_files(self) -> None:
+    def _remove_files(self, keep_store: bool = False) -> None:
         # The directories up() makes, named from this directory (never from the file's paths),
         # and removed only when they resolve inside it.
         root = self.dir.resolve()
@@ -192,7 +193,8 @@ class Sandbox:
                 shutil.rmtree(d, ignore_errors=True)
         # The sandbox's own store (BGQUEUE_HOME=dir): its deployments name servers that are gone.
         # unlink() removes a symlink itself, never what it points to.
-        for f in (self.json_path, self.env_path, self.fleet_path, *self.dir.glob("bgqueue.sqlite*")):
+        store = [] if keep_store else list(self.dir.glob("bgqueue.sqlite*"))
+        for f in (self.json_path, self.env_path, self.fleet_path, *store):
             f.unlink(missing_ok=True)
 
 
