@@ -97,6 +97,13 @@ def fleet_check(file: str, only: str | None, as_json: bool) -> None:
     spec = load_fleet(file)
     clusters = spec.select(_only(only))
     check_credentials(spec, file, clusters)
+    from bgqueue.engine.batches import check_budgets
+
+    estimates = check_budgets(spec, clusters, file)  # over budget_per_hour: exit 2, like fleet run
+    for e in estimates:
+        if not as_json:
+            out.print(safe(f"cost estimate: green environments about {e['green_per_hour']:.2f} {e.get('currency', '')}/h "
+                           f"while they coexist with blue (budget_per_hour {spec.budget_per_hour:g})"), highlight=False)
     results = check_clusters(clusters)
     if as_json:
         click.echo(json.dumps([{"cluster": r.cluster, "ok": r.ok,

@@ -44,6 +44,17 @@ def _by_provider(specs: list) -> dict[str, list]:
     return out
 
 
+def check_budgets(fleet, specs: list, fleet_path: str) -> list[dict]:
+    """Each provider's cost estimate of the batch (FleetFileError, exit 2, when over the fleet's
+    budget_per_hour): ``fleet check`` shows it, ``fleet run`` refuses over it."""
+    estimates = []
+    for group in _by_provider(specs).values():
+        found = provider_for(group[0]).check_budget(fleet, group, fleet_path)
+        if found is not None:
+            estimates.append(found)
+    return estimates
+
+
 def open_batch(rt: Runtime, fleet_path: str, only: list[str] | None = None, *, preflight: bool = True,
                requested_by: str | None = None, strict: bool = False) -> OpenedBatch:
     """Everything before enqueueing. Raises BadInput (exit 2, every problem found, located) or
@@ -56,9 +67,7 @@ def open_batch(rt: Runtime, fleet_path: str, only: list[str] | None = None, *, p
     specs = fleet.select(only)
     check_credentials(fleet, fleet_path, specs)
     _staging_twins_exist(rt, fleet, specs, fleet_path)
-    for group in _by_provider(specs).values():
-        # FleetFileError (exit 2) when the estimate is over budget
-        provider_for(group[0]).check_budget(fleet, group, fleet_path)
+    check_budgets(fleet, specs, fleet_path)
     not_ready: dict[str, str] = {}
     if preflight:
         results = check_clusters(specs)

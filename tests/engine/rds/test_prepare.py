@@ -137,6 +137,12 @@ def test_a_batch_over_budget_exits_2_and_creates_nothing(rds, bgq_env, aws_env, 
     assert "would cost about 3.47 USD/h" in p.stderr and "above budget_per_hour 3; nothing was enqueued" in p.stderr
     for n in big:
         assert deps.latest_deployment(runtime.store, n) is None and blue_green_of(rds, n) == []
+    c = bgqueue_cli("fleet", "check", str(path), env={**bgq_env, **aws_env})  # fleet check says so too
+    assert c.returncode == 2 and "above budget_per_hour 3; nothing was enqueued" in c.stderr, c.stderr
+    ok = write_fleet(tmp_path / "ok.yaml", [cluster_entry(n, instance=n) for n in big], budget=4.0)
+    c = bgqueue_cli("fleet", "check", str(ok), env={**bgq_env, **aws_env})
+    assert "cost estimate: green environments about 3.47 USD/h while they coexist with blue (budget_per_hour 4)" \
+        in c.stdout, (c.stdout, c.stderr)
     # Under budget the same fleet passes the check (and the CLI's error names what is unpriced otherwise).
     from bgqueue.adapters.aws.cost import check_budget
     from bgqueue.model.fleet import load_fleet
