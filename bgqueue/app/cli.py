@@ -87,7 +87,7 @@ def fleet() -> None:
 @fleet.command("check")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--only", help="comma-separated cluster names")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print JSON on stdout (a JSON error document on failure)")
 def fleet_check(file: str, only: str | None, as_json: bool) -> None:
     """Validate FILE and reach every server; change nothing. Exit 2 on bad input, 1 when only
     the servers' state is wrong (replication stopped, a server down), 0 when every cluster is ready."""
@@ -138,6 +138,7 @@ def fleet_register(file: str) -> None:
 @fleet.command("unregister")
 @click.argument("file", type=click.Path(dir_okay=False))
 def fleet_unregister(file: str) -> None:
+    """Stop including FILE's clusters in the nightly validations."""
     from bgqueue.adapters.runtime import get_runtime
     from bgqueue.engine.nightly import unregister
 
@@ -211,7 +212,7 @@ def _worker_warnings(timeout_s: float = 1.0) -> list[str]:
 
 @main.command("status")
 @click.argument("ref", required=False)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print JSON on stdout (a JSON error document on failure)")
 def status(ref: str | None, as_json: bool) -> None:
     """Show recent batches, one batch (BATCH_ID or a unique prefix), or one CLUSTER."""
     from bgqueue.adapters.runtime import get_runtime
@@ -252,11 +253,11 @@ def status(ref: str | None, as_json: bool) -> None:
 
 @main.command("signoff")
 @click.argument("cluster")
-@click.option("--team", required=True)
+@click.option("--team", required=True, help="the team signing off (one of the cluster's signoffs)")
 @click.option("--by", "by", required=True, help="who signs")
 @click.option("--fleet", "fleet_file", type=click.Path(dir_okay=False),
               help="take the change from this fleet file (default: the cluster's deployment in flight)")
-@click.option("--note", default=None)
+@click.option("--note", default=None, help="a free-text note kept with the sign-off")
 def signoff(cluster: str, team: str, by: str, fleet_file: str | None, note: str | None) -> None:
     """Record TEAM's sign-off of the change CLUSTER is to receive (valid for that change only)."""
     from bgqueue.adapters.runtime import get_runtime
@@ -285,7 +286,7 @@ def signoff(cluster: str, team: str, by: str, fleet_file: str | None, note: str 
 @click.argument("cluster")
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
 @click.option("--no-wait", is_flag=True, help="enqueue and return")
-@click.option("--timeout", type=float, default=600.0, show_default=True)
+@click.option("--timeout", type=float, default=600.0, show_default=True, help="give up waiting for the rollback after (seconds)")
 def rollback_cmd(cluster: str, yes: bool, no_wait: bool, timeout: float) -> None:
     """Switch CLUSTER back to blue (possible while reverse replication keeps blue current)."""
     import getpass
@@ -336,7 +337,7 @@ def rollback_cmd(cluster: str, yes: bool, no_wait: bool, timeout: float) -> None
 @main.command("decommission")
 @click.argument("cluster")
 @click.option("--force", is_flag=True, help="before the retention period ends (rollback becomes impossible)")
-@click.option("--yes", is_flag=True)
+@click.option("--yes", is_flag=True, help="confirm --force (it ends the possibility of a rollback)")
 def decommission_cmd(cluster: str, force: bool, yes: bool) -> None:
     """Stop reverse replication on CLUSTER's old primary and report it free."""
     from bgqueue.adapters.runtime import get_runtime
@@ -355,7 +356,7 @@ def decommission_cmd(cluster: str, force: bool, yes: bool) -> None:
 @main.command("nightly")
 @click.option("--now", "now", is_flag=True,
               help="run the nightly validations in this process now (Celery beat runs them every night)")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print JSON on stdout (a JSON error document on failure)")
 def nightly_cmd(now: bool, as_json: bool) -> None:
     """The nightly validations of every registered fleet, on demand. Exit 1 when anything is found."""
     if not now:
@@ -402,9 +403,10 @@ def sandbox() -> None:
 
 
 @sandbox.command("up")
-@click.option("--clusters", type=click.IntRange(1, 64), default=4, show_default=True)
-@click.option("--dir", "directory", type=click.Path(file_okay=False), default=".sandbox", show_default=True)
+@click.option("--clusters", type=click.IntRange(1, 64), default=4, show_default=True, help="blue/green pairs to start")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default=".sandbox", show_default=True, help="the sandbox's directory (servers, fleet.yaml, sandbox.env, store)")
 def sandbox_up(clusters: int, directory: str) -> None:
+    """Start a local fleet (MariaDB pairs, redis-server) that outlives the command."""
     from bgqueue.adapters.logs import mask
     from bgqueue.sandbox import Sandbox
 
@@ -417,7 +419,7 @@ def sandbox_up(clusters: int, directory: str) -> None:
 
 
 @sandbox.command("down")
-@click.option("--dir", "directory", type=click.Path(file_okay=False), default=".sandbox", show_default=True)
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default=".sandbox", show_default=True, help="the sandbox's directory")
 @click.option("--keep-store", is_flag=True, help="keep the sandbox's store (DIR/bgqueue.sqlite): status and report "
                                                   "still know its batches")
 def sandbox_down(directory: str, keep_store: bool) -> None:
@@ -441,6 +443,7 @@ def sampler() -> None:
               help="sample these clusters (default: every deployment in flight, from the store)")
 @click.option("--shard", default=None, help="i/n: this process samples its share of the clusters")
 def sampler_run(fleet_file: str | None, shard: str | None) -> None:
+    """Sample every cluster in flight (lag, status counters, probe latency) into Redis, until stopped."""
     from bgqueue.adapters.runtime import get_runtime
     from bgqueue.app.sampler import run_sampler
 
@@ -468,6 +471,7 @@ def cdc() -> None:
               help="the fleet whose binlog pipelines to run (default: the latest batch's fleet file)")
 @click.option("--only", help="comma-separated cluster names")
 def cdc_run(fleet_file: str | None, only: str | None) -> None:
+    """Run the built-in binlog CDC consumers of the fleet's pipelines, until stopped."""
     import logging
 
     from bgqueue.adapters.runtime import get_runtime
@@ -478,7 +482,7 @@ def cdc_run(fleet_file: str | None, only: str | None) -> None:
 
 
 @main.command("exporter")
-@click.option("--port", type=int, default=9108, show_default=True)
+@click.option("--port", type=int, default=9108, show_default=True, help="TCP port of /metrics")
 @click.option("--addr", default="127.0.0.1", show_default=True, help="listen address (0.0.0.0 to expose)")
 def exporter_cmd(port: int, addr: str) -> None:
     """Serve Prometheus metrics (/metrics) computed from the store."""
@@ -502,7 +506,7 @@ def exporter_cmd(port: int, addr: str) -> None:
 
 
 @main.command("demo")
-@click.option("--clusters", type=click.IntRange(1, 32), default=4, show_default=True)
+@click.option("--clusters", type=click.IntRange(1, 32), default=4, show_default=True, help="blue/green pairs in the demo fleet")
 @click.option("--rate", type=float, default=100.0, show_default=True, help="writes per second per cluster")
 @click.option("--keep", is_flag=True, help="keep the sandbox directory (logs, store)")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default="var/demo-report.html",

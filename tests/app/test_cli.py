@@ -265,3 +265,23 @@ def test_version_and_nightly_without_now(bgq_env):
     assert "required" not in bgqueue_cli("nightly", "--help", env=bgq_env).stdout
     r = bgqueue_cli("nightly", "--json", env=bgq_env)
     assert r.returncode == 2 and json.loads(r.stdout)["exit_code"] == 2  # JSON on a usage error too
+
+
+def test_every_command_and_option_has_a_help_line():
+    import click
+
+    from bgqueue.app.cli import main
+
+    missing = []
+
+    def walk(cmd, path):
+        if not cmd.help:
+            missing.append(" ".join(path))
+        for p in cmd.params:
+            if isinstance(p, click.Option) and not p.help and "--help" not in p.opts and "--version" not in p.opts:
+                missing.append(f"{' '.join(path)} {p.opts[0]}")
+        for name, sub in getattr(cmd, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    walk(main, ["bgqueue"])
+    assert missing == []
