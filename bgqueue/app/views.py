@@ -33,20 +33,24 @@ def _iso(dt: datetime | None) -> str | None:
     return dt.isoformat(timespec="milliseconds") if dt else None
 
 
-def _endpoint(spec: dict, side: str) -> str:
-    """host:port (mysql), or the RDS source identifier / its green counterpart (rds)."""
+def _endpoint(spec: dict, side: str, facts: dict | None = None) -> str:
+    """host:port (mysql), or the RDS source identifier / green's own identifier once RDS named it (rds)."""
     if side in spec:
         return f"{spec[side]['host']}:{spec[side]['port']}"
     source = spec.get("db_instance_identifier") or spec.get("db_cluster_identifier") or "?"
-    return source if side == "blue" else f"green of {source}"
+    if side == "blue":
+        return source
+    green = ((facts or {}).get("green") or {}).get("identifier")
+    return green or f"green of {source} (not created yet)"
 
 
 def deployment_dict(rt: Runtime, dep, detail: bool = False) -> dict:
     out = {
         "deployment": dep.id, "batch": dep.batch_id, "cluster": dep.cluster, "provider": dep.provider,
         "phase": dep.phase, "epoch": dep.epoch, "reason": dep.reason,
-        "blue": _endpoint(dep.spec, "blue"),
-        "green": _endpoint(dep.spec, "green"),
+        "blue": _endpoint(dep.spec, "blue", dep.facts),
+        "green": _endpoint(dep.spec, "green", dep.facts),
+        "blue_green_deployment": ((dep.facts or {}).get("blue_green") or {}).get("id"),
         "switch_duration_ms": dep.switch_duration_ms, "writes_blocked_ms": dep.writes_blocked_ms,
         "created_at": _iso(dep.created_at), "finished_at": _iso(dep.finished_at),
         "switched": Phase(dep.phase) in SWITCHED,
@@ -163,8 +167,14 @@ def print_deployment(console: Console, d: dict) -> None:
         mark = "" if p["ok"] else "[red]STILL ON THE OLD PRIMARY[/] "
         console.print(f"path {safe(p['path'])} → {mark}{safe(p['points_at'])}"
                       + (f": {safe(p['error'][:200])}" if p.get("error") else ""))
+    if d.get("blue_green_deployment"):
+        console.print(safe(f"RDS blue/green deployment {d['blue_green_deployment']}"))
     if d.get("decommissioned_at"):
         console.print(safe(f"old primary {d['blue']}: decommissioned at {d['decommissioned_at']} — free"))
+    elif d.get("retention_until") and d["phase"] == "COMPLETED" and d["provider"] == "rds":
+        console.print(safe(f"old environment of {d['blue']} (renamed -old1 by RDS): kept until {d['retention_until']}, "
+                           "then deleted; no rollback on RDS blue/green (the old environment does not replicate "
+                           "from the new one)"))
     elif d.get("retention_until") and d["phase"] == "COMPLETED":
         console.print(safe(f"old primary {d['blue']}: reverse replica (rollback possible) until {d['retention_until']}"))
     if d.get("checks"):

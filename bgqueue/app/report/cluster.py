@@ -47,9 +47,32 @@ PLOT_AFTER_S = 1800.0  # and after the last switchover/rollback
 
 def render_cluster(c: ClusterData, anchor: str) -> str:
     """The ``<section class="cluster">`` of one deployment."""
+    if c.deployment.provider == "rds":  # no SQL sampler on RDS: its own panel instead of empty plots
+        body = [_rds_panel(c), checks_table(c), decisions_table(c), journal_table(c), checkpoints_table(c)]
+    else:
+        body = [_plots(c), checks_table(c), decisions_table(c), journal_table(c), checkpoints_table(c),
+                phase_figures_table(c)]
     return "".join([f'<section class="cluster" id="{anchor}" data-cluster="{escape(c.deployment.cluster)}">',
-                    _header(c), _timeline(c), _plots(c), checks_table(c), decisions_table(c),
-                    journal_table(c), checkpoints_table(c), phase_figures_table(c), "</section>"])
+                    _header(c), _timeline(c), *body, "</section>"])
+
+
+def _rds_panel(c: ClusterData) -> str:
+    """What AWS says: the blue/green deployment, green's and the old environment's identifiers,
+    the switchover's timeline from RDS."""
+    facts = c.deployment.facts or {}
+    bg = facts.get("blue_green") or {}
+    source = (facts.get("source") or {}).get("identifier") or c.deployment.spec.get("db_instance_identifier") \
+        or c.deployment.spec.get("db_cluster_identifier") or "-"
+    green = (facts.get("green") or {}).get("identifier") or "-"
+    sw = facts.get("switchover") or {}
+    rows = [("blue/green deployment", bg.get("id") or "-"), ("status at AWS", bg.get("bg_status") or "-"),
+            ("blue (source)", source), ("green", green),
+            ("old environment after the switchover", f"{source}-old1" if sw.get("completed_at") else "-"),
+            ("switchover requested", sw.get("requested_at") or "-"),
+            ("switchover completed (RDS)", sw.get("completed_at") or "-")]
+    items = "".join(f"<div><b>{escape(k)}</b>{escape(str(v))}</div>" for k, v in rows)
+    return (f'<h3>Amazon RDS</h3><div class="meta rds" data-rds="1">{items}</div>'
+            '<p class="sub">RDS clusters have no SQL sampler: their evidence is CloudWatch\'s (checks below).</p>')
 
 
 def _header(c: ClusterData) -> str:
@@ -59,7 +82,9 @@ def _header(c: ClusterData) -> str:
              ("switchover", f"{num(d.switch_duration_ms)} ms"), ("writes blocked", f"{num(d.writes_blocked_ms)} ms")]
     meta = "".join(f"<div><b>{escape(k)}</b>{escape(str(v))}</div>" for k, v in facts)
     ok = d.phase == "COMPLETED"
-    reason = d.reason or ("switched; green is primary, blue its reverse replica" if ok else "")
+    reason = d.reason or (("switched; the old environment is kept for the retention period (no rollback on RDS)"
+                           if d.provider == "rds" else "switched; green is primary, blue its reverse replica")
+                          if ok else "")
     return (f"<h2>{escape(d.cluster)} {badge(d.phase)}</h2><div class=\"meta\">{meta}</div>"
             + (f'<p class="reason{" ok" if ok else ""}">{escape(reason)}</p>' if reason else "") + _paths(c))
 

@@ -90,6 +90,11 @@ def journal_table(c: ClusterData) -> str:
     return table("Journal", ["at (UTC)", "#T", "step", "status", "#ms", "detail"], [e[2] for e in entries])
 
 
+def _coords(file: str | None, pos: int | None) -> str:
+    """binlog file:position, or "-" when the provider gave none (RDS gives only the new side's)."""
+    return f"{file}:{pos}" if file else "-"
+
+
 def checkpoints_table(c: ClusterData) -> str:
     """The replication coordinates captured at each switchover and rollback (what CDC resumes from)."""
     if not c.checkpoints:
@@ -97,9 +102,9 @@ def checkpoints_table(c: ClusterData) -> str:
     rows = [f"<tr>{_td(escape(cp.kind))}{_td(clock(ts(cp.captured_at)), 'time')}"
             f"{_td(f'{escape(cp.old_primary)} → {escape(cp.new_primary)}')}"
             f"{_td(escape(cp.old_gtid or '-'), 'mono')}"
-            f"{_td(escape(f'{cp.old_binlog_file}:{cp.old_binlog_pos}'), 'mono')}"
+            f"{_td(escape(_coords(cp.old_binlog_file, cp.old_binlog_pos)), 'mono')}"
             f"{_td(escape(cp.new_gtid or '-'), 'mono')}"
-            f"{_td(escape(f'{cp.new_binlog_file}:{cp.new_binlog_pos}'), 'mono')}</tr>" for cp in c.checkpoints]
+            f"{_td(escape(_coords(cp.new_binlog_file, cp.new_binlog_pos)), 'mono')}</tr>" for cp in c.checkpoints]
     return table("Checkpoints", ["kind", "captured (UTC)", "old → new primary", "old final GTID", "old binlog",
                                  "new GTID", "new binlog"], rows)
 

@@ -142,3 +142,48 @@ def test_write_replaces_the_file_and_an_unknown_batch_is_bad_input(store, batch,
     assert path.read_text() != "old" and [p.name for p in path.parent.iterdir()] == ["batch.html"]
     with pytest.raises(BadInput, match="no batch 'nope'"):
         render_batch_report(store, "nope")
+
+
+def test_an_rds_deployment_is_shown_as_rds(store, unique_name, bgq_env):
+    """No empty SQL-sampler plots, no None:None checkpoints, green by its own identifier, and no
+    claim of a reverse replica (RDS blue/green has none)."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.fixtures.bgq import REPO
+
+    name = unique_name("rdsview")
+    spec = {"provider": "rds", "region": "us-east-1", "db_instance_identifier": name}
+    batch_id, ids = deps.create_batch(store, fleet_name="rds", fleet_path="/f.yaml", fleet_text="x",
+                                      clusters=[dict(spec, name=name)])
+    facts = {"blue_green": {"id": "bgd-abc123", "bg_status": "SWITCHOVER_COMPLETED"},
+             "source": {"identifier": name}, "green": {"identifier": f"{name}-green-xyz"},
+             "switchover": {"requested_at": "2026-12-02T01:00:00+00:00", "completed_at": "2026-12-02T01:00:40+00:00"}}
+    claim = deps.claim(store, ids[name], "t", [Phase.PENDING])
+    claim = _walk(store, claim, Phase.PREPARING, Phase.SYNCING, Phase.VALIDATING, Phase.READY, Phase.SWITCHING)
+    journal.save_checkpoint(store, claim, "switchover", old_primary=name, new_primary=f"{name}-green-xyz",
+                            new_binlog_file="mysql-bin-changelog.000002", new_binlog_pos=154)
+    _walk(store, claim, Phase.CDC_MIGRATING, Phase.MONITORING, Phase.COMPLETED)
+    with store.begin() as c:
+        from sqlalchemy import update
+
+        from bgqueue.adapters.store.models import Deployment
+        c.execute(update(Deployment.__table__).where(Deployment.__table__.c.id == ids[name]).values(
+            facts=facts, retention_until=deps.utcnow()))
+    section = _section(render_batch_report(store, batch_id), name)
+    assert 'data-rds="1"' in section and "bgd-abc123" in section and f"{name}-green-xyz" in section
+    assert f"{name}-old1" in section and "no rollback on RDS" in section
+    assert "data-plot=" not in section and "None:None" not in section and "reverse replica" not in section
+    assert "mysql-bin-changelog.000002:154" in section
+    # status, through the CLI, on this store
+    env = dict(bgq_env, BGQUEUE_STORE_URL=str(store.engine.url))
+    r = subprocess.run([sys.executable, "-m", "bgqueue.app.cli", "status", name], env=env, cwd=str(REPO),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert f"green {name}-green-xyz" in r.stdout and "green of" not in r.stdout
+    assert "RDS blue/green deployment bgd-abc123" in r.stdout and "no rollback on RDS blue/green" in r.stdout
+    assert "reverse replica (rollback possible)" not in r.stdout
+    doc = json.loads(subprocess.run([sys.executable, "-m", "bgqueue.app.cli", "status", name, "--json"], env=env,
+                                    cwd=str(REPO), capture_output=True, text=True, timeout=60).stdout)
+    assert doc["green"] == f"{name}-green-xyz" and doc["blue_green_deployment"] == "bgd-abc123"
