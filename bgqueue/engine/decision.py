@@ -6,7 +6,8 @@
     WAIT   only retryable problems (lag, a long transaction, a missing sign-off, a check
            that errored or lacks evidence yet): re-check after ``retry_in_s``
 
-NO_GO lists every failed reason, not only the first: the operator fixes them all in one go.
+NO_GO lists every failed reason, not only the first: the operator fixes them all in one go; a
+check that was only waiting is listed only when the deadline is what turned it NO_GO.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 
 from bgqueue.model.outcomes import MonitorFigures
 from bgqueue.model.results import FAIL, PASS, CheckResult
+from bgqueue.model.results import WAIT as WAITING
 
 GO, NO_GO, WAIT = "GO", "NO_GO", "WAIT"
 
@@ -41,7 +43,8 @@ def decide(results: list[CheckResult], *, now: float, deadline: float, poll_s: f
         return Decision(GO, [])
     reasons = [_reason(r) for r in not_passing]
     if any(r.status == FAIL and not r.retryable for r in not_passing):
-        return Decision(NO_GO, reasons)
+        # A check that was only waiting (no evidence yet) is not why it is NO_GO: left out.
+        return Decision(NO_GO, [_reason(r) for r in not_passing if r.status != WAITING])
     if now >= deadline:
         return Decision(NO_GO, [f"still not passing at the validation deadline: {x}" for x in reasons])
     return Decision(WAIT, reasons, retry_in_s=min(poll_s, max(0.0, deadline - now)) or poll_s)

@@ -54,3 +54,11 @@ def test_monitoring_holds_on_healthy_figures_and_names_every_breach():
     assert "p99 latency 80.0 ms is above 52.0 ms" in d.reasons[1]
     # too few samples: no verdict on figures alone
     assert decide_monitoring(MonitorFigures(2, 50.0, 900.0), base, **kw).verdict == HOLD
+
+
+def test_a_check_still_waiting_is_not_a_no_go_reason_unless_the_deadline_ended_it():
+    results = [failed("drift", "sql_mode differs"), waiting("replication_lag", "no lag samples yet")]
+    assert _d(results, now=10).reasons == ["drift: sql_mode differs"]
+    late = _d([waiting("replication_lag", "no lag samples yet")], now=100)
+    assert late.verdict == NO_GO and late.reasons == [
+        "still not passing at the validation deadline: replication_lag: no lag samples yet"]
