@@ -205,7 +205,7 @@ def test_a_staging_twin_nobody_knows_is_refused_before_anything_is_enqueued(tmp_
     _, ids = deps.create_batch(runtime.store, fleet_name="stg", fleet_path="/stg", fleet_text="", clusters=[spec])
     deps.transition(runtime.store, deps.claim(runtime.store, ids[twin], "test", [Phase.PENDING]), Phase.NO_GO,
                     reason="test twin")
-    r = bgqueue_cli("fleet", "run", path, env=bgq_env)
+    r = bgqueue_cli("fleet", "run", path, "--strict", env=bgq_env)  # (no server answers: --strict refuses)
     assert r.returncode == 2 and f"cluster '{name}': field blue: blue 127.0.0.1:" in r.stderr, r.stderr
     assert "field staging" not in r.stderr
 
