@@ -10,6 +10,13 @@ from dataclasses import dataclass
 
 from bgqueue.model.schema_base import Tls
 
+# MySQL prints a GTID set of several sources one per line ("uuid1:1-5,\nuuid2:1-3"): positions are
+# one-line text everywhere bgqueue keeps or shows them (journal, store, messages).
+_MYSQL_GTID_EXECUTED = "SELECT REPLACE(@@GLOBAL.gtid_executed, CHAR(10 USING ascii), '')"
+# A MySQL replica's IO thread gives up after SOURCE_RETRY_COUNT reconnects (10 by default in 8.4):
+# with one try a second that is 10 s, shorter than a source restart. A day of retries instead.
+MYSQL_SOURCE_RETRY_COUNT = 86400
+
 
 @dataclass(frozen=True)
 class Dialect:
@@ -20,12 +27,12 @@ class Dialect:
     @property
     def gtid_position_sql(self) -> str:
         """Everything this server has in its binlog (what a replica of it must reach)."""
-        return "SELECT @@GLOBAL.gtid_binlog_pos" if self.flavour == "mariadb" else "SELECT @@GLOBAL.gtid_executed"
+        return "SELECT @@GLOBAL.gtid_binlog_pos" if self.flavour == "mariadb" else _MYSQL_GTID_EXECUTED
 
     @property
     def applied_position_sql(self) -> str:
         """What this server has applied (as a replica, or as a primary)."""
-        return "SELECT @@GLOBAL.gtid_current_pos" if self.flavour == "mariadb" else "SELECT @@GLOBAL.gtid_executed"
+        return "SELECT @@GLOBAL.gtid_current_pos" if self.flavour == "mariadb" else _MYSQL_GTID_EXECUTED
 
     @property
     def binlog_status_sql(self) -> str:
@@ -93,6 +100,8 @@ class Dialect:
         else:
             parts.append(f"{m}_AUTO_POSITION=1")
         parts.append(f"{m}_CONNECT_RETRY=1")
+        if self.flavour == "mysql":
+            parts.append(f"{m}_RETRY_COUNT={MYSQL_SOURCE_RETRY_COUNT}")
         # 'preferred' keeps what it always did: SSL asked for, not enforced.
         parts.append(f"{m}_SSL={int(tls.mode != 'disabled')}")
         if tls.mode == "verify":

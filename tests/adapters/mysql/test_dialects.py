@@ -24,13 +24,14 @@ def test_mariadb_statements():
 
 def test_mysql8_statements():
     d = Dialect("mysql", (8, 0, 36))
-    assert d.gtid_position_sql == "SELECT @@GLOBAL.gtid_executed"
+    assert d.gtid_position_sql == d.applied_position_sql == "SELECT REPLACE(@@GLOBAL.gtid_executed, CHAR(10 USING ascii), '')"
     assert d.wait_for_position_sql() == "SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, %s)"
     assert d.set_read_only_sql(True) == ["SET GLOBAL super_read_only = ON"]
     assert d.set_read_only_sql(False) == ["SET GLOBAL super_read_only = OFF", "SET GLOBAL read_only = OFF"]
     assert d.prepare_reverse_sql() == []
     sql, _ = d.change_source("h", 3306, "u", "p")
     assert sql.startswith("CHANGE REPLICATION SOURCE TO SOURCE_HOST=%s") and "SOURCE_AUTO_POSITION=1" in sql
+    assert "SOURCE_CONNECT_RETRY=1, SOURCE_RETRY_COUNT=86400" in sql and "GET_SOURCE_PUBLIC_KEY=1" in sql
     sql, args = d.change_source("h", 3306, "u", "p", tls=Tls(mode="verify", ca="/a/ca.pem", replication_ca="/b/ca.pem"))
     assert "SOURCE_SSL=1, SOURCE_SSL_CA=%s, SOURCE_SSL_VERIFY_SERVER_CERT=1" in sql and args[-1] == "/b/ca.pem"
     assert "GET_SOURCE_PUBLIC_KEY" not in sql
