@@ -126,7 +126,7 @@ def mysqld_process(cnf: Path, datadir: Path) -> ServerProcess:
 
 class MySQLServer(MariaDBServer):
     """One Oracle mysqld: gtid_mode=ON, enforce_gtid_consistency, log_replica_updates,
-    binlog_row_metadata=FULL; a replica (``read_only``) starts with super_read_only on.
+    binlog_row_metadata=FULL; a replica (``read_only``) starts read_only, as on MariaDB.
 
     Shutdown is fast (innodb_fast_shutdown=2: no purge or buffer flush; the next start recovers
     from the redo log), because a replicating mysqld stopped with SIGTERM took ~13 s here.
@@ -169,7 +169,9 @@ class MySQLServer(MariaDBServer):
             "replica_net_timeout=10",
         ]
         if self.read_only:
-            lines += ["read_only=ON", "super_read_only=ON"]
+            # As on the MariaDB sandbox: read_only stops the application; root and the admin user
+            # (SUPER / CONNECTION_ADMIN) pass. A fence sets super_read_only (the dialect's).
+            lines.append("read_only=ON")
         if self.tls is not None:
             lines += [f"ssl_cert={self.tls.cert}", f"ssl_key={self.tls.key}", f"ssl_ca={self.tls.ca}"]
         lines += self.options

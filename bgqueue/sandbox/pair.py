@@ -149,19 +149,16 @@ class ClusterPair:
 
     def _bootstrap_mysql(self) -> None:
         # As _bootstrap, in MySQL's words: caching_sha2_password users (CREATE USER … IDENTIFIED BY
-        # is binlogged with the hash only), REPLICATION CLIENT for monitoring, and green's
-        # super_read_only lifted only while its own replication user is made.
+        # is binlogged with the hash only) and REPLICATION CLIENT for monitoring.
         pw = self.passwords
         with self.blue.root() as b, self.green.root() as g:
             bc, gc = b.cursor(), g.cursor()
-            gc.execute("SET GLOBAL super_read_only = OFF")
             for cur in (bc, gc):
                 cur.execute("SET SESSION sql_log_bin=0")
                 for host in USER_HOSTS:
                     cur.execute("CREATE USER %s@%s IDENTIFIED BY %s", (REPL_USER, host, pw.repl))
                     cur.execute(f"GRANT {MYSQL_REPL_PRIVILEGES} ON *.* TO %s@%s", (REPL_USER, host))
                 cur.execute("SET SESSION sql_log_bin=1")
-            gc.execute("SET GLOBAL super_read_only = ON")
             sql, args = self.dialect.change_source("127.0.0.1", self.blue.port, REPL_USER, pw.repl)
             gc.execute(sql, args)
             gc.execute(self.dialect.start_replica_sql)

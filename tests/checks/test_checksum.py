@@ -36,13 +36,9 @@ def on_green_only(pair: ClusterPair, *statements: str) -> None:
     with pair.green.root() as g:
         cur = g.cursor()
         cur.execute("SET SESSION sql_log_bin = 0")
-        if pair.flavour == "mysql":  # super_read_only stops root too
-            cur.execute("SET GLOBAL super_read_only = OFF")
         for sql in statements:
             cur.execute(sql)
             assert cur.rowcount == 1, sql
-        if pair.flavour == "mysql":
-            cur.execute("SET GLOBAL super_read_only = ON")
 
 
 @pytest.fixture
