@@ -110,16 +110,20 @@ def test_cli_sandbox_up_flavour_mysql_then_down_by_its_recorded_pids(tmp_path, m
     assert r.returncode == 0, r.stdout + r.stderr
     assert "1 mysql clusters" in r.stdout
     sb = Sandbox.load(sb_dir)
-    assert sb.info["flavour"] == "mysql" and sb.flavour == "mysql"
-    spec = load_fleet(sb.fleet_path).clusters[0]
-    monkeypatch.setenv(ADMIN_PASSWORD_ENV, read_env(sb.env_path)[ADMIN_PASSWORD_ENV])
-    with Server(spec.blue, spec.admin, label="blue", tls=spec.tls) as blue:
-        assert blue.flavour == "mysql" and not blue.is_read_only()
     pids = sb.pids()
-    assert len(pids) == 3 and all(pid_running(p) for p in pids)
-    t0 = time.monotonic()
-    r = bgqueue_cli("sandbox", "down", "--dir", str(sb_dir), env=env)
-    assert r.returncode == 0, r.stdout + r.stderr
+    try:
+        assert sb.info["flavour"] == "mysql" and sb.flavour == "mysql"
+        spec = load_fleet(sb.fleet_path).clusters[0]
+        monkeypatch.setenv(ADMIN_PASSWORD_ENV, read_env(sb.env_path)[ADMIN_PASSWORD_ENV])
+        with Server(spec.blue, spec.admin, label="blue", tls=spec.tls) as blue:
+            assert blue.flavour == "mysql" and not blue.is_read_only()
+        assert len(pids) == 3 and all(pid_running(p) for p in pids)
+        t0 = time.monotonic()
+        r = bgqueue_cli("sandbox", "down", "--dir", str(sb_dir), env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:  # detached servers outlive the test: never leave them running
+        if sb.json_path.exists():
+            Sandbox.load(sb_dir).down()
     assert time.monotonic() - t0 < 30
     assert not any(pid_running(p) for p in pids)
     assert not (sb_dir / "c01").exists() and not sb.json_path.exists()

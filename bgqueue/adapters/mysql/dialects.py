@@ -18,6 +18,12 @@ _MYSQL_GTID_EXECUTED = "SELECT REPLACE(@@GLOBAL.gtid_executed, CHAR(10 USING asc
 MYSQL_SOURCE_RETRY_COUNT = 86400
 
 
+# The errors MariaDB's Access_denied_errors counts, by MySQL's names.
+_MYSQL_ACCESS_DENIED = ("ER_ACCESS_DENIED_ERROR", "ER_DBACCESS_DENIED_ERROR", "ER_TABLEACCESS_DENIED_ERROR",
+                        "ER_COLUMNACCESS_DENIED_ERROR", "ER_PROCACCESS_DENIED_ERROR", "ER_SPECIFIC_ACCESS_DENIED_ERROR",
+                        "ER_ACCESS_DENIED_NO_PASSWORD_ERROR")
+
+
 @dataclass(frozen=True)
 class Dialect:
     flavour: str  # "mariadb" | "mysql"
@@ -126,6 +132,19 @@ class Dialect:
         if self.flavour == "mysql":
             return "SELECT @@GLOBAL.read_only, @@GLOBAL.super_read_only"
         return "SELECT @@GLOBAL.read_only, 0"
+
+    # --- counters ------------------------------------------------------------------
+    @property
+    def access_denied_sql(self) -> str | None:
+        """How many access-denied errors the server raised since it started, when the status
+        variables do not say (MySQL has no Access_denied_errors: performance_schema's error summary
+        counts failed logins and refused database/table/column/routine privileges alike). None:
+        read Access_denied_errors from SHOW GLOBAL STATUS (MariaDB)."""
+        if self.flavour == "mariadb":
+            return None
+        names = ", ".join(f"'{n}'" for n in _MYSQL_ACCESS_DENIED)
+        return ("SELECT COALESCE(SUM(SUM_ERROR_RAISED), 0) FROM performance_schema.events_errors_summary_global_by_error "
+                f"WHERE ERROR_NAME IN ({names})")
 
     # --- identity ------------------------------------------------------------------
     @property
