@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bgqueue.model import gtid
 from bgqueue.model.schema_base import Tls
 
 # MySQL prints a GTID set of several sources one per line ("uuid1:1-5,\nuuid2:1-3"): positions are
@@ -162,3 +163,24 @@ def parse_version(text: str) -> tuple[str, tuple[int, int, int]]:
     while len(nums) < 3:
         nums.append(0)
     return flavour, (nums[0], nums[1], nums[2])
+
+
+def applied_all_received(row: dict) -> bool:
+    """A MySQL replica status row (SHOW REPLICA STATUS) whose threads both run and whose
+    Retrieved_Gtid_Set lies within Executed_Gtid_Set: it has applied everything it received.
+
+    MySQL computes Seconds_Behind_Source from the last applied event's commit second, so a replica
+    caught up with a busy source reads 1 as often as 0; MariaDB says 0 once the SQL thread has
+    applied everything received. That meaning is kept: such a replica is 0 s behind. False for a
+    MariaDB row (no GTID set columns): its value is taken as read."""
+    if "Retrieved_Gtid_Set" not in row or "Executed_Gtid_Set" not in row:
+        return False
+    running = [str(row.get(k, "")) for k in ("Replica_IO_Running", "Replica_SQL_Running",
+                                              "Slave_IO_Running", "Slave_SQL_Running") if k in row]
+    if not running or any(r != "Yes" for r in running):
+        return False
+    try:
+        return gtid.MySQLGtidSet.parse(str(row["Executed_Gtid_Set"] or "")).contains(
+            gtid.MySQLGtidSet.parse(str(row["Retrieved_Gtid_Set"] or "")))
+    except gtid.GtidParseError:
+        return False

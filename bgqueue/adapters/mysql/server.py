@@ -18,9 +18,8 @@ import pymysql.cursors
 
 from bgqueue.adapters.failpoints import failpoint
 from bgqueue.adapters.mysql import connect as tlsconnect
-from bgqueue.adapters.mysql.dialects import Dialect, parse_version
+from bgqueue.adapters.mysql.dialects import Dialect, applied_all_received, parse_version
 from bgqueue.adapters.mysql.statements import redact_statements
-from bgqueue.model import gtid
 from bgqueue.model.errors import BadInput, BgqueueError, ProcedureFailed
 from bgqueue.model.fleet import ClusterSpec, Credentials, Endpoint
 from bgqueue.model.schema_base import Tls
@@ -267,10 +266,7 @@ class Server:
             return default
 
         behind = g("Seconds_Behind_Master", "Seconds_Behind_Source")
-        if behind and _applied_all_received(row):
-            # MySQL computes the lag from the last applied event's commit second, so a replica that
-            # is caught up on a busy source reads 1 as often as 0; MariaDB says 0 once the SQL thread
-            # has applied everything received. That is the meaning kept: all received applied = 0.
+        if behind and applied_all_received(row):  # MySQL's 1 s while caught up: see there
             behind = 0
         # A SQL thread error quotes the failing statement (it may carry a password): kind and digest only.
         errors = [redact_statements(str(g(k, default="") or "")) for k in
@@ -436,21 +432,6 @@ class Server:
         if self.replica_status() is not None:
             self.execute(self.dialect.stop_replica_sql)
             self.execute(self.dialect.reset_replica_sql)
-
-
-def _applied_all_received(row: dict) -> bool:
-    """MySQL's replica status: both threads running and Retrieved_Gtid_Set within Executed_Gtid_Set."""
-    if "Retrieved_Gtid_Set" not in row or "Executed_Gtid_Set" not in row:
-        return False
-    running = [str(row.get(k, "")) for k in ("Replica_IO_Running", "Replica_SQL_Running",
-                                              "Slave_IO_Running", "Slave_SQL_Running") if k in row]
-    if not running or any(r != "Yes" for r in running):
-        return False
-    try:
-        return gtid.MySQLGtidSet.parse(str(row["Executed_Gtid_Set"] or "")).contains(
-            gtid.MySQLGtidSet.parse(str(row["Retrieved_Gtid_Set"] or "")))
-    except gtid.GtidParseError:
-        return False
 
 
 def servers(spec: ClusterSpec) -> tuple[Server, Server]:

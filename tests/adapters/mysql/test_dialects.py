@@ -49,12 +49,12 @@ def test_mysql_counts_access_denied_in_performance_schema():
 
 
 def test_caught_up_mysql_replica_reads_zero_seconds_behind():
-    from bgqueue.adapters.mysql.server import _applied_all_received
+    from bgqueue.adapters.mysql.dialects import applied_all_received
 
     u = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
     row = {"Replica_IO_Running": "Yes", "Replica_SQL_Running": "Yes", "Retrieved_Gtid_Set": f"{u}:5-9",
            "Executed_Gtid_Set": f"{u}:1-9,\n5b6c1a2e-0000-11e1-9e33-c80aa9429562:1-3"}
-    assert _applied_all_received(row)
-    assert not _applied_all_received({**row, "Executed_Gtid_Set": f"{u}:1-8"})  # one received, not applied
-    assert not _applied_all_received({**row, "Replica_SQL_Running": "No"})
-    assert not _applied_all_received({"Slave_IO_Running": "Yes", "Slave_SQL_Running": "Yes"})  # MariaDB: as read
+    assert applied_all_received(row)
+    assert not applied_all_received({**row, "Executed_Gtid_Set": f"{u}:1-8"})  # one received, not applied
+    assert not applied_all_received({**row, "Replica_SQL_Running": "No"})
+    assert not applied_all_received({"Slave_IO_Running": "Yes", "Slave_SQL_Running": "Yes"})  # MariaDB: as read
