@@ -1,6 +1,6 @@
 """CDC gap of the built-in consumer across switchovers back and forth, with lost/duplicate counts.
 
-One blue/green MariaDB pair and one redis-server (a sandbox), all real. An unprivileged
+One blue/green MariaDB (or, with --flavour mysql, Oracle MySQL) pair and one redis-server (a sandbox), all real. An unprivileged
 application writer inserts at ~500 writes/s through bgqueue.client; the built-in consumer
 (``python -m bgqueue.app.cdc_runner``, its own process, as ``bgqueue cdc run`` runs it) streams the
 ledger table to Redis. N switchovers back and forth are driven through the domain procedure
@@ -17,7 +17,7 @@ new one) is reported too; it is shorter, because after the flip reverse replicat
 first writes into blue's binlog and the consumer may deliver them from blue. At the end every
 acknowledged write is looked for in the stream: lost and duplicated events are counted.
 
-    python bench/cdc.py [--switchovers 12] [--rate 500] [--settle 1.0]
+    python bench/cdc.py [--switchovers 12] [--rate 500] [--settle 1.0] [--flavour mariadb|mysql]
 """
 from __future__ import annotations
 
@@ -111,10 +111,11 @@ def main() -> None:
     ap.add_argument("--switchovers", type=int, default=12)
     ap.add_argument("--rate", type=float, default=500.0)
     ap.add_argument("--settle", type=float, default=1.0, help="seconds between switchovers")
+    ap.add_argument("--flavour", choices=["mariadb", "mysql"], default="mariadb", help="the pair's server")
     args = ap.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bgqueue-bench-cdc-"))
-    sandbox = Sandbox(workdir / "sandbox", clusters=1, detach=False).up()
+    sandbox = Sandbox(workdir / "sandbox", clusters=1, detach=False, flavour=args.flavour).up()
     consumer = load = None
     try:
         sandbox.passwords.export_env()
@@ -155,6 +156,7 @@ def main() -> None:
         gap = summary([c.gap_ms for c in changes])
         print(json.dumps({
             "benchmark": "cdc_gap",
+            "flavour": args.flavour,
             "switchovers": args.switchovers,
             "target_rate_writes_per_s": args.rate,
             "achieved_rate_writes_per_s": stats["rate_hz"],

@@ -23,8 +23,11 @@ def summary(gaps: list[float]) -> dict:
             "max_ms": round(max(gaps), 2), "min_ms": round(min(gaps), 2)}
 
 
-def bare_sql_switch(spec: ClusterSpec, old, new, routing, repl_password: str) -> None:
-    """The floor: the SQL a careful DBA would type, with no journal, no store, no Celery."""
+def bare_sql_switch(spec: ClusterSpec, old, new, routing, repl_password: str, flavour: str = "mariadb") -> None:
+    """The floor: the SQL a careful DBA would type, with no journal, no store, no Celery (in the
+    flavour's own words: MySQL's is ``bare_sql_switch_mysql``)."""
+    if flavour == "mysql":
+        return bare_sql_switch_mysql(spec, old, new, routing, repl_password)
     o = admin_connection(spec, old)
     n = admin_connection(spec, new)
     try:
@@ -56,6 +59,40 @@ def bare_sql_switch(spec: ClusterSpec, old, new, routing, repl_password: str) ->
         n.close()
 
 
+def bare_sql_switch_mysql(spec: ClusterSpec, old, new, routing, repl_password: str) -> None:
+    """The MySQL 8.4/9.x floor: super_read_only (read_only does not stop the admin), gtid_executed,
+    WAIT_FOR_EXECUTED_GTID_SET, STOP/RESET REPLICA, CHANGE REPLICATION SOURCE with auto-position."""
+    o = admin_connection(spec, old)
+    n = admin_connection(spec, new)
+    try:
+        with o.cursor() as oc, n.cursor() as nc:
+            oc.execute("SET GLOBAL super_read_only = ON")
+            oc.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'app'")
+            for (pid,) in oc.fetchall():
+                try:
+                    oc.execute(f"KILL CONNECTION {int(pid)}")
+                except Exception:
+                    pass
+            oc.execute("SELECT @@GLOBAL.gtid_executed")
+            pos = oc.fetchone()[0]
+            nc.execute("SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, 5)", (pos,))
+            if int(nc.fetchone()[0]) != 0:
+                raise SystemExit("floor: the new primary did not catch up")
+            nc.execute("STOP REPLICA")
+            nc.execute("RESET REPLICA ALL")
+            nc.execute("SET GLOBAL super_read_only = OFF")
+            nc.execute("SET GLOBAL read_only = OFF")
+            route = routing.get(spec.name)
+            routing.flip(spec.name, new.host, new.port, expect_version=route.version, reason="bench floor")
+            oc.execute("CHANGE REPLICATION SOURCE TO SOURCE_HOST=%s, SOURCE_PORT=%s, SOURCE_USER=%s, "
+                       "SOURCE_PASSWORD=%s, SOURCE_AUTO_POSITION=1, SOURCE_CONNECT_RETRY=1, GET_SOURCE_PUBLIC_KEY=1",
+                       (new.host, new.port, spec.replication.user, repl_password))
+            oc.execute("START REPLICA")
+    finally:
+        o.close()
+        n.close()
+
+
 def start_sampler(env: dict, workdir: Path):
     """`bgqueue sampler run` in its own process (the validation's lag check reads its samples)."""
     import subprocess
@@ -69,10 +106,10 @@ class GapBench:
     sampler, and an application writer at ``rate`` writes/s through bgqueue.client. The fleet file
     (``path``) carries ``thresholds`` over the sandbox's defaults. Torn down on exit."""
 
-    def __init__(self, prefix: str, rate: float, thresholds: dict | None = None):
+    def __init__(self, prefix: str, rate: float, thresholds: dict | None = None, flavour: str = "mariadb"):
         import tempfile
 
-        self.prefix, self.rate, self.thresholds = prefix, rate, thresholds or {}
+        self.prefix, self.rate, self.thresholds, self.flavour = prefix, rate, thresholds or {}, flavour
         self.workdir = Path(tempfile.mkdtemp(prefix=prefix))
         self.workers: list = []
         self.sampler = self.load = self.sandbox = None
@@ -87,7 +124,7 @@ class GapBench:
         from bgqueue.model.fleet import load_fleet
         from bgqueue.sandbox import Sandbox
 
-        self.sandbox = Sandbox(self.workdir / "sandbox", clusters=1, detach=False).up()
+        self.sandbox = Sandbox(self.workdir / "sandbox", clusters=1, detach=False, flavour=self.flavour).up()
         try:
             self.sandbox.passwords.export_env()
             redis_url = self.sandbox.info["redis"]["url"]
@@ -130,7 +167,7 @@ class GapBench:
         self.load = None
         f, b = summary(full), summary(floor)
         return {
-            "benchmark": benchmark, count_key: count,
+            "benchmark": benchmark, "flavour": self.flavour, count_key: count,
             "target_rate_writes_per_s": self.rate, "achieved_rate_writes_per_s": stats["rate_hz"],
             "full_path": f, **extra, "bare_sql_floor": b,
             "ratio_median": round(f["median_ms"] / b["median_ms"], 2),

@@ -1,6 +1,6 @@
 """Write gap of a rollback: the full bgqueue path against a bare hand-sequenced SQL floor.
 
-One blue/green MariaDB pair, one redis-server, one Celery worker process and the sampler,
+One blue/green MariaDB (or, with --flavour mysql, Oracle MySQL) pair, one redis-server, one Celery worker process and the sampler,
 all real. An unprivileged application writer inserts at ~500 writes/s through bgqueue.client.
 In the same run:
   - full path: N times, `bgqueue fleet run` switches blue → green (the deployment then sits in
@@ -10,7 +10,7 @@ In the same run:
   - floor: N times, a bare SQL switch blue → green, then a bare SQL switch back (measured).
 Prints JSON: median / p95 / max write gap for both, the ratios, lost writes.
 
-    python bench/rollback.py [--rollbacks 20] [--rate 500]
+    python bench/rollback.py [--rollbacks 20] [--rate 500] [--flavour mariadb|mysql]
 """
 from __future__ import annotations
 
@@ -37,10 +37,13 @@ def main() -> None:
     ap.add_argument("--rollbacks", type=int, default=20)
     ap.add_argument("--rate", type=float, default=500.0)
     ap.add_argument("--settle", type=float, default=0.5)
+    ap.add_argument("--flavour", choices=["mariadb", "mysql"], default="mariadb",
+                    help="the pair's server (its own bare-SQL floor in the same run)")
     args = ap.parse_args()
 
     # A long monitoring window: each switched deployment waits there for its rollback.
-    with GapBench("bgqueue-bench-rollback-", args.rate, {"monitor_window_s": 3600, "sync_poll_s": 0.1}) as b:
+    with GapBench("bgqueue-bench-rollback-", args.rate, {"monitor_window_s": 3600, "sync_poll_s": 0.1},
+                  flavour=args.flavour) as b:
         from bgqueue.adapters.store import deployments as deps
         from bgqueue.adapters.store import journal
 
@@ -74,10 +77,10 @@ def main() -> None:
         floor = []
         for _ in range(args.rollbacks):
             time.sleep(args.settle)
-            bare_sql_switch(spec, spec.blue, spec.green, b.rt.routing, b.sandbox.passwords.repl)
+            bare_sql_switch(spec, spec.blue, spec.green, b.rt.routing, b.sandbox.passwords.repl, args.flavour)
             time.sleep(args.settle)
             t0 = time.monotonic()
-            bare_sql_switch(spec, spec.green, spec.blue, b.rt.routing, b.sandbox.passwords.repl)
+            bare_sql_switch(spec, spec.green, spec.blue, b.rt.routing, b.sandbox.passwords.repl, args.flavour)
             t1 = time.monotonic()
             floor.append(b.gap(t0, t1, args.settle))
 

@@ -1,6 +1,6 @@
 """Write gap of a switchover: the full bgqueue path against a bare hand-sequenced SQL floor.
 
-One blue/green MariaDB pair, one redis-server and one Celery worker process, all real. An
+One blue/green MariaDB (or, with --flavour mysql, Oracle MySQL) pair, one redis-server and one Celery worker process, all real. An
 unprivileged application writer inserts at ~500 writes/s through bgqueue.client. Then, in
 the same run:
   - full path: N switchovers back and forth, each `bgqueue fleet run FILE --wait --json`
@@ -10,7 +10,7 @@ the same run:
 The write gap of one switchover is the longest interval between two acknowledged writes
 around it. Prints JSON: median / p95 / max for both, the ratios, lost writes.
 
-    python bench/switchover.py [--switchovers 20] [--rate 500]
+    python bench/switchover.py [--switchovers 20] [--rate 500] [--flavour mariadb|mysql]
 """
 from __future__ import annotations
 
@@ -53,9 +53,11 @@ def main() -> None:
     ap.add_argument("--switchovers", type=int, default=20)
     ap.add_argument("--rate", type=float, default=500.0)
     ap.add_argument("--settle", type=float, default=0.5, help="seconds between switchovers")
+    ap.add_argument("--flavour", choices=["mariadb", "mysql"], default="mariadb",
+                    help="the pair's server (its own bare-SQL floor in the same run)")
     args = ap.parse_args()
 
-    with GapBench("bgqueue-bench-", args.rate) as b:
+    with GapBench("bgqueue-bench-", args.rate, flavour=args.flavour) as b:
         spec = b.spec
         ends = [spec.blue, spec.green]  # ends[0] is the current primary
         full, blocked, durations = [], [], []
@@ -75,7 +77,7 @@ def main() -> None:
         for _ in range(args.switchovers):
             time.sleep(args.settle)
             t0 = time.monotonic()
-            bare_sql_switch(spec, ends[0], ends[1], b.rt.routing, b.sandbox.passwords.repl)
+            bare_sql_switch(spec, ends[0], ends[1], b.rt.routing, b.sandbox.passwords.repl, args.flavour)
             t1 = time.monotonic()
             floor.append(b.gap(t0, t1, args.settle))
             ends.reverse()

@@ -3,7 +3,20 @@
 # mariadb-server (mariadbd, mariadb-install-db), redis-server, and python3-venv; with --test also
 # chromium and postgresql (initdb, postgres: the store's PostgreSQL tests start their own server).
 # As root it runs apt-get; otherwise it stops and prints the exact command to run.
+# Then (both modes) it fetches Oracle MySQL into ~/.cache/bgqueue/mysql-<version> with
+# scripts/fetch-mysql.sh (private apt configuration, nothing installed system-wide; a present cache
+# is reused), so the MySQL pairs of `make test` and `bgqueue demo --flavour mysql` can run.
 set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+
+fetch_mysql() {
+  local root
+  if ! root="$("$here/fetch-mysql.sh")"; then
+    echo "fetching Oracle MySQL failed (reason above); retry with: $here/fetch-mysql.sh" >&2
+    exit 1
+  fi
+  echo "Oracle MySQL $(cat "$(dirname "$root")/VERSION") in $root" >&2
+}
 
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/local/sbin/$1" ]; }
 
@@ -21,6 +34,7 @@ have_postgres() { { have initdb && have postgres; } || compgen -G "/usr/lib/post
 if [ "${1:-}" = "--test" ]; then have_postgres || missing+=(postgresql); fi
 
 if [ ${#missing[@]} -eq 0 ]; then
+  fetch_mysql
   exit 0
 fi
 cmd="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${missing[*]}"
@@ -31,3 +45,4 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "installing system packages: ${missing[*]}" >&2
 sh -c "$cmd"
+fetch_mysql

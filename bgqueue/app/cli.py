@@ -399,21 +399,28 @@ def report(batch_ref: str, html_out: str) -> None:
 
 @main.group(cls=_Group)
 def sandbox() -> None:
-    """A local fleet: redis-server and blue/green MariaDB pairs that outlive the command."""
+    """A local fleet: redis-server and blue/green MariaDB or MySQL pairs that outlive the command."""
+
+
+_FLAVOUR = click.option("--flavour", type=click.Choice(["mariadb", "mysql"]), default="mariadb", show_default=True,
+                        help="the pairs' server: MariaDB, or Oracle MySQL (fetched by scripts/fetch-mysql.sh)")
 
 
 @sandbox.command("up")
 @click.option("--clusters", type=click.IntRange(1, 64), default=4, show_default=True, help="blue/green pairs to start")
-@click.option("--dir", "directory", type=click.Path(file_okay=False), default=".sandbox", show_default=True, help="the sandbox's directory (servers, fleet.yaml, sandbox.env, store)")
-def sandbox_up(clusters: int, directory: str) -> None:
-    """Start a local fleet (MariaDB pairs, redis-server) that outlives the command."""
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default=".sandbox", show_default=True,
+              help="the sandbox's directory (servers, fleet.yaml, sandbox.env, store)")
+@_FLAVOUR
+def sandbox_up(clusters: int, directory: str, flavour: str) -> None:
+    """Start a local fleet (blue/green pairs, redis-server) that outlives the command."""
     from bgqueue.adapters.logs import mask
     from bgqueue.sandbox import Sandbox
 
     t0 = time.perf_counter()
-    sb = Sandbox(Path(directory), clusters=clusters, detach=True)
+    sb = Sandbox(Path(directory), clusters=clusters, detach=True, flavour=flavour)
     sb.up()
-    out.print(f"sandbox up in {time.perf_counter() - t0:.2f}s: {clusters} cluster{'s' if clusters != 1 else ''}, redis {safe(mask(sb.info['redis']['url']))}")
+    out.print(f"sandbox up in {time.perf_counter() - t0:.2f}s: {clusters} {flavour} cluster{'s' if clusters != 1 else ''}, "
+              f"redis {safe(mask(sb.info['redis']['url']))}")
     out.print(f"fleet file: {safe(Path(directory) / 'fleet.yaml')}")
     out.print(f"credentials: source {safe(Path(directory) / 'sandbox.env')}")
 
@@ -511,11 +518,13 @@ def exporter_cmd(port: int, addr: str) -> None:
 @click.option("--keep", is_flag=True, help="keep the sandbox directory (logs, store)")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default="var/demo-report.html",
               show_default=True, help="where the batch's HTML report is written")
-def demo(clusters: int, rate: float, keep: bool, report_path: str) -> None:
+@_FLAVOUR
+def demo(clusters: int, rate: float, keep: bool, report_path: str, flavour: str) -> None:
     """Switch a local sandbox fleet under continuous writes, then tear it down."""
     from bgqueue.app.demo import run_demo
 
-    sys.exit(run_demo(clusters=clusters, rate=rate, keep=keep, console=out, report_path=report_path))
+    sys.exit(run_demo(clusters=clusters, rate=rate, keep=keep, console=out, report_path=report_path,
+                      flavour=flavour))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from bgqueue.model.fleet import load_fleet
 from bgqueue.sandbox import Sandbox
 
 # The demo's monitoring window: long enough to see a fault and roll back, short enough to wait for.
+_FLAVOUR_NAMES = {"mariadb": "MariaDB", "mysql": "Oracle MySQL"}
 DEMO_THRESHOLDS = {"monitor_window_s": 8, "monitor_tick_s": 0.25, "monitor_eval_s": 2, "rollback_error_rate": 5}
 
 
@@ -91,12 +92,12 @@ def _fault_when_monitoring(rt, dep_id: str, pair, console: Console, stop: thread
 
 
 def run_demo(clusters: int = 4, rate: float = 100.0, keep: bool = False, console: Console | None = None,
-             fault: bool = True, report_path: str | Path = "var/demo-report.html") -> int:
+             fault: bool = True, report_path: str | Path = "var/demo-report.html", flavour: str = "mariadb") -> int:
     console = console or Console()
     if not console.is_terminal:
         console.width = max(console.width, 140)
     workdir = Path(tempfile.mkdtemp(prefix="bgqueue-demo-"))
-    sandbox = Sandbox(workdir / "sandbox", clusters=clusters, detach=False)
+    sandbox = Sandbox(workdir / "sandbox", clusters=clusters, detach=False, flavour=flavour)
     workers: list = []
     loads: list = []
     sampler = consumer = None
@@ -108,9 +109,11 @@ def run_demo(clusters: int = 4, rate: float = 100.0, keep: bool = False, console
         sandbox.passwords.export_env()  # the workers resolve credentials from their environment
         redis_url = sandbox.info["redis"]["url"]
         env = _configure(workdir, redis_url)
-        console.print(f"sandbox: {clusters} blue/green MariaDB pairs + redis-server up in "
+        console.print(f"sandbox: {clusters} blue/green {_FLAVOUR_NAMES[flavour]} pairs + redis-server up in "
                       f"{time.perf_counter() - t0:.1f}s ({workdir})")
-        if clusters >= 3:  # the fault's cluster (the last) keeps the registry path only
+        # The fault's cluster (the last) keeps the registry path only. (The HAProxy health check's
+        # user is made for MariaDB; on the mysql flavour the demo keeps the registry path only.)
+        if clusters >= 3 and flavour == "mariadb":
             paths = DemoPaths(sandbox, workdir)
             paths.start_proxy()
             console.print(f"haproxy: {sandbox.pairs[0].name}'s writer behind a real HAProxy (runtime API "
@@ -158,7 +161,7 @@ def run_demo(clusters: int = 4, rate: float = 100.0, keep: bool = False, console
             for w in paths.writers.values():
                 w.stop()
         report = _write_report(console, rt, opened.batch_id, Path(report_path))
-        code = _report(console, rt, specs, loads, rows, verify, paths)
+        code = _report(console, rt, specs, loads, rows, verify, paths, flavour)
         console.print(f"report: {Path(report).resolve().as_uri()}", highlight=False)
         return code
     finally:
@@ -194,7 +197,8 @@ def _write_report(console: Console, rt, batch_id: str, out: Path) -> Path:
     return path
 
 
-def _report(console: Console, rt, specs, loads, rows, verify, paths: DemoPaths | None = None) -> int:
+def _report(console: Console, rt, specs, loads, rows, verify, paths: DemoPaths | None = None,
+            flavour: str = "mariadb") -> int:
     from bgqueue.adapters.store import journal
     from bgqueue.adapters.store import validation as records
     from bgqueue.client.workload import cdc_audit
@@ -257,7 +261,7 @@ def _report(console: Console, rt, specs, loads, rows, verify, paths: DemoPaths |
         console.print(safe(f"  e.g. {line}"))
     console.print(f"demo: clusters={len(specs)} switched={switched} lost_writes={lost_total} "
                   f"max_write_gap_ms={max_gap:.1f} rolled_back={rolled_back} cdc_lost={cdc_lost} "
-                  f"cdc_duplicates={cdc_dup}"
+                  f"cdc_duplicates={cdc_dup} flavour={flavour}"
                   + "".join(f" {_key(a)}_errors={n}" for a, n in app_errors.items()), highlight=False)
     sys.stdout.flush()
     return 0 if (switched == len(specs) and lost_total == 0 and cdc_lost == 0 and cdc_dup == 0) else 1

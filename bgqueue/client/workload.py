@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pymysql
 
 from bgqueue.adapters.mysql import connect as tlsconnect
+from bgqueue.adapters.mysql.dialects import Dialect, parse_version
 from bgqueue.adapters.routing.registry import RoutingRegistry
 from bgqueue.client.routed import RoutedClient
 from bgqueue.client.writer import ContinuousWriter, ensure_schema, find_lost
@@ -78,10 +79,12 @@ def verify(spec: ClusterSpec, acked_ids: list[int], new: Endpoint, old: Endpoint
         with new_conn.cursor() as cur:
             cur.execute("SELECT COUNT(*) FROM appdb.bgq_writes")
             rows = int(cur.fetchone()[0])
-            cur.execute("SELECT @@GLOBAL.gtid_binlog_pos")
+            cur.execute("SELECT VERSION()")
+            dialect = Dialect(*parse_version(cur.fetchone()[0]))  # MariaDB or MySQL: its own words
+            cur.execute(dialect.gtid_position_sql)
             pos = cur.fetchone()[0]
         with old_conn.cursor() as cur:
-            cur.execute("SELECT MASTER_GTID_WAIT(%s, %s)", (pos, catchup_s))
+            cur.execute(dialect.wait_for_position_sql(), (pos, catchup_s))
             caught_up = int(cur.fetchone()[0]) == 0
         lost_old = find_lost(old_conn, acked_ids)
     finally:

@@ -5,7 +5,8 @@ MariaDB: a position is a list of ``domain-server-seq`` (one per replication doma
 domain of B, A's sequence number in that domain is ≥ B's.
 
 MySQL 8: a GTID set is ``uuid:interval[:interval…]`` per source, comma separated, e.g.
-``3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7-9``. "A contains B" is set inclusion.
+``3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7-9``; 8.4+ adds tags (``uuid:1-5:tag:1-3``: the
+intervals after a tag are the tag's own). "A contains B" is set inclusion.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import re
 from dataclasses import dataclass
 
 _MARIADB_ITEM = re.compile(r"^(\d+)-(\d+)-(\d+)$")
+# A GTID tag (MySQL 8.4+): a letter or underscore, then up to 31 letters, digits or underscores.
+_TAG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,31}$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
@@ -56,7 +59,9 @@ class MariaDBPosition:
 
 @dataclass(frozen=True)
 class MySQLGtidSet:
-    """``{uuid: ((start, end), …)}`` with merged, sorted, inclusive intervals."""
+    """``{uuid: ((start, end), …)}`` with merged, sorted, inclusive intervals. A tagged GTID
+    (``uuid:tag:N``, MySQL 8.4+) is kept under ``"uuid:tag"``: its own sequence, apart from the
+    untagged one of the same uuid; printed back as ``uuid:tag:N`` elements."""
 
     sets: dict[str, tuple[tuple[int, int], ...]]
 
@@ -68,9 +73,13 @@ class MySQLGtidSet:
             if not part:
                 continue
             uuid, *ivals = part.split(":")
-            if not _UUID.match(uuid) or not ivals:
+            if not _UUID.match(uuid) or not ivals or _TAG.match(ivals[-1]):
                 raise GtidParseError(f"not a MySQL GTID set element: {part!r}")
+            key = uuid.lower()
             for iv in ivals:
+                if _TAG.match(iv):  # MySQL 8.4+: uuid:tag:N — the intervals after a tag are that tag's
+                    key = f"{uuid.lower()}:{iv.lower()}"
+                    continue
                 lo, _, hi = iv.partition("-")
                 try:
                     a, b = int(lo), int(hi) if hi else int(lo)
@@ -78,7 +87,7 @@ class MySQLGtidSet:
                     raise GtidParseError(f"bad interval {iv!r} in {part!r}") from None
                 if a < 1 or b < a:
                     raise GtidParseError(f"bad interval {iv!r} in {part!r}")
-                raw.setdefault(uuid.lower(), []).append((a, b))
+                raw.setdefault(key, []).append((a, b))
         return cls({u: _merge(iv) for u, iv in raw.items()})
 
     def contains(self, other: MySQLGtidSet) -> bool:

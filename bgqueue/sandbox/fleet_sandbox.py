@@ -27,6 +27,7 @@ import yaml
 from bgqueue.model.errors import BadInput
 from bgqueue.sandbox.binaries import pid_running, stop_pid
 from bgqueue.sandbox.mariadb import MariaDBServer, mariadbd_process
+from bgqueue.sandbox.mysql import FLAVOURS, mysqld_process
 from bgqueue.sandbox.pair import (
     ADMIN_USER,
     APP_DATABASE,
@@ -59,11 +60,16 @@ def _write_private(path: Path, text: str) -> None:
 
 
 class Sandbox:
-    """A local fleet in ``dir``: clusters ``c01``..``cNN`` plus one redis-server."""
+    """A local fleet in ``dir``: clusters ``c01``..``cNN`` plus one redis-server. ``flavour``:
+    "mariadb" or "mysql" (Oracle MySQL fetched by scripts/fetch-mysql.sh) for every pair."""
 
-    def __init__(self, dir: Path, clusters: int = 4, detach: bool = True, cache_dir: Path | None = None):
+    def __init__(self, dir: Path, clusters: int = 4, detach: bool = True, cache_dir: Path | None = None,
+                 flavour: str = "mariadb"):
         if clusters < 1:
             raise BadInput(f"a sandbox needs at least 1 cluster, not {clusters}")
+        if flavour not in FLAVOURS:
+            raise BadInput(f"unknown sandbox flavour {flavour!r}: one of {', '.join(FLAVOURS)}")
+        self.flavour = flavour
         self.dir = Path(dir).absolute()
         self.clusters = clusters
         self.detach = detach
@@ -88,7 +94,8 @@ class Sandbox:
         except (OSError, ValueError) as e:
             raise BadInput(f"{path}: cannot read: {e}") from None
         _check_recorded(info, path)
-        sb = cls(path.parent, clusters=max(1, len(info.get("clusters", []))), detach=info.get("detach", True))
+        sb = cls(path.parent, clusters=max(1, len(info.get("clusters", []))), detach=info.get("detach", True),
+                 flavour=info.get("flavour", "mariadb"))
         sb.info = info
         return sb
 
@@ -118,7 +125,7 @@ class Sandbox:
             self.redis = RedisServer(self.dir / "redis", detach=self.detach).start()
             self.pairs = [
                 ClusterPair(self.dir / f"c{k + 1:02d}", f"c{k + 1:02d}", 2 * k + 1, 2 * k + 2, self.passwords,
-                            detach=self.detach, cache_dir=self.cache_dir)
+                            detach=self.detach, cache_dir=self.cache_dir, flavour=self.flavour)
                 for k in range(self.clusters)
             ]
             for p in self.pairs:
@@ -141,7 +148,7 @@ class Sandbox:
         }
         self.fleet_path.write_text(yaml.safe_dump(fleet, sort_keys=False))
         self.info = {
-            "version": 1, "dir": str(self.dir), "detach": self.detach,
+            "version": 1, "dir": str(self.dir), "detach": self.detach, "flavour": self.flavour,
             "fleet": str(self.fleet_path), "env_file": str(self.env_path),
             "redis": {"url": self.redis.url, "port": self.redis.port, "pid": self.redis.pid,
                       "workdir": str(self.redis.workdir)},
@@ -167,8 +174,9 @@ class Sandbox:
         self._remove_files(keep_store)
 
     def _stop_objects(self) -> None:
+        # Their datadirs are removed next: MySQL pairs are killed (a clean shutdown takes seconds each).
         for p in self.pairs:
-            p.stop()
+            p.discard() if self.flavour == "mysql" else p.stop()
         if self.redis:
             self.redis.stop()
 
@@ -177,7 +185,9 @@ class Sandbox:
         for c in self.info.get("clusters", []):
             for role in ("green", "blue"):
                 s, workdir = c[role], self.dir / c["name"] / role
-                stop_pid(s["pid"], 10, expect=mariadbd_process(workdir / "my.cnf", workdir / "data"))
+                # The datadirs are removed next: a MySQL server gets 2 s to stop, then SIGKILL.
+                describe, wait = (mysqld_process, 2) if self.flavour == "mysql" else (mariadbd_process, 10)
+                stop_pid(s["pid"], wait, expect=describe(workdir / "my.cnf", workdir / "data"))
                 _remove_socket_dir(Path(s["socket"]))
         if self.info.get("redis"):
             stop_pid(self.info["redis"]["pid"], 10, expect=redis_process(self.info["redis"]["port"], self.dir / "redis"))
@@ -214,6 +224,8 @@ def _check_recorded(info: dict, path: Path) -> None:
 
     if not isinstance(info, dict):
         refuse("not a JSON object")
+    if info.get("flavour", "mariadb") not in FLAVOURS:
+        refuse(f"flavour {info.get('flavour')!r} is not one of {', '.join(FLAVOURS)}")
     clusters = info.get("clusters", [])
     if not isinstance(clusters, list):
         refuse("clusters is not a list")

@@ -107,11 +107,15 @@ def mariadbd_process(cnf: Path, datadir: Path) -> ServerProcess:
 class MariaDBServer:
     """One mariadbd with binlog + GTID settings suited to blue/green tests.
 
+    ``sandbox.mysql.MySQLServer`` is the Oracle MySQL twin (same interface, ``flavour`` "mysql").
+
     ``tls``: the server's certificate (from ``sandbox.tls``); without it the server offers no TLS
     at all (MariaDB 10.11 makes no certificate of its own). ``options``: extra my.cnf lines.
     """
 
     host = "127.0.0.1"
+    flavour = "mariadb"
+    daemon = "mariadbd"  # for messages
 
     def __init__(self, workdir: Path, name: str, server_id: int, port: int | None = None,
                  read_only: bool = False, detach: bool = False, cache_dir: Path | None = None,
@@ -180,7 +184,9 @@ class MariaDBServer:
         (self.workdir / "tmp").mkdir(exist_ok=True)
         if not (self.datadir / "mysql").is_dir():
             shutil.rmtree(self.datadir, ignore_errors=True)
-            shutil.copytree(template_datadir(self.cache_dir), self.datadir, symlinks=True)
+            shutil.copytree(self._template(), self.datadir, symlinks=True)
+            self._after_copy()
+
         def attempt() -> bool:
             self._write_cnf()
             self.error_log.unlink(missing_ok=True)  # so the bind check reads this attempt only
@@ -189,14 +195,28 @@ class MariaDBServer:
         if start_on_free_port(self, attempt, lambda: tail(self.error_log, 30)):
             return self
         raise ServerStartError(
-            f"mariadbd {self.name!r} (port {self.port}) did not start within {timeout}s; "
+            f"{self.daemon} {self.name!r} (port {self.port}) did not start within {timeout}s; "
             f"end of {self.error_log}:\n{tail(self.error_log)}"
         )
+
+    # --- what differs per flavour (MySQLServer overrides these) ---
+    def _template(self) -> Path:
+        return template_datadir(self.cache_dir)
+
+    def _after_copy(self) -> None:
+        """Make a fresh copy of the template this server's own (nothing to do on MariaDB)."""
+
+    def _argv(self) -> list[str]:
+        return [find_binary("mariadbd"), f"--defaults-file={self.cnf}"]
+
+    def process(self) -> ServerProcess:
+        """How this server's process shows in /proc (for stopping it by a recorded pid)."""
+        return mariadbd_process(self.cnf, self.datadir)
 
     def _try_start(self, timeout: float) -> bool:
         with open(self.workdir / "stderr.log", "ab") as err:
             self._proc = subprocess.Popen(
-                [find_binary("mariadbd"), f"--defaults-file={self.cnf}"], cwd=self.workdir,
+                self._argv(), cwd=self.workdir,
                 stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=self.detach,
             )
         self.pid = self._proc.pid
@@ -238,9 +258,9 @@ class MariaDBServer:
                     proc.kill()
                     proc.wait()
         elif self.pid is not None:
-            if kill and pid_running(self.pid) and mariadbd_process(self.cnf, self.datadir).matches(self.pid):
+            if kill and pid_running(self.pid) and self.process().matches(self.pid):
                 os.kill(self.pid, 9)
-            stop_pid(self.pid, timeout, expect=mariadbd_process(self.cnf, self.datadir))
+            stop_pid(self.pid, timeout, expect=self.process())
         if self._socket_dir is not None:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
 

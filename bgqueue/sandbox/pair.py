@@ -8,7 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from bgqueue.sandbox.mariadb import MariaDBServer
+from bgqueue.adapters.mysql.dialects import Dialect
+from bgqueue.sandbox.mysql import server_class
 from bgqueue.sandbox.redis_server import ServerStartError
 from bgqueue.sandbox.tls import CertificateAuthority
 
@@ -27,6 +28,11 @@ MONITOR_PRIVILEGES = "PROCESS, REPLICATION CLIENT, SLAVE MONITOR, SELECT"
 # Both: TCP clients connect as 127.0.0.1 (skip-name-resolve), socket clients as localhost.
 USER_HOSTS = ("127.0.0.1", "localhost")
 REPL_PRIVILEGES = "REPLICATION SLAVE, REPLICATION CLIENT, SLAVE MONITOR, BINLOG MONITOR, SELECT"
+# Oracle MySQL has no SLAVE MONITOR / BINLOG MONITOR: REPLICATION CLIENT covers both.
+MYSQL_MONITOR_PRIVILEGES = "PROCESS, REPLICATION CLIENT, SELECT"
+MYSQL_REPL_PRIVILEGES = "REPLICATION SLAVE, REPLICATION CLIENT, SELECT"
+# The statements ClusterPair's own checks use on each flavour (any 8.4-family MySQL reads the same).
+_DIALECTS = {"mariadb": Dialect("mariadb", (10, 11, 0)), "mysql": Dialect("mysql", (8, 4, 0))}
 SYNC_TIMEOUT_S = 10
 
 
@@ -71,19 +77,23 @@ class ClusterPair:
 
     ``tls``: a CA that issues each server a certificate for 127.0.0.1 and localhost; the fleet
     entry then says ``tls: {mode: verify, ca: <the CA's certificate>}``. Default: no TLS.
+    ``flavour``: "mariadb" (mariadbd, the default) or "mysql" (Oracle MySQL, see sandbox.mysql):
+    the same users, grants and replication (GTID auto-position) on either.
     """
 
     def __init__(self, workdir: Path, name: str, blue_server_id: int, green_server_id: int,
                  passwords: SandboxPasswords, detach: bool = False, cache_dir: Path | None = None,
-                 tls: CertificateAuthority | None = None):
+                 tls: CertificateAuthority | None = None, flavour: str = "mariadb"):
         self.workdir = Path(workdir)
         self.name = name
         self.passwords = passwords
         self.ca = tls
-        self.blue = MariaDBServer(self.workdir / "blue", f"{name}-blue", blue_server_id,
-                                  detach=detach, cache_dir=cache_dir)
-        self.green = MariaDBServer(self.workdir / "green", f"{name}-green", green_server_id,
-                                   read_only=True, detach=detach, cache_dir=cache_dir)
+        cls = server_class(flavour)
+        self.flavour = flavour
+        self.dialect = _DIALECTS[flavour]
+        self.blue = cls(self.workdir / "blue", f"{name}-blue", blue_server_id, detach=detach, cache_dir=cache_dir)
+        self.green = cls(self.workdir / "green", f"{name}-green", green_server_id,
+                         read_only=True, detach=detach, cache_dir=cache_dir)
 
     def start(self) -> ClusterPair:
         """Start both servers, replicate green from blue, create the users and wait for green."""
@@ -103,6 +113,8 @@ class ClusterPair:
         return self
 
     def _bootstrap(self) -> None:
+        if self.flavour == "mysql":
+            return self._bootstrap_mysql()
         with self.blue.root() as b, self.green.root() as g:
             bc, gc = b.cursor(), g.cursor()
             # The replication user is per-server and kept out of the binlog: green needs its own
@@ -135,21 +147,53 @@ class ClusterPair:
                 bc.execute(f"GRANT INSERT, UPDATE, DELETE, CREATE ON `{META_DATABASE}`.* TO %s@%s", (MONITOR_USER, host))
             self.wait_green_synced(bc, gc)
 
+    def _bootstrap_mysql(self) -> None:
+        # As _bootstrap, in MySQL's words: caching_sha2_password users (CREATE USER … IDENTIFIED BY
+        # is binlogged with the hash only) and REPLICATION CLIENT for monitoring.
+        pw = self.passwords
+        with self.blue.root() as b, self.green.root() as g:
+            bc, gc = b.cursor(), g.cursor()
+            for cur in (bc, gc):
+                cur.execute("SET SESSION sql_log_bin=0")
+                for host in USER_HOSTS:
+                    cur.execute("CREATE USER %s@%s IDENTIFIED BY %s", (REPL_USER, host, pw.repl))
+                    cur.execute(f"GRANT {MYSQL_REPL_PRIVILEGES} ON *.* TO %s@%s", (REPL_USER, host))
+                cur.execute("SET SESSION sql_log_bin=1")
+            sql, args = self.dialect.change_source("127.0.0.1", self.blue.port, REPL_USER, pw.repl)
+            gc.execute(sql, args)
+            gc.execute(self.dialect.start_replica_sql)
+            for host in USER_HOSTS:
+                bc.execute("CREATE USER %s@%s IDENTIFIED BY %s", (ADMIN_USER, host, pw.admin))
+                bc.execute("GRANT ALL PRIVILEGES ON *.* TO %s@%s WITH GRANT OPTION", (ADMIN_USER, host))
+            bc.execute(f"CREATE DATABASE `{APP_DATABASE}`")
+            for host in USER_HOSTS:
+                bc.execute("CREATE USER %s@%s IDENTIFIED BY %s", (APP_USER, host, pw.app))
+                bc.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON `{APP_DATABASE}`.* TO %s@%s", (APP_USER, host))
+            bc.execute(f"CREATE DATABASE `{META_DATABASE}`")
+            for host in USER_HOSTS:
+                bc.execute("CREATE USER %s@%s IDENTIFIED BY %s", (MONITOR_USER, host, pw.monitor))
+                bc.execute(f"GRANT {MYSQL_MONITOR_PRIVILEGES} ON *.* TO %s@%s", (MONITOR_USER, host))
+                bc.execute(f"GRANT INSERT, UPDATE, DELETE, CREATE ON `{META_DATABASE}`.* TO %s@%s", (MONITOR_USER, host))
+            self.wait_green_synced(bc, gc)
+
     def wait_green_synced(self, blue_cur=None, green_cur=None, timeout: float = SYNC_TIMEOUT_S) -> str:
         """Wait until green has applied blue's whole binlog; return the GTID position reached."""
         if blue_cur is None or green_cur is None:
             with self.blue.root() as b, self.green.root() as g:
                 return self.wait_green_synced(b.cursor(), g.cursor(), timeout)
-        blue_cur.execute("SELECT @@GLOBAL.gtid_binlog_pos")
+        d = self.dialect
+        blue_cur.execute(d.gtid_position_sql)
         pos = blue_cur.fetchone()[0]
-        green_cur.execute("SELECT MASTER_GTID_WAIT(%s, %s)", (pos, timeout))
+        green_cur.execute(d.wait_for_position_sql(), (pos, timeout))
         if green_cur.fetchone()[0] != 0:
-            green_cur.execute("SHOW SLAVE STATUS")
-            row = dict(zip([d[0] for d in green_cur.description], green_cur.fetchone() or (), strict=False))
+            green_cur.execute(d.replica_status_sql)
+            row = dict(zip([c[0] for c in green_cur.description], green_cur.fetchone() or (), strict=False))
+            io = row.get("Slave_IO_Running", row.get("Replica_IO_Running"))
+            sql = row.get("Slave_SQL_Running", row.get("Replica_SQL_Running"))
             raise ServerStartError(
                 f"cluster {self.name!r}: green (port {self.green.port}) did not reach blue's GTID {pos} "
-                f"within {timeout}s; IO: {row.get('Slave_IO_Running')} {row.get('Last_IO_Error')!r}; "
-                f"SQL: {row.get('Slave_SQL_Running')} {row.get('Last_SQL_Error')!r}"
+                f"within {timeout}s; IO: {io} {row.get('Last_IO_Error')!r}; "
+                f"SQL: {sql} {row.get('Last_SQL_Error')!r}"
             )
         return pos
 
@@ -157,6 +201,12 @@ class ClusterPair:
         """Stop green first (so its IO thread does not log reconnect errors), then blue."""
         self.green.stop()
         self.blue.stop()
+
+    def discard(self) -> None:
+        """Kill both servers (SIGKILL) for a pair whose datadirs nobody reads again (a test's):
+        a clean MySQL shutdown takes seconds per server. A later start() would crash-recover."""
+        self.green.kill()
+        self.blue.kill()
 
     def spec_dict(self) -> dict:
         """This pair as a cluster entry of a fleet file (passwords only by env var name)."""

@@ -25,6 +25,7 @@ from bgqueue.model.phases import Phase
 from bgqueue.sandbox import MONITOR_PASSWORD_ENV
 from tests.adapters.metrics.test_probe import switch_to_green
 from tests.fixtures.bgq import REPO
+from tests.fixtures.servers import both_flavours
 
 
 @pytest.fixture
@@ -68,6 +69,7 @@ def spec_of(pair) -> ClusterSpec:
     return ClusterSpec.model_validate(pair.spec_dict())
 
 
+@both_flavours
 def test_samples_land_in_redis_at_4_hz(cluster_pair_factory, unique_name, r):
     pair = cluster_pair_factory(unique_name("hz"))
     sampler = Sampler(r, clusters=[spec_of(pair)])

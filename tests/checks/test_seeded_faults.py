@@ -18,6 +18,7 @@ from bgqueue.checks.readiness import event_scheduler, reverse_readiness
 from bgqueue.checks.replication import replication_health
 from bgqueue.model.fleet import ClusterSpec
 from bgqueue.model.phases import Phase
+from tests.fixtures.servers import both_flavours
 
 
 def _spec(pair, **overrides) -> ClusterSpec:
@@ -42,6 +43,7 @@ def ctx_for(runtime):
         c.close()
 
 
+@both_flavours
 def test_clean_pair_passes_every_server_check(cluster_pair_factory, unique_name, ctx_for):
     ctx = ctx_for(cluster_pair_factory(unique_name("clean")))
     for name, check in [("replication_health", replication_health), ("parameter_drift", parameter_drift),
@@ -51,10 +53,11 @@ def test_clean_pair_passes_every_server_check(cluster_pair_factory, unique_name,
         assert r.ok, (name, r.reason)
 
 
+@both_flavours
 def test_sql_thread_stopped(cluster_pair_factory, unique_name, ctx_for):
     pair = cluster_pair_factory(unique_name("sqlstop"))
     with pair.green.root() as c, c.cursor() as cur:
-        cur.execute("STOP SLAVE SQL_THREAD")
+        cur.execute(f"{pair.dialect.stop_replica_sql} SQL_THREAD")
     r = replication_health(ctx_for(pair))
     assert r.status == "fail" and not r.retryable
     assert "green: replication SQL thread is not running" in r.reason

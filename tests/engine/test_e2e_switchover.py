@@ -17,6 +17,7 @@ from bgqueue.app.progress import wait_for_batch
 from bgqueue.client.workload import start_workload, verify
 from bgqueue.model.fleet import ClusterSpec, load_fleet
 from bgqueue.model.phases import Phase
+from tests.fixtures.servers import both_flavours
 
 SWITCH_STEPS = ["fence", "checkpoint", "wait_for_new", "fence_held", "promote", "new_coordinates", "flip_routing",
                 "reverse_replication"]
@@ -27,6 +28,7 @@ def _workloads(specs: list[ClusterSpec], runtime, redis_url, sandbox_passwords, 
                            rate_hz=rate) for s in specs]
 
 
+@both_flavours
 def test_three_cluster_batch_switches_with_zero_lost_writes(cluster_pair_factory, fleet_file, unique_name,
                                                             runtime, celery_workers, sampler_process, redis_url, sandbox_passwords):
     from tasks.batch import enqueue_fleet

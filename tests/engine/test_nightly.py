@@ -11,8 +11,10 @@ from bgqueue.adapters.store.models import Deployment, utcnow
 from bgqueue.engine import nightly
 from bgqueue.model.phases import Phase
 from tests.fixtures.bgq import bgqueue_cli
+from tests.fixtures.servers import both_flavours
 
 
+@both_flavours
 def test_nightly_now_finds_drift_and_overdue_decommissions(cluster_pair_factory, fleet_file, unique_name, runtime,
                                                            bgq_env):
     good, drifted = cluster_pair_factory(unique_name("ngood")), cluster_pair_factory(unique_name("ndrift"))

@@ -51,3 +51,16 @@ def test_flavour_dispatch():
     assert not reached("mysql", f"{U1}:1-9", f"{U1}:1-10")
     assert transactions_behind("mysql", f"{U1}:1-9", f"{U1}:1-10") == 1
     assert transactions_behind("mariadb", "", "0-1-5") == 5
+
+
+def test_mysql_tagged_gtids_are_their_own_sequence():
+    s = MySQLGtidSet.parse(f"{U1}:1-5:etl:1-3,\n{U1.upper()}:ETL:4")
+    assert s.sets == {U1: ((1, 5),), f"{U1}:etl": ((1, 4),)}
+    assert str(s) == f"{U1}:1-5,{U1}:etl:1-4"
+    assert MySQLGtidSet.parse(str(s)) == s
+    assert s.contains(MySQLGtidSet.parse(f"{U1}:etl:2-4")) and not s.contains(MySQLGtidSet.parse(f"{U1}:6"))
+    assert not MySQLGtidSet.parse(f"{U1}:1-9").contains(MySQLGtidSet.parse(f"{U1}:etl:1"))
+    assert MySQLGtidSet.parse(f"{U1}:1-5").missing(s) == 4
+    for bad in (f"{U1}:etl", f"{U1}:1-2:9tag:1", f"{U1}:{'t' * 33}:1"):
+        with pytest.raises(GtidParseError):
+            MySQLGtidSet.parse(bad)

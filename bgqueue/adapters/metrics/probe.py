@@ -62,7 +62,8 @@ def rates(prev: dict[str, int], cur: dict[str, int], dt: float) -> dict[str, flo
     """Per-second rates from two status snapshots ``dt`` seconds apart.
 
     Empty when ``dt`` is not positive or a counter went backwards (the server restarted).
-    Counters a flavour lacks (Innodb_deadlocks, Access_denied_errors on MySQL) count as 0.
+    Counters a flavour lacks (Innodb_deadlocks) count as 0; MySQL's access-denied errors are read
+    from performance_schema (``Dialect.access_denied_sql``).
     """
     if dt <= 0:
         return {}
@@ -259,6 +260,8 @@ class ClusterProbe:
     def _status(self, link: _Link, srv: Server, out: dict) -> None:
         now = time.monotonic()
         values = {str(k): int(v) for k, v in srv.rows(_STATUS)}
+        if srv.dialect.access_denied_sql:  # MySQL: not a status variable
+            values["Access_denied_errors"] = int(srv.scalar(srv.dialect.access_denied_sql) or 0)
         out["threads_connected"] = float(values.pop("Threads_connected", 0))
         if link.prev is not None:
             out.update(rates(link.prev[1], values, now - link.prev[0]))

@@ -8,7 +8,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bgqueue.model import gtid
 from bgqueue.model.schema_base import Tls
+
+# MySQL prints a GTID set of several sources one per line ("uuid1:1-5,\nuuid2:1-3"): positions are
+# one-line text everywhere bgqueue keeps or shows them (journal, store, messages).
+_MYSQL_GTID_EXECUTED = "SELECT REPLACE(@@GLOBAL.gtid_executed, CHAR(10 USING ascii), '')"
+# A MySQL replica's IO thread gives up after SOURCE_RETRY_COUNT reconnects (10 by default in 8.4):
+# with one try a second that is 10 s, shorter than a source restart. A day of retries instead.
+MYSQL_SOURCE_RETRY_COUNT = 86400
+
+
+# The errors MariaDB's Access_denied_errors counts, by MySQL's names.
+_MYSQL_ACCESS_DENIED = ("ER_ACCESS_DENIED_ERROR", "ER_DBACCESS_DENIED_ERROR", "ER_TABLEACCESS_DENIED_ERROR",
+                        "ER_COLUMNACCESS_DENIED_ERROR", "ER_PROCACCESS_DENIED_ERROR", "ER_SPECIFIC_ACCESS_DENIED_ERROR",
+                        "ER_ACCESS_DENIED_NO_PASSWORD_ERROR")
 
 
 @dataclass(frozen=True)
@@ -20,12 +34,12 @@ class Dialect:
     @property
     def gtid_position_sql(self) -> str:
         """Everything this server has in its binlog (what a replica of it must reach)."""
-        return "SELECT @@GLOBAL.gtid_binlog_pos" if self.flavour == "mariadb" else "SELECT @@GLOBAL.gtid_executed"
+        return "SELECT @@GLOBAL.gtid_binlog_pos" if self.flavour == "mariadb" else _MYSQL_GTID_EXECUTED
 
     @property
     def applied_position_sql(self) -> str:
         """What this server has applied (as a replica, or as a primary)."""
-        return "SELECT @@GLOBAL.gtid_current_pos" if self.flavour == "mariadb" else "SELECT @@GLOBAL.gtid_executed"
+        return "SELECT @@GLOBAL.gtid_current_pos" if self.flavour == "mariadb" else _MYSQL_GTID_EXECUTED
 
     @property
     def binlog_status_sql(self) -> str:
@@ -93,6 +107,8 @@ class Dialect:
         else:
             parts.append(f"{m}_AUTO_POSITION=1")
         parts.append(f"{m}_CONNECT_RETRY=1")
+        if self.flavour == "mysql":
+            parts.append(f"{m}_RETRY_COUNT={MYSQL_SOURCE_RETRY_COUNT}")
         # 'preferred' keeps what it always did: SSL asked for, not enforced.
         parts.append(f"{m}_SSL={int(tls.mode != 'disabled')}")
         if tls.mode == "verify":
@@ -118,6 +134,19 @@ class Dialect:
             return "SELECT @@GLOBAL.read_only, @@GLOBAL.super_read_only"
         return "SELECT @@GLOBAL.read_only, 0"
 
+    # --- counters ------------------------------------------------------------------
+    @property
+    def access_denied_sql(self) -> str | None:
+        """How many access-denied errors the server raised since it started, when the status
+        variables do not say (MySQL has no Access_denied_errors: performance_schema's error summary
+        counts failed logins and refused database/table/column/routine privileges alike). None:
+        read Access_denied_errors from SHOW GLOBAL STATUS (MariaDB)."""
+        if self.flavour == "mariadb":
+            return None
+        names = ", ".join(f"'{n}'" for n in _MYSQL_ACCESS_DENIED)
+        return ("SELECT COALESCE(SUM(SUM_ERROR_RAISED), 0) FROM performance_schema.events_errors_summary_global_by_error "
+                f"WHERE ERROR_NAME IN ({names})")
+
     # --- identity ------------------------------------------------------------------
     @property
     def identity_sql(self) -> str:
@@ -134,3 +163,24 @@ def parse_version(text: str) -> tuple[str, tuple[int, int, int]]:
     while len(nums) < 3:
         nums.append(0)
     return flavour, (nums[0], nums[1], nums[2])
+
+
+def applied_all_received(row: dict) -> bool:
+    """A MySQL replica status row (SHOW REPLICA STATUS) whose threads both run and whose
+    Retrieved_Gtid_Set lies within Executed_Gtid_Set: it has applied everything it received.
+
+    MySQL computes Seconds_Behind_Source from the last applied event's commit second, so a replica
+    caught up with a busy source reads 1 as often as 0; MariaDB says 0 once the SQL thread has
+    applied everything received. That meaning is kept: such a replica is 0 s behind. False for a
+    MariaDB row (no GTID set columns): its value is taken as read."""
+    if "Retrieved_Gtid_Set" not in row or "Executed_Gtid_Set" not in row:
+        return False
+    running = [str(row.get(k, "")) for k in ("Replica_IO_Running", "Replica_SQL_Running",
+                                              "Slave_IO_Running", "Slave_SQL_Running") if k in row]
+    if not running or any(r != "Yes" for r in running):
+        return False
+    try:
+        return gtid.MySQLGtidSet.parse(str(row["Executed_Gtid_Set"] or "")).contains(
+            gtid.MySQLGtidSet.parse(str(row["Retrieved_Gtid_Set"] or "")))
+    except gtid.GtidParseError:
+        return False

@@ -18,7 +18,7 @@ import pymysql.cursors
 
 from bgqueue.adapters.failpoints import failpoint
 from bgqueue.adapters.mysql import connect as tlsconnect
-from bgqueue.adapters.mysql.dialects import Dialect, parse_version
+from bgqueue.adapters.mysql.dialects import Dialect, applied_all_received, parse_version
 from bgqueue.adapters.mysql.statements import redact_statements
 from bgqueue.model.errors import BadInput, BgqueueError, ProcedureFailed
 from bgqueue.model.fleet import ClusterSpec, Credentials, Endpoint
@@ -301,6 +301,8 @@ class Server:
             return default
 
         behind = g("Seconds_Behind_Master", "Seconds_Behind_Source")
+        if behind and applied_all_received(row):  # MySQL's 1 s while caught up: see there
+            behind = 0
         # A SQL thread error quotes the failing statement (it may carry a password): kind and digest only.
         errors = [redact_statements(str(g(k, default="") or "")) for k in
                   ("Last_IO_Error", "Last_SQL_Error", "Last_Replica_IO_Error", "Last_Replica_SQL_Error")]

@@ -14,6 +14,7 @@ import yaml
 
 from bgqueue.adapters.cdc.consumer_state import ConsumerState
 from bgqueue.adapters.cdc.migration import MigrationProgress, migrate_pipelines
+from bgqueue.adapters.mysql.dialects import Dialect, parse_version
 from bgqueue.adapters.mysql.server import servers
 from bgqueue.adapters.store import deployments as deps
 from bgqueue.adapters.store.deployments import Claim
@@ -147,7 +148,8 @@ def server_gtid(endpoint, password: str, user: str = "bgq_admin") -> str:
     conn = pymysql.connect(host=endpoint.host, port=endpoint.port, user=user, password=password, ssl_disabled=True)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT @@GLOBAL.gtid_binlog_pos")
+            cur.execute("SELECT VERSION()")
+            cur.execute(Dialect(*parse_version(cur.fetchone()[0])).gtid_position_sql)
             return cur.fetchone()[0]
     finally:
         conn.close()

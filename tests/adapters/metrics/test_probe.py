@@ -3,9 +3,11 @@ import time
 
 from bgqueue.adapters.metrics.probe import COUNTERS, ClusterProbe, LatencyWindow, rates
 from bgqueue.adapters.metrics.samples import LAG_SOURCE_HEARTBEAT, LAG_SOURCE_SECONDS_BEHIND
+from bgqueue.adapters.mysql.dialects import Dialect
 from bgqueue.adapters.mysql.server import Server
 from bgqueue.model.fleet import ClusterSpec
-from bgqueue.sandbox import APP_DATABASE
+from bgqueue.sandbox import APP_DATABASE, APP_USER
+from tests.fixtures.servers import both_flavours
 
 TICK = 0.25
 
@@ -27,7 +29,7 @@ def run(probe: ClusterProbe, seconds: float) -> list[dict]:
 
 def gtid_pos(server) -> str:
     with server.root() as c, c.cursor() as cur:
-        cur.execute("SELECT @@GLOBAL.gtid_binlog_pos")
+        cur.execute(Dialect(server.flavour, (8, 4, 0)).gtid_position_sql)
         return cur.fetchone()[0]
 
 
@@ -64,6 +66,7 @@ def test_latency_window_percentiles_and_errors_slide():
                            "probe_p99_ms": 7.0}
 
 
+@both_flavours
 def test_healthy_pair_gives_sane_values_and_zero_lag(cluster_pair_factory, unique_name):
     pair = cluster_pair_factory(unique_name("hp"))
     probe = ClusterProbe(spec_of(pair))
@@ -83,6 +86,33 @@ def test_healthy_pair_gives_sane_values_and_zero_lag(cluster_pair_factory, uniqu
     assert last["probe_errors"] == 0
 
 
+@both_flavours
+def test_refused_writes_count_as_errors(cluster_pair_factory, unique_name, sandbox_passwords):
+    """The application refused a privilege (what the demo's fault does to green) shows in errors_per_s:
+    MariaDB's Access_denied_errors status, MySQL's performance_schema error summary."""
+    import pymysql
+
+    pair = cluster_pair_factory(unique_name("den"))
+    root_sql(pair.blue, f"CREATE TABLE {APP_DATABASE}.d (id INT PRIMARY KEY)",
+             f"REVOKE INSERT ON {APP_DATABASE}.* FROM '{APP_USER}'@'127.0.0.1'")
+    probe = ClusterProbe(spec_of(pair))
+    app = pymysql.connect(host=pair.blue.host, port=pair.blue.port, user=APP_USER, password=sandbox_passwords.app,
+                          database=APP_DATABASE, autocommit=True, ssl_disabled=True)
+    try:
+        run(probe, 0.6)
+        for i in range(40):
+            try:
+                app.cursor().execute("INSERT INTO d VALUES (%s)", (i,))
+            except pymysql.err.MySQLError as e:
+                assert e.args[0] == 1142  # INSERT command denied
+        samples = run(probe, 0.6)
+    finally:
+        app.close()
+        probe.close()
+    assert max(s.get("errors_per_s", 0) for s in samples) > 5, samples
+
+
+@both_flavours
 def test_lag_grows_while_green_sql_thread_is_stopped_and_recovers(cluster_pair_factory, unique_name,
                                                                  sandbox_passwords):
     pair = cluster_pair_factory(unique_name("lag"))
@@ -92,7 +122,7 @@ def test_lag_grows_while_green_sql_thread_is_stopped_and_recovers(cluster_pair_f
     app = Server(spec_of(pair).blue, _app_creds(), label="app", tls="disabled").connect()
     try:
         run(probe, 0.6)
-        root_sql(pair.green, "STOP SLAVE SQL_THREAD")
+        root_sql(pair.green, f"{pair.dialect.stop_replica_sql} SQL_THREAD")
         stopped_at = time.time()
         samples = []
         for i in range(7):  # application writes go on meanwhile
@@ -104,7 +134,7 @@ def test_lag_grows_while_green_sql_thread_is_stopped_and_recovers(cluster_pair_f
         assert samples[-1]["replica_sql_running"] == 0 and samples[-1]["replica_io_running"] == 1
         lags = [s["lag_ms"] for s in samples]
         assert lags == sorted(lags)  # it only grows while the replica applies nothing
-        root_sql(pair.green, "START SLAVE SQL_THREAD")
+        root_sql(pair.green, f"{pair.dialect.start_replica_sql} SQL_THREAD")
         after = run(probe, 1.0)
         assert after[-1]["lag_ms"] == 0 and after[-1]["replica_sql_running"] == 1
     finally:

@@ -18,6 +18,7 @@ from bgqueue.engine import lifecycle
 from bgqueue.engine.batches import open_batch
 from bgqueue.model.fleet import load_fleet
 from bgqueue.model.phases import Phase
+from tests.fixtures.servers import both_flavours
 
 
 def _ready(runtime, path) -> str:
@@ -35,6 +36,7 @@ def _admin(pair, sandbox_passwords, server):
                            autocommit=True, ssl_disabled=True)
 
 
+@both_flavours
 def test_privileged_sessions_are_ended_at_the_fence(cluster_pair_factory, fleet_file, unique_name, runtime,
                                                     sandbox_passwords):
     pair = cluster_pair_factory(unique_name("fkill"))

@@ -21,6 +21,7 @@ from bgqueue.engine import rollback
 from bgqueue.model.fleet import load_fleet
 from bgqueue.model.phases import Phase
 from tests.fixtures.bgq import REPO, bgqueue_cli
+from tests.fixtures.servers import both_flavours
 
 _CONSUMERS: list[subprocess.Popen] = []
 
@@ -78,6 +79,7 @@ def _assert_no_lost_writes_and_forward_replication(spec, load):
     assert v.acked > 100 and v.lost == 0 and v.old_caught_up, v
 
 
+@both_flavours
 def test_manual_rollback_later_in_the_window(cluster_pair_factory, fleet_file, unique_name, runtime, bgq_env,
                                             celery_workers, sampler_process, redis_url, sandbox_passwords):
     pair = cluster_pair_factory(unique_name("mrb"))

@@ -46,13 +46,17 @@ def _crash_in_switch(dep_id: str, env: dict, failpoint: str) -> int:
     return subprocess.run([sys.executable, "-c", code], env=env, cwd=str(REPO), timeout=60).returncode
 
 
-@pytest.mark.parametrize("failpoint,first_resume_steps", [
+_AFTER_PROMOTE = ["observe", "refence", "new_coordinates", "flip_routing", "reverse_replication"]
+
+
+@pytest.mark.parametrize("failpoint,first_resume_steps,flavour", [
     # Died with blue fenced, green not promoted: start again from the fence.
     ("switchover.after_fence", ["observe", "fence", "checkpoint", "wait_for_new", "fence_held", "promote",
                                 "new_coordinates",
-                                "flip_routing", "reverse_replication"]),
+                                "flip_routing", "reverse_replication"], "mariadb"),
     # Died with green promoted, routing not flipped: finish forward, re-checking the fence first.
-    ("switchover.after_promote", ["observe", "refence", "new_coordinates", "flip_routing", "reverse_replication"]),
+    ("switchover.after_promote", _AFTER_PROMOTE, "mariadb"),
+    ("switchover.after_promote", _AFTER_PROMOTE, "mysql"),
 ])
 def test_next_worker_finishes_a_switchover_after_a_crash(failpoint, first_resume_steps, cluster_pair_factory,
                                                          fleet_file, unique_name, runtime, bgq_env, redis_url,
