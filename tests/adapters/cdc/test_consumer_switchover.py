@@ -72,7 +72,7 @@ def test_consumer_process_follows_switchovers_there_and_back_with_no_event_lost_
         assert consumer.stop() == 0, consumer.output()[-2000:]
 
     audit = audit_stream(runtime.redis, state.stream, load.writer.acked_ids())
-    assert audit.acked > 500 and audit.ok, audit
+    assert audit.acked > 200 and audit.ok, audit  # ~600 alone, 305 seen on a loaded machine
     assert audit.unacknowledged == 0, audit
     # The CDC phase confirmed each move and journaled it with the pipeline's downtime.
     for p, claim_, old, new in ((progress, claim, spec.blue, spec.green),

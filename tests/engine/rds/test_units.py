@@ -108,7 +108,7 @@ def test_a_call_moto_does_not_implement_fails_at_once(aws_env):
     t0 = time.monotonic()
     with pytest.raises(aws.AWS_ERRORS):
         aws.client("rds", REGION).describe_db_recommendations()
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 20  # retried, it would take minutes; 6.6 s seen on a loaded machine
 
 
 def test_a_forked_child_keeps_the_clients_its_parent_never_used(aws_env, monkeypatch):
