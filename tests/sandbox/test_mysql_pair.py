@@ -108,7 +108,7 @@ def test_cli_sandbox_up_flavour_mysql_then_down_by_its_recorded_pids(tmp_path, m
     os.symlink(mysql_cache_dir, tmp_path / "home" / "cache")
     r = bgqueue_cli("sandbox", "up", "--clusters", "1", "--dir", str(sb_dir), "--flavour", "mysql", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "1 mysql clusters" in r.stdout
+    assert "1 mysql cluster," in r.stdout
     sb = Sandbox.load(sb_dir)
     pids = sb.pids()
     try:

@@ -88,12 +88,13 @@ def dep(runtime, dep_id):
 
 
 def test_provisioning_that_never_ends_is_a_no_go_at_the_deadline_and_green_is_deleted(runtime):
-    name, dep_id = deployment(runtime, Phase.SYNCING, thresholds={"sync_timeout_s": 0.4, "sync_poll_s": 0.2})
+    # A deadline a loaded machine cannot pass before the first poll (2 s), then waited out.
+    name, dep_id = deployment(runtime, Phase.SYNCING, thresholds={"sync_timeout_s": 2.0, "sync_poll_s": 0.2})
     with stubbed() as stub:
         stub.add_response("describe_blue_green_deployments", bg("PROVISIONING", name), {"BlueGreenDeploymentIdentifier": BG})
         nxt = lifecycle.wait_for_sync(runtime, dep_id)
         assert nxt.wait_s == 0.2 and nxt.detail == "PROVISIONING" and dep(runtime, dep_id).phase == Phase.SYNCING
-        time.sleep(0.45)
+        time.sleep(2.05)
         stub.add_response("describe_blue_green_deployments", bg("PROVISIONING", name), {"BlueGreenDeploymentIdentifier": BG})
         # lifecycle.end(NO_GO) → on_no_go: look, then delete with its target (nothing was switched).
         stub.add_response("describe_blue_green_deployments", bg("PROVISIONING", name), {"BlueGreenDeploymentIdentifier": BG})
