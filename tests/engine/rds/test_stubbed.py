@@ -101,7 +101,7 @@ def test_provisioning_that_never_ends_is_a_no_go_at_the_deadline_and_green_is_de
         stub.add_response("delete_blue_green_deployment", {}, {"BlueGreenDeploymentIdentifier": BG, "DeleteTarget": True})
         assert lifecycle.wait_for_sync(runtime, dep_id).wait_s is None
     d = dep(runtime, dep_id)
-    assert d.phase == Phase.NO_GO and d.reason == f"blue/green deployment {BG} still PROVISIONING after 0.4s"
+    assert d.phase == Phase.NO_GO and d.reason == f"blue/green deployment {BG} still PROVISIONING after 2s"
     [cleanup] = journal.steps(runtime.store, dep_id, "cleanup")
     assert cleanup.status == "done" and cleanup.detail["delete_target"] is True
 
