@@ -1,0 +1,101 @@
+"""A dead man's switch for green's replication while replay pins it.
+
+Before replay stops green's replication it starts this guard as a separate process (its own
+session, so a signal to the worker's process group does not reach it) and keeps a pipe to its
+stdin. The guard waits for a line ``done``; when instead the pipe closes (the replay process died:
+kill -9, an OOM kill, Celery's hard time limit) or the deadline passes (the process stalled), it
+connects to green and starts replication (START SLAVE / START REPLICA: a no-op when it runs).
+
+The guard is given the endpoint, the user and the *name* of the password's environment variable
+(inherited from the parent's environment), never the password itself.
+
+    python -m bgqueue.adapters.mysql.replay_guard   # reads one JSON line of settings, then waits
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+
+from bgqueue.model.schema_base import Credentials, Endpoint
+
+
+class Guard:
+    """The parent's handle: ``done()`` once replication has been resumed by the parent itself."""
+
+    def __init__(self, endpoint: Endpoint, admin: Credentials, tls: dict, *, deadline_s: float):
+        settings = {"host": endpoint.host, "port": endpoint.port, "user": admin.user,
+                    "password_env": admin.password_env, "tls": tls, "deadline_s": deadline_s}
+        self.proc = subprocess.Popen([sys.executable, "-m", "bgqueue.adapters.mysql.replay_guard"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     start_new_session=True, env=dict(os.environ))
+        assert self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(settings) + "\n").encode())
+        self.proc.stdin.flush()
+        self._done = False
+
+    def done(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(b"done\n")
+            self.proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+        # Not waited for here: it exits on the line it reads (subprocess reaps it later).
+
+
+def _resume(settings: dict) -> None:
+    from bgqueue.adapters.mysql.server import Server
+
+    server = Server(Endpoint(host=settings["host"], port=settings["port"]),
+                    Credentials(user=settings["user"], password_env=settings["password_env"]),
+                    label="green", tls=settings["tls"])
+    last: Exception | None = None
+    for _attempt in range(30):  # the server may be briefly unreachable: keep trying for ~30 s
+        try:
+            with server:
+                server.execute(server.dialect.start_replica_sql)
+            print(f"replay guard: replication on {settings['host']}:{settings['port']} resumed", file=sys.stderr)
+            return
+        except Exception as e:  # keep trying; say why at the end
+            last = e
+            time.sleep(1.0)
+    print(f"replay guard: could not resume replication: {type(last).__name__ if last else '?'}", file=sys.stderr)
+
+
+def main() -> None:
+    # Raw reads only: a buffered readline could swallow a "done" written right after the settings.
+    fd = sys.stdin.fileno()
+    buf = b""
+    while b"\n" not in buf:
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return  # no settings: nothing to guard
+        buf += chunk
+    line, _, buf = buf.partition(b"\n")
+    settings = json.loads(line)
+    deadline = time.monotonic() + float(settings["deadline_s"])
+    while b"done" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break  # the parent stalled with green paused: resume anyway
+        ready, _, _ = select.select([fd], [], [], min(left, 1.0))
+        if not ready:
+            continue
+        chunk = os.read(fd, 64)
+        if not chunk:
+            break  # the parent died
+        buf += chunk
+    else:
+        return
+    _resume(settings)
+
+
+if __name__ == "__main__":
+    main()
