@@ -13,6 +13,7 @@ from bgqueue.app.report.records import (
     journal_table,
     phase_figures_table,
 )
+from bgqueue.app.report.replay import replay_table
 from bgqueue.app.report.svg import Bar, Series, Tick, line_plot, phase_timeline
 from bgqueue.model.phases import TERMINAL
 
@@ -48,7 +49,7 @@ PLOT_AFTER_S = 1800.0  # and after the last switchover/rollback
 def render_cluster(c: ClusterData, anchor: str) -> str:
     """The ``<section class="cluster">`` of one deployment."""
     return "".join([f'<section class="cluster" id="{anchor}" data-cluster="{escape(c.deployment.cluster)}">',
-                    _header(c), _timeline(c), _plots(c), checks_table(c), decisions_table(c),
+                    _header(c), _timeline(c), _plots(c), checks_table(c), replay_table(c), decisions_table(c),
                     journal_table(c), checkpoints_table(c), phase_figures_table(c), "</section>"])
 
 

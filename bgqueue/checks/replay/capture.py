@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bgqueue.adapters.mysql.server import Server
 from bgqueue.checks.replay.fingerprint import Classified, classify
-from bgqueue.model.errors import BadInput
+from bgqueue.model.errors import BadInput, BgqueueError
 from bgqueue.model.replay import ReplaySpec
 
 _SLOW_HEADER = re.compile(r"^# Query_time: ", re.M)
@@ -34,6 +34,14 @@ _GENERAL_LINE = re.compile(r"^(?:\d{6}\s+\d{1,2}:\d{2}:\d{2}|\d{4}-\d\d-\d\dT[\d
                            r"Processlist|Kill|Debug|Daemon|Sleep)\t?(.*)$")
 _GENERAL_BANNER = re.compile(r"^(?:\S+, Version: |Tcp port: |Time\s+Id Command\s+Argument)")
 _CONNECT_DB = re.compile(r"\bon (\S+)(?: using|$)")
+
+
+class SourceProblem(BadInput):
+    """The replay source cannot give statements; ``field`` is the fleet-file field to fix."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field}: {message}")
 
 
 @dataclass(frozen=True)
@@ -99,9 +107,23 @@ def capture(spec: ReplaySpec, blue: Server) -> Capture:
     result = group(statements, spec)
     if not result.classes:
         what = ", ".join(f"{n} {r}" for r, n in result.skipped.most_common(3)) or "nothing"
-        raise BadInput(f"replay.source {spec.source}: no read-only statement to replay among "
-                       f"{result.statements} read ({what})", )
+        raise SourceProblem("replay.source", f"{spec.source}: no read-only statement to replay among "
+                                             f"{result.statements} read ({what})")
     return result
+
+
+def source_problems(spec: ReplaySpec, blue: Server) -> list[tuple[str, str]]:
+    """(field, message) for each reason the source cannot give statements to replay (preflight:
+    ``fleet check`` and ``fleet run`` refuse the file, exit 2). Reads; changes nothing."""
+    try:
+        capture(spec, blue)
+    except SourceProblem as e:
+        return [(e.field, str(e).split(": ", 1)[1])]
+    except BgqueueError as e:
+        return [("replay.source", str(e))]
+    except Exception as e:  # a driver error reading a log table (the table is missing, no privilege)
+        return [("replay.source", f"{spec.source}: cannot read on blue: {e.args[-1] if e.args else e}")]
+    return []
 
 
 def read_source(spec: ReplaySpec, blue: Server | None) -> list[Statement]:
@@ -130,16 +152,16 @@ def read_file(path: str, fmt: str, database: str | None, limit: int) -> list[Sta
     try:
         text = p.read_text(errors="replace")
     except OSError as e:
-        raise BadInput(f"replay.path {path}: cannot read: {e.strerror}") from None
+        raise SourceProblem("replay.path", f"{path}: cannot read: {e.strerror}") from None
     if fmt == "auto":
         fmt = detect_format(text)
         if fmt == "unknown":
-            raise BadInput(f"replay.path {path}: unknown format: neither a slow log (# Query_time: headers), "
+            raise SourceProblem("replay.format", f"{path}: unknown format: neither a slow log (# Query_time: headers), "
                            "a general log (thread, command, argument lines) nor SQL statements ended by ';'")
     parse = {"slow": parse_slow, "general": parse_general, "sql": parse_sql}[fmt]
     out = parse(text, database)
     if not out:
-        raise BadInput(f"replay.path {path}: no statement found in it as a {fmt} log")
+        raise SourceProblem("replay.path", f"{path}: no statement found in it as a {fmt} log")
     return out[:limit]
 
 
@@ -304,7 +326,7 @@ def digest_available(blue: Server) -> str | None:
 def _digest(blue: Server, spec: ReplaySpec) -> list[Statement]:
     problem = digest_available(blue)
     if problem:
-        raise BadInput(f"replay.source digest: {problem}")
+        raise SourceProblem("replay.source", f"digest: {problem}")
     rows = blue.rows("SELECT CURRENT_SCHEMA, SQL_TEXT FROM performance_schema.events_statements_history_long "
                      "WHERE SQL_TEXT IS NOT NULL ORDER BY TIMER_START DESC LIMIT %s", (spec.max_statements,))
     out = [Statement(_text(db) or spec.database, _text(sql)) for db, sql in rows]
