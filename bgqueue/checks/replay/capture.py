@@ -153,8 +153,12 @@ def read_file(path: str, fmt: str, database: str | None, limit: int) -> list[Sta
         text = p.read_text(errors="replace")
     except OSError as e:
         raise SourceProblem("replay.path", f"{path}: cannot read: {e.strerror}") from None
+    found = detect_format(text) if fmt in ("auto", "slow", "general") else fmt
+    if fmt in ("slow", "general") and found != fmt:
+        raise SourceProblem("replay.path", f"{path}: unknown format: not a {fmt} log "
+                                           f"({'it reads as ' + found if found != 'unknown' else 'no known format'})")
     if fmt == "auto":
-        fmt = detect_format(text)
+        fmt = found
         if fmt == "unknown":
             raise SourceProblem("replay.format", f"{path}: unknown format: neither a slow log (# Query_time: headers), "
                            "a general log (thread, command, argument lines) nor SQL statements ended by ';'")
@@ -315,11 +319,14 @@ def digest_available(blue: Server) -> str | None:
     """Why performance_schema cannot give statements (None when it can)."""
     if not int(blue.scalar("SELECT @@GLOBAL.performance_schema") or 0):
         return "performance_schema is OFF on blue (performance_schema=ON in its configuration, then a restart)"
-    enabled = blue.scalar("SELECT ENABLED FROM performance_schema.setup_consumers "
-                          "WHERE NAME = 'events_statements_history_long'")
-    if str(enabled or "").upper() != "YES":
-        return ("performance_schema's events_statements_history_long consumer is disabled on blue (UPDATE "
-                "performance_schema.setup_consumers SET ENABLED='YES' WHERE NAME='events_statements_history_long')")
+    enabled = dict(blue.rows("SELECT NAME, ENABLED FROM performance_schema.setup_consumers WHERE NAME IN "
+                             "('events_statements_current', 'events_statements_history_long')"))
+    off = [n for n in ("events_statements_current", "events_statements_history_long")
+           if str(enabled.get(n, "")).upper() != "YES"]
+    if off:  # the history is filled only when the current-statement consumer is on too
+        return (f"performance_schema consumer(s) {', '.join(off)} disabled on blue (UPDATE "
+                "performance_schema.setup_consumers SET ENABLED='YES' WHERE NAME IN (...), or "
+                "performance-schema-consumer-<name>=ON in its configuration)")
     return None
 
 
