@@ -8,6 +8,12 @@ must NOT be reported.
 from __future__ import annotations
 
 import random
+import threading
+import time
+
+import pymysql
+
+from bgqueue.sandbox import APP_DATABASE, APP_USER
 
 BLUE_SETUP = [
     "CREATE TABLE appdb.orders (id INT PRIMARY KEY, customer INT NOT NULL, amount DECIMAL(10,2) NOT NULL, "
@@ -112,3 +118,47 @@ def seed_green(cursor, *, dropped_index: bool = True) -> None:
         cursor.execute("SET SESSION sql_log_bin = 0")
         cursor.execute(DROPPED_INDEX)
         cursor.execute("SET SESSION sql_log_bin = 1")
+
+
+class Writers:
+    """The application on blue (the unprivileged user over TCP): ``threads`` paced writers,
+    updates all over the table and inserts, ~``rate`` writes/s in all."""
+
+    def __init__(self, pair, password: str, rate: float = 300.0, threads: int = 3):
+        self.pair, self.password, self.period = pair, password, threads / rate
+        self.writes, self.errors = 0, []
+        self.halt = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+        self._lock = threading.Lock()
+
+    def start(self) -> Writers:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def _run(self, n: int) -> None:
+        conn = pymysql.connect(host=self.pair.blue.host, port=self.pair.blue.port, user=APP_USER,
+                               password=self.password, database=APP_DATABASE, autocommit=True, ssl_disabled=True)
+        cur, i, next_tick = conn.cursor(), 0, time.monotonic()
+        try:
+            while not self.halt.is_set():
+                try:
+                    if i % 3 == 2:
+                        cur.execute("INSERT INTO orders VALUES (%s, %s, 1.00, 'new')", (1_000_000 + n * 1_000_000 + i, i % 10000))
+                    else:
+                        cur.execute("UPDATE orders SET amount = amount + 1, status = %s WHERE id = %s",
+                                    (("new", "paid", "sent")[i % 3], (i * 7919 + n) % 60_000 + 1))
+                    with self._lock:
+                        self.writes += 1
+                except pymysql.err.MySQLError as e:
+                    self.errors.append(e)
+                i += 1
+                next_tick += self.period
+                time.sleep(max(0.0, next_tick - time.monotonic()))
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self.halt.set()
+        for t in self.threads:
+            t.join(5)

@@ -7,64 +7,17 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-import pymysql
 import pytest
 
 from bgqueue.adapters.mysql.server import servers
 from bgqueue.checks.replay.run import replay_cluster
 from bgqueue.model.fleet import ClusterSpec
-from bgqueue.sandbox import APP_DATABASE, APP_USER
 from tests.checks import replay_data as data
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-class Writers:
-    """The application on blue (the unprivileged user over TCP): ``threads`` paced writers,
-    updates all over the table and inserts, ~``rate`` writes/s in all."""
-
-    def __init__(self, pair, password: str, rate: float = 300.0, threads: int = 3):
-        self.pair, self.password, self.period = pair, password, threads / rate
-        self.writes, self.errors = 0, []
-        self.halt = threading.Event()
-        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
-        self._lock = threading.Lock()
-
-    def start(self) -> Writers:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def _run(self, n: int) -> None:
-        conn = pymysql.connect(host=self.pair.blue.host, port=self.pair.blue.port, user=APP_USER,
-                               password=self.password, database=APP_DATABASE, autocommit=True, ssl_disabled=True)
-        cur, i, next_tick = conn.cursor(), 0, time.monotonic()
-        try:
-            while not self.halt.is_set():
-                try:
-                    if i % 3 == 2:
-                        cur.execute("INSERT INTO orders VALUES (%s, %s, 1.00, 'new')", (1_000_000 + n * 1_000_000 + i, i % 10000))
-                    else:
-                        cur.execute("UPDATE orders SET amount = amount + 1, status = %s WHERE id = %s",
-                                    (("new", "paid", "sent")[i % 3], (i * 7919 + n) % 60_000 + 1))
-                    with self._lock:
-                        self.writes += 1
-                except pymysql.err.MySQLError as e:
-                    self.errors.append(e)
-                i += 1
-                next_tick += self.period
-                time.sleep(max(0.0, next_tick - time.monotonic()))
-        finally:
-            conn.close()
-
-    def stop(self) -> None:
-        self.halt.set()
-        for t in self.threads:
-            t.join(5)
 
 
 @pytest.fixture
@@ -96,7 +49,7 @@ def test_no_false_difference_over_5_runs_under_300_writes_per_s_with_green_laggi
         # Green a second behind: blue and green differ at any instant, so only a pinned point can agree.
         for sql in ("STOP SLAVE", "CHANGE MASTER TO MASTER_DELAY = 1", "START SLAVE"):
             g.cursor().execute(sql)
-    writers = Writers(pair, sandbox_passwords.app).start()
+    writers = data.Writers(pair, sandbox_passwords.app).start()
     try:
         time.sleep(1.5)
         assert _naive_differences(spec, ["SELECT COUNT(*), SUM(amount), MAX(id) FROM appdb.orders"]) == 1
