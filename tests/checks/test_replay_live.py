@@ -127,3 +127,35 @@ def test_replay_process_killed_while_green_is_paused_leaves_green_replicating(li
         b.cursor().execute("INSERT INTO appdb.t VALUES (999999, 1)")
     pair.wait_green_synced()
     assert "finished" not in child.stdout.read().decode()
+
+
+def test_pin_that_times_out_resumes_green_and_a_stopped_replica_is_left_alone(live, runtime):
+    from bgqueue.checks.context import CheckContext
+    from bgqueue.checks.replay.check import query_replay
+
+    pair, spec = live
+    with pair.green.root() as g:
+        for sql in ("STOP SLAVE", "CHANGE MASTER TO MASTER_DELAY = 5", "START SLAVE"):
+            g.cursor().execute(sql)
+    with pair.blue.root() as b:
+        b.cursor().execute("INSERT INTO appdb.t VALUES (777777, 1)")  # green cannot apply it for 5 s
+    slow = spec.model_copy(update={"replay": spec.replay.model_copy(update={"pin_timeout_s": 0.5})})
+    ctx = CheckContext(spec=slow, blue=servers(slow)[0], green=servers(slow)[1], store=runtime.store)
+    try:
+        result = query_replay(ctx)
+    finally:
+        ctx.close()
+    assert result.status == "error" and result.retryable
+    assert "could not be pinned" in result.reason and "within 0.5s" in result.reason
+    assert _replication(pair) == ("Yes", "Yes")  # resumed by the replay itself
+
+    with pair.green.root() as g:
+        g.cursor().execute("STOP SLAVE")  # an operator's stop: replay must not undo it
+    ctx = CheckContext(spec=spec, blue=servers(spec)[0], green=servers(spec)[1], store=runtime.store)
+    try:
+        result = query_replay(ctx)
+    finally:
+        ctx.close()
+    assert result.status == "error" and "not replicating cleanly" in result.reason
+    time.sleep(1.5)  # the guard had its chance to act: it must not have
+    assert _replication(pair) == ("No", "No")

@@ -90,9 +90,6 @@ class ReplayDialect:
     def stop_sql(self) -> str:
         return self.base.stop_replica_sql if self.mariadb else f"{self.base.stop_replica_sql} SQL_THREAD"
 
-    @property
-    def resume_sql(self) -> str:
-        return self.base.start_replica_sql
 
 
 @dataclass
@@ -212,10 +209,14 @@ def pin_pairs(blue: Server, green: Server, count: int, *, max_query_time_s: floa
     rd = ReplayDialect(green.dialect)
     status = green.replica_status()
     if status is None or not status.healthy:
+        if guard is not None:
+            guard.done()  # nothing paused: nothing for it to resume (an operator's stop stays as it is)
         raise PinFailed(f"green {green.endpoint} is not replicating cleanly; replay needs a healthy replica")
     pairs: list[PinnedPair] = []
+    paused = False
     try:
         green.execute(rd.stop_sql)
+        paused = True
         for _ in range(count):
             b = ReplaySession(blue, max_query_time_s)
             try:
@@ -239,10 +240,22 @@ def pin_pairs(blue: Server, green: Server, count: int, *, max_query_time_s: floa
             p.close()
         raise
     finally:
-        resume(green)
-        if guard is not None:
-            guard.done()
+        _resume_or_hand_over(green, paused, guard)
     return pairs
+
+
+def _resume_or_hand_over(green: Server, paused: bool, guard) -> None:
+    """Resume replication; should that fail (green unreachable for a moment), leave it to the
+    guard, which keeps trying for ~30 s."""
+    try:
+        if paused:
+            resume(green)
+    except BaseException:
+        if guard is not None:
+            guard.abandon()
+        raise
+    if guard is not None:
+        guard.done()
 
 
 def _run_green_until(green: Server, rd: ReplayDialect, position: str, timeout_s: float) -> None:
@@ -262,14 +275,19 @@ def _run_green_until(green: Server, rd: ReplayDialect, position: str, timeout_s:
 
 
 def resume(green: Server) -> None:
-    """Start green's replication threads (a no-op when they run). Reconnects once: the session may
-    have been the one that failed."""
-    rd = ReplayDialect(green.dialect)
+    """Green replicates again, with no UNTIL condition left: STOP (which clears a pending UNTIL of
+    an interrupted pin, and is a no-op on stopped threads), then START. Reconnects once: the
+    session may have been the one that failed."""
     for attempt in (1, 2):
         try:
-            green.execute(rd.resume_sql)
+            for sql in resume_sql(green.dialect):
+                green.execute(sql)
             return
         except pymysql.err.MySQLError:
             if attempt == 2:
                 raise
             green.reconnect()
+
+
+def resume_sql(dialect: Dialect) -> list[str]:
+    return [dialect.stop_replica_sql, dialect.start_replica_sql]

@@ -4,7 +4,8 @@ Before replay stops green's replication it starts this guard as a separate proce
 session, so a signal to the worker's process group does not reach it) and keeps a pipe to its
 stdin. The guard waits for a line ``done``; when instead the pipe closes (the replay process died:
 kill -9, an OOM kill, Celery's hard time limit) or the deadline passes (the process stalled), it
-connects to green and starts replication (START SLAVE / START REPLICA: a no-op when it runs).
+connects to green and restarts replication (STOP, which clears the interrupted pin's UNTIL
+condition, then START).
 
 The guard is given the endpoint, the user and the *name* of the password's environment variable
 (inherited from the parent's environment), never the password itself.
@@ -38,12 +39,21 @@ class Guard:
         self._done = False
 
     def done(self) -> None:
+        """Replication is running again (or was never paused): the guard exits and does nothing."""
+        self._end(b"done\n")
+
+    def abandon(self) -> None:
+        """The parent could not resume replication itself: the guard resumes it now."""
+        self._end(b"")
+
+    def _end(self, line: bytes) -> None:
         if self._done:
             return
         self._done = True
         try:
             assert self.proc.stdin is not None
-            self.proc.stdin.write(b"done\n")
+            if line:
+                self.proc.stdin.write(line)
             self.proc.stdin.close()
         except (BrokenPipeError, OSError):
             pass
@@ -51,6 +61,7 @@ class Guard:
 
 
 def _resume(settings: dict) -> None:
+    from bgqueue.adapters.mysql.replay import resume_sql
     from bgqueue.adapters.mysql.server import Server
 
     server = Server(Endpoint(host=settings["host"], port=settings["port"]),
@@ -60,7 +71,8 @@ def _resume(settings: dict) -> None:
     for _attempt in range(30):  # the server may be briefly unreachable: keep trying for ~30 s
         try:
             with server:
-                server.execute(server.dialect.start_replica_sql)
+                for sql in resume_sql(server.dialect):  # STOP first: clears an interrupted pin's UNTIL
+                    server.execute(sql)
             print(f"replay guard: replication on {settings['host']}:{settings['port']} resumed", file=sys.stderr)
             return
         except Exception as e:  # keep trying; say why at the end
