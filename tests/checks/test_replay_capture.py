@@ -52,6 +52,10 @@ def test_reads_are_replayable_and_classified():
     c = classify("SELECT id, name FROM appdb.t WHERE x = 1 ORDER BY t.name DESC, id LIMIT 5")
     assert c.ordered and c.order_columns == ("name", "id") and c.tables == ("appdb.t",)
     assert classify("SELECT a FROM t ORDER BY a + 1").order_columns == ()
+    for sql in ("SELECT * FROM information_schema.PROCESSLIST", "SELECT sql_text FROM mysql.slow_log",
+                "SELECT * FROM performance_schema.threads"):
+        assert classify(sql).server_state and not classify(sql).deterministic  # columns compared, not rows
+    assert not classify("SELECT * FROM appdb.slow_log").server_state
 
 
 def test_classes_are_bounded_most_frequent_first():

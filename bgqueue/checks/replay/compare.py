@@ -8,8 +8,9 @@ Per statement (pt-upgrade's checks, at one consistent point instead of on static
   covers a unique key of its single table (otherwise the server may return ties, or rows of a
   query without ORDER BY, in any order: an optimizer change that only reorders is no difference);
 - warnings (level and code).
-Statements whose values differ by nature (NOW(), RAND(), @@variables) and SHOW/EXPLAIN (server
-state, statistics) are compared on errors and columns only (and row counts for such SELECTs).
+Statements whose values differ by nature (NOW(), RAND(), @@variables) are compared on errors,
+columns and row counts; SHOW/EXPLAIN and reads of the server's own state (performance_schema,
+information_schema, the log tables) on errors and columns only.
 Per class: latency p50 and p95 on green over blue; beyond the ratio (and the floor) it is a
 latency regression.
 """
@@ -70,8 +71,8 @@ def compare(info: Classified, blue: Outcome, green: Outcome, *, ordered: bool) -
         return "columns", f"column names differ: {[c for c, _ in blue.columns]} vs {[c for c, _ in green.columns]}"
     if [t for _, t in blue.columns] != [t for _, t in green.columns]:
         return "columns", f"column types differ: {[t for _, t in blue.columns]} vs {[t for _, t in green.columns]}"
-    if info.kind != "select":
-        return None  # SHOW / EXPLAIN: server state and statistics differ by nature
+    if info.kind != "select" or info.server_state:
+        return None  # SHOW / EXPLAIN / performance_schema …: server state and statistics differ by nature
     if blue.row_count != green.row_count:
         return "row_count", f"{blue.row_count} row(s) on blue, {green.row_count} on green"
     if not info.deterministic:

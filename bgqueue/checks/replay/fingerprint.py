@@ -60,6 +60,7 @@ class Classified:
     ordered: bool  # a top-level ORDER BY (the comparison may then respect row order)
     order_columns: tuple[str, ...]  # plain columns of that ORDER BY, else ()
     tables: tuple[str, ...]  # tables named after FROM/JOIN (as written, lower-cased)
+    server_state: bool = False  # reads the server's own state (performance_schema, the log tables …)
 
     @property
     def class_id(self) -> str:
@@ -144,8 +145,16 @@ def classify(sql: str) -> Classified:
     deterministic = not (calls & _NONDETERMINISTIC) and not any(k == "var" and t.startswith("@@") for k, t in toks) \
         and kind == "select"
     order_cols = _order_columns(toks)
-    return Classified(fp, kind, not skip, skip, deterministic, order_cols is not None, order_cols or (),
-                      _tables(toks))
+    tables = _tables(toks)
+    state = any(t.split(".")[0] in _STATE_SCHEMAS or t in _STATE_TABLES for t in tables)
+    return Classified(fp, kind, not skip, skip, deterministic and not state, order_cols is not None,
+                      order_cols or (), tables, state)
+
+
+# What two servers answer differently by nature (sessions, statistics, their own logs): such reads
+# are compared on errors and columns only, like SHOW. Replay's own capture reads them too.
+_STATE_SCHEMAS = frozenset({"performance_schema", "information_schema", "sys"})
+_STATE_TABLES = frozenset({"mysql.general_log", "mysql.slow_log", "mysql.gtid_slave_pos"})
 
 
 def _calls(toks: list[tuple[str, str]]) -> set[str]:
