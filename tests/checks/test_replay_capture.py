@@ -69,8 +69,11 @@ def test_classes_are_bounded_most_frequent_first():
     assert got.dropped_classes == 1 and got.skipped == Counter({"not a read-only statement (DELETE)": 1})
 
 
-def test_latency_regression_needs_both_ratios_and_the_floor():
+def test_latency_regression_is_judged_on_p50_and_on_p95_only_with_enough_samples():
     assert latency([0.001] * 5, [0.02] * 5, ratio=10, floor_ms=1).regressed
+    assert latency([0.001] * 4 + [0.05, 0.06], [0.02] * 6, ratio=10, floor_ms=1).regressed  # blue hiccups
+    assert not latency([0.001] * 20, [0.001] * 19 + [0.05], ratio=10, floor_ms=1).regressed  # 1 slow sample in 20
+    assert latency([0.001] * 20, [0.001] * 17 + [0.05] * 3, ratio=10, floor_ms=1).regressed  # p95, 20 samples
     assert not latency([0.0001] * 5, [0.0009] * 5, ratio=5, floor_ms=1).regressed  # ×9 but under 1 ms
     assert not latency([0.001] * 9 + [0.1], [0.001] * 9 + [0.1], ratio=10, floor_ms=1).regressed
     assert not latency([0.001] * 5, [0.001] * 4 + [0.5], ratio=10, floor_ms=1).regressed  # one slow sample
