@@ -27,6 +27,7 @@ bench: system-deps venv
 	$(BIN)/python bench/sampler.py
 	$(BIN)/python bench/cdc.py
 	$(BIN)/python bench/rollback.py
+	$(BIN)/python bench/routing.py
 
 system-deps:
 	@scripts/ensure-system-deps.sh

@@ -11,11 +11,9 @@ application-visible errors per switchover, lost writes.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -25,55 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.common import GapBench, bare_sql_switch, summary  # noqa: E402
-
-
-class PathWriter:
-    """An application writer on one path: inserts ledger rows, records when each was acknowledged
-    and every error the application saw."""
-
-    def __init__(self, name: str, rate: float, do_insert):
-        self.name, self.rate, self.do_insert = name, rate, do_insert
-        self.acked: list[tuple[float, int]] = []
-        self.errors: list[float] = []
-        self.samples: list[str] = []  # a few of the errors the application saw
-        self._ids = itertools.count(1)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self):
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
-
-    def _run(self) -> None:
-        period = 1.0 / self.rate
-        next_at = time.monotonic()
-        while not self._stop.is_set():
-            i = next(self._ids)
-            try:
-                self.do_insert(i)
-                self.acked.append((time.monotonic(), i))
-            except Exception as e:
-                self.errors.append(time.monotonic())
-                if len(self.samples) < 3:
-                    self.samples.append(f"{type(e).__name__}: {str(e)[:160]}")
-                time.sleep(0.002)
-            next_at += period
-            time.sleep(max(0.0, next_at - time.monotonic()))
-
-    def gap_ms(self, t0: float, t1: float) -> float:
-        ts = [t for t, _ in self.acked]
-        before = [t for t in ts if t <= t0]
-        after = [t for t in ts if t >= t1]
-        inside = [t for t in ts if t0 < t < t1]
-        points = ([before[-1]] if before else []) + inside + ([after[0]] if after else [])
-        return max((b - a) * 1000 for a, b in zip(points, points[1:], strict=False)) if len(points) > 1 else 0.0
-
-    def errors_between(self, t0: float, t1: float) -> int:
-        return sum(1 for t in self.errors if t0 <= t <= t1)
+from bgqueue.app.paths import PathWriter, create_table, lost, proxy_app, sqlalchemy_app  # noqa: E402
 
 
 def _haproxy(b, proxy_dir: Path):
@@ -109,9 +59,6 @@ def main() -> None:
     ap.add_argument("--settle", type=float, default=1.5, help="seconds between switchovers")
     args = ap.parse_args()
 
-    import pymysql
-    from sqlalchemy import text
-
     from bgqueue.adapters.routing.haproxy import HAProxyRuntime
     from bgqueue.client.sqlalchemy import routed_engine
     from bgqueue.sandbox import APP_DATABASE, APP_USER
@@ -121,31 +68,17 @@ def main() -> None:
         redis_url = b.sandbox.info["redis"]["url"]
         pw = b.sandbox.passwords.app
         _create_tables(b)
-        engine = routed_engine(b.spec.name, redis_url, APP_USER, pw, APP_DATABASE, maintenance=True,
-                               client_id="bench-sqlalchemy", pool_size=2)
-        conn_box: dict = {}
-
-        def via_haproxy(i: int) -> None:  # plain PyMySQL, no bgqueue code: reconnect after an error
-            conn = conn_box.get("c")
-            if conn is None:
-                conn = conn_box["c"] = pymysql.connect(host="127.0.0.1", port=proxy.frontend_port("writer"),
-                                                       user=APP_USER, password=pw, database=APP_DATABASE,
-                                                       ssl_disabled=True, autocommit=True, connect_timeout=2)
-            try:
-                with conn.cursor() as cur:
-                    cur.execute("INSERT INTO bench_haproxy (id) VALUES (%s)", (i,))
-            except Exception:
-                conn_box.pop("c", None)
-                raise
-
-        def via_sqlalchemy(i: int) -> None:
-            with engine.begin() as c:
-                c.execute(text("INSERT INTO bench_sqlalchemy (id) VALUES (:i)"), {"i": i})
+        spec = b.spec
+        engine = routed_engine(spec.name, redis_url, APP_USER, pw, APP_DATABASE, maintenance=True,
+                               client_id="bench-sqlalchemy", pool_size=2,
+                               endpoints=[(spec.blue.host, spec.blue.port), (spec.green.host, spec.green.port)])
+        port = proxy.frontend_port("writer")
+        via_haproxy = proxy_app("127.0.0.1", port, APP_USER, pw, APP_DATABASE, "appdb.bench_haproxy")
+        via_sqlalchemy = sqlalchemy_app(engine, "appdb.bench_sqlalchemy")
 
         paths = {"haproxy": PathWriter("haproxy", args.rate / 3, via_haproxy).start(),
                  "sqlalchemy_maintenance": PathWriter("sqlalchemy", args.rate / 3, via_sqlalchemy).start()}
         time.sleep(1.0)
-        spec = b.spec
         ends = [spec.blue, spec.green]
         windows: list[tuple[float, float]] = []
         registry_gaps: list[float] = []
@@ -189,15 +122,18 @@ def main() -> None:
         registry = summary(registry_gaps)
         res = b.result("routing_write_gap", "switchovers_each", args.switchovers, registry_gaps, floor,
                        new=ends[0], old=ends[1])
+        # Failed transactions over the whole run (the floor's switchovers too: an upper bound).
+        client_errors = sum((res["writer"].get("failures") or {}).values())
         out["paths"]["registry"] = {**{k: registry[k] for k in ("median_ms", "p95_ms", "max_ms")},
-                                    "app_errors_per_switchover": 0.0, "lost_writes": res["lost_writes"]}
+                                    "app_errors_per_switchover": round(client_errors / max(1, args.switchovers), 2),
+                                    "lost_writes": res["lost_writes"]}
         for name, w in paths.items():
             gaps = [w.gap_ms(t0, t1) for t0, t1 in windows]
             s = summary(gaps)
             errs = [w.errors_between(t0, t1) for t0, t1 in windows]
             out["paths"][name] = {**{k: s[k] for k in ("median_ms", "p95_ms", "max_ms")},
                                   "app_errors_per_switchover": round(sum(errs) / len(errs), 2),
-                                  "lost_writes": _lost(b, name, w), "error_samples": w.samples}
+                                  "lost_writes": _lost(b, name, w), "error_samples_whole_run": w.samples}
         out["bare_sql_floor"] = {k: res["bare_sql_floor"][k] for k in ("median_ms", "p95_ms", "max_ms")}
         out["targets"] = {"p95_ms": 100, "sqlalchemy_maintenance_app_errors": 0, "lost": 0}
         out["target_met"] = all(p["p95_ms"] <= 100 and p["lost_writes"] == 0 for p in out["paths"].values()) and \
@@ -208,22 +144,20 @@ def main() -> None:
 
 def _create_tables(b) -> None:
     pair = b.sandbox.pairs[0]
-    with pair.blue.root() as c, c.cursor() as cur:
-        for t in ("bench_haproxy", "bench_sqlalchemy"):
-            cur.execute(f"CREATE TABLE IF NOT EXISTS appdb.{t} (id BIGINT PRIMARY KEY)")
+    with pair.blue.root() as c:
+        for t in ("appdb.bench_haproxy", "appdb.bench_sqlalchemy"):
+            create_table(c, t)
     pair.wait_green_synced()
 
 
 def _lost(b, name: str, w: PathWriter) -> int:
     """Acknowledged rows missing from the current primary (they must all be there)."""
-    table = "bench_haproxy" if name == "haproxy" else "bench_sqlalchemy"
+    table = "appdb.bench_haproxy" if name == "haproxy" else "appdb.bench_sqlalchemy"
     route = b.rt.routing.get(b.spec.name)
     pair = b.sandbox.pairs[0]
     server = pair.blue if route.port == pair.blue.port else pair.green
-    with server.root() as c, c.cursor() as cur:
-        cur.execute(f"SELECT id FROM appdb.{table}")
-        present = {r[0] for r in cur.fetchall()}
-    return len({i for _, i in w.acked} - present)
+    with server.root() as c:
+        return lost(c, table, w.acked_ids())
 
 
 if __name__ == "__main__":

@@ -32,15 +32,17 @@ def cluster_chain(deployment_id: str):
 def start_batch(batch_id: str) -> int:
     """Fan out one chain per PENDING deployment of the batch under a summarising chord."""
     rows = [d for d in deps.batch_deployments(get_runtime().store, batch_id) if d.phase == Phase.PENDING]
-    if not rows:
+    if not rows:  # every cluster was NO_GO at preflight: the batch is over already
+        summarize(get_runtime(), batch_id)
         return 0
     chord([cluster_chain(d.id) for d in rows])(summarize_batch.s(batch_id))
     return len(rows)
 
 
-def enqueue_fleet(fleet_path: str, only: list[str] | None = None, *, preflight: bool = True) -> OpenedBatch:
+def enqueue_fleet(fleet_path: str, only: list[str] | None = None, *, preflight: bool = True,
+                  strict: bool = False) -> OpenedBatch:
     """What ``bgqueue fleet run`` does: validate, preflight, lock, record, enqueue. One code path
     for the CLI, the demo and the benchmark."""
-    opened = open_batch(get_runtime(), fleet_path, only, preflight=preflight)
+    opened = open_batch(get_runtime(), fleet_path, only, preflight=preflight, strict=strict)
     start_batch.apply_async((opened.batch_id,), ignore_result=True)
     return opened

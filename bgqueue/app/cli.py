@@ -26,10 +26,43 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except BgqueueError as e:
             err.print(f"[red]error:[/] {safe(e)}", highlight=False, soft_wrap=True)
+            if _json_requested():
+                click.echo(json.dumps(error_document(e, e.exit_code), indent=2))
             ctx.exit(e.exit_code)
+        except click.UsageError as e:
+            if _json_requested():
+                click.echo(json.dumps(error_document(e, e.exit_code), indent=2))
+            raise
+
+
+EXIT_MEANING = {0: "success", 1: "ran and did not succeed (see the clusters' reasons)",
+                2: "bad input: nothing was changed"}
+
+
+def _json_requested() -> bool:
+    return "--json" in sys.argv[1:]
+
+
+def error_document(e: BaseException, code: int) -> dict:
+    """What a --json command prints when it fails: every error, located where known."""
+    errors = [e, *getattr(e, "others", [])]
+    return {"ok": False, "exit_code": code, "meaning": EXIT_MEANING.get(code, "error"),
+            "errors": [{"message": plain(str(x).split("\n  also: ")[0]), "type": type(x).__name__,
+                        **{k: getattr(x, k) for k in ("path", "line", "cluster", "field")
+                           if getattr(x, k, None) is not None}} for x in errors]}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("bgqueue")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 @click.group(cls=_Group)
+@click.version_option(_version(), "--version", prog_name="bgqueue", message="%(prog)s %(version)s")
 def main() -> None:
     """bgqueue: blue/green switchovers for fleets of MySQL-family databases."""
     import os
@@ -57,7 +90,8 @@ def fleet() -> None:
 @click.option("--only", help="comma-separated cluster names")
 @click.option("--json", "as_json", is_flag=True)
 def fleet_check(file: str, only: str | None, as_json: bool) -> None:
-    """Validate FILE and reach every server; change nothing."""
+    """Validate FILE and reach every server; change nothing. Exit 2 on bad input, 1 when only
+    the servers' state is wrong (replication stopped, a server down), 0 when every cluster is ready."""
     from bgqueue.engine.preflight import check_clusters
     from bgqueue.model.fleet import check_credentials, load_fleet
 
@@ -66,17 +100,23 @@ def fleet_check(file: str, only: str | None, as_json: bool) -> None:
     check_credentials(spec, file, clusters)
     results = check_clusters(clusters)
     if as_json:
-        click.echo(json.dumps([{"cluster": r.cluster, "ok": r.ok, "problems": [{"field": f, "message": m}
-                                                                              for f, m in r.problems],
+        click.echo(json.dumps([{"cluster": r.cluster, "ok": r.ok,
+                                "problems": [{"field": f, "message": m} for f, m in r.problems],
+                                "state_problems": [{"field": f, "message": m} for f, m in r.state_problems],
                                 "facts": r.facts} for r in results], indent=2))
     for r in results:
         for field, message in r.problems:
             err.print(safe(f"{file}: cluster {r.cluster!r}: field {field}: {message}"), highlight=False,
                       soft_wrap=True)
+        for field, message in r.state_problems:
+            err.print(safe(f"{file}: cluster {r.cluster!r}: field {field}: not ready (fleet run would record it "
+                           f"NO_GO): {message}"), highlight=False, soft_wrap=True)
         if r.ok and not as_json:
             out.print(safe(f"{r.cluster}: ok ({r.summary()})"), highlight=False)
-    if not all(r.ok for r in results):
+    if any(r.problems for r in results):
         sys.exit(2)
+    if any(r.state_problems for r in results):
+        sys.exit(1)
 
 
 @fleet.command("register")
@@ -104,19 +144,33 @@ def fleet_unregister(file: str) -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--only", help="comma-separated cluster names")
 @click.option("--wait", is_flag=True, help="show progress and return when every deployment is terminal")
-@click.option("--json", "as_json", is_flag=True, help="print one JSON summary")
-@click.option("--timeout", type=float, default=3600.0, show_default=True, help="with --wait: give up after")
-def fleet_run(file: str, only: str | None, wait: bool, as_json: bool, timeout: float) -> None:
-    """Enqueue one batch for FILE (every cluster, or --only)."""
+@click.option("--json", "as_json", is_flag=True, help="print one JSON summary (a JSON error document on failure)")
+@click.option("--timeout", type=float, default=3600.0, show_default=True, help="with --wait: give up after (seconds)")
+@click.option("--strict", is_flag=True,
+              help="refuse the whole batch when any cluster's servers are not ready (default: that cluster is NO_GO)")
+def fleet_run(file: str, only: str | None, wait: bool, as_json: bool, timeout: float, strict: bool) -> None:
+    """Enqueue one batch for FILE (every cluster, or --only). A cluster whose servers are not
+    ready (replication stopped, a server down) is recorded NO_GO at once; the others run.
+    Exit 0 when every cluster switched (without --wait: was enqueued), 1 when any is NO_GO or
+    failed, 2 on bad input (nothing enqueued)."""
     from tasks.batch import enqueue_fleet
 
-    opened = enqueue_fleet(file, _only(only))
+    opened = enqueue_fleet(file, _only(only), strict=strict)
+    for cluster, reason in opened.no_go.items():
+        err.print(safe(f"{file}: cluster {cluster!r}: NO_GO: {reason}"), highlight=False, soft_wrap=True)
+    warnings = [] if len(opened.no_go) == len(opened.deployments) else _worker_warnings()
+    for w in warnings:
+        err.print(f"[yellow]warning:[/] {safe(w)}", highlight=False, soft_wrap=True)
     if not wait:
         if as_json:
-            click.echo(json.dumps({"batch": opened.batch_id, "deployments": opened.deployments}))
+            click.echo(json.dumps({"batch": opened.batch_id, "deployments": opened.deployments,
+                                   "no_go": opened.no_go, "ok": not opened.no_go, "warnings": warnings,
+                                   "exit_code": 1 if opened.no_go else 0}))
         else:
-            out.print(safe(f"batch {opened.batch_id} enqueued: {', '.join(opened.deployments)}"))
-        return
+            enqueued = [c for c in opened.deployments if c not in opened.no_go]
+            out.print(safe(f"batch {opened.batch_id} enqueued: {', '.join(enqueued) or 'nothing'}"
+                           + (f"; NO_GO at preflight: {', '.join(opened.no_go)}" if opened.no_go else "")))
+        sys.exit(1 if opened.no_go else 0)
     from bgqueue.adapters.runtime import get_runtime
     from bgqueue.app.progress import wait_for_batch
     from bgqueue.app.views import batch_dict, print_batch
@@ -124,11 +178,26 @@ def fleet_run(file: str, only: str | None, wait: bool, as_json: bool, timeout: f
     rt = get_runtime()
     wait_for_batch(rt, opened.batch_id, timeout=timeout, console=None if as_json else err)
     data = batch_dict(rt, opened.batch_id)
+    data["warnings"] = warnings
     if as_json:
         click.echo(json.dumps(data, indent=2))
     else:
         print_batch(out, data)
     sys.exit(0 if data["ok"] else 1)
+
+
+def _worker_warnings(timeout_s: float = 1.0) -> list[str]:
+    """A batch waits in the queue until a worker takes it: say so at once when none answers."""
+    from tasks.application import app
+
+    try:
+        replies = app.control.ping(timeout=timeout_s, limit=1)
+    except Exception as e:  # the broker itself: the enqueue just worked, so this is rare
+        return [f"could not ping the Celery workers: {type(e).__name__}: {e}"]
+    if replies:
+        return []
+    return [f"no Celery worker answered a ping within {timeout_s:g}s: the batch waits in the queue until one "
+            "starts (`celery -A tasks worker -Q bgqueue`, the Procfile's worker entry)"]
 
 
 # --- status --------------------------------------------------------------------------
@@ -278,10 +347,13 @@ def decommission_cmd(cluster: str, force: bool, yes: bool) -> None:
 
 
 @main.command("nightly")
-@click.option("--now", "now", is_flag=True, required=True, help="run the nightly validations in this process now")
+@click.option("--now", "now", is_flag=True,
+              help="run the nightly validations in this process now (Celery beat runs them every night)")
 @click.option("--json", "as_json", is_flag=True)
 def nightly_cmd(now: bool, as_json: bool) -> None:
     """The nightly validations of every registered fleet, on demand. Exit 1 when anything is found."""
+    if not now:
+        raise click.UsageError("say --now to run the nightly validations here (beat runs them every night)")
     from bgqueue.adapters.runtime import get_runtime
     from bgqueue.engine.nightly import registered, run_now
 
@@ -333,7 +405,7 @@ def sandbox_up(clusters: int, directory: str) -> None:
     t0 = time.perf_counter()
     sb = Sandbox(Path(directory), clusters=clusters, detach=True)
     sb.up()
-    out.print(f"sandbox up in {time.perf_counter() - t0:.2f}s: {clusters} clusters, redis {safe(mask(sb.info['redis']['url']))}")
+    out.print(f"sandbox up in {time.perf_counter() - t0:.2f}s: {clusters} cluster{'s' if clusters != 1 else ''}, redis {safe(mask(sb.info['redis']['url']))}")
     out.print(f"fleet file: {safe(Path(directory) / 'fleet.yaml')}")
     out.print(f"credentials: source {safe(Path(directory) / 'sandbox.env')}")
 

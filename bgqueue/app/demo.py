@@ -4,7 +4,9 @@ Everything is real: mariadbd pairs and a redis-server on free loopback ports, Ce
 processes, the metrics sampler process, an unprivileged application user writing through
 ``bgqueue.client``. The batch is enqueued through the same code path as ``bgqueue fleet
 run``. One cluster gets a fault after its switchover (green refuses the application's
-writes) so that the monitoring window rolls it back by itself.
+writes) so that the monitoring window rolls it back by itself. With three clusters or more, the
+first also sits behind a real HAProxy with a plain-PyMySQL application writing through it, and
+the second has maintenance mode on with an application on a SQLAlchemy pool (``demo_paths``).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from bgqueue.app.demo_paths import DemoPaths
 from bgqueue.app.terminal import safe
 from bgqueue.model.fleet import load_fleet
 from bgqueue.sandbox import Sandbox
@@ -47,13 +50,15 @@ def _configure(home: Path, redis_url: str) -> dict[str, str]:
     return env
 
 
-def _demo_fleet(sandbox: Sandbox, workdir: Path) -> Path:
+def _demo_fleet(sandbox: Sandbox, workdir: Path, paths: DemoPaths | None = None) -> Path:
     from bgqueue.client.workload import LEDGER_PIPELINE
 
     raw = yaml.safe_load(sandbox.fleet_path.read_text())
     raw["defaults"]["thresholds"].update(DEMO_THRESHOLDS)
     for c in raw["clusters"]:
         c["pipelines"] = [dict(LEDGER_PIPELINE)]  # one built-in CDC consumer per cluster
+    if paths is not None:
+        paths.fleet_entries(raw["clusters"])
     path = workdir / "fleet.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
@@ -95,6 +100,7 @@ def run_demo(clusters: int = 4, rate: float = 100.0, keep: bool = False, console
     workers: list = []
     loads: list = []
     sampler = consumer = None
+    paths: DemoPaths | None = None
     stop = threading.Event()
     try:
         t0 = time.perf_counter()
@@ -104,6 +110,11 @@ def run_demo(clusters: int = 4, rate: float = 100.0, keep: bool = False, console
         env = _configure(workdir, redis_url)
         console.print(f"sandbox: {clusters} blue/green MariaDB pairs + redis-server up in "
                       f"{time.perf_counter() - t0:.1f}s ({workdir})")
+        if clusters >= 3:  # the fault's cluster (the last) keeps the registry path only
+            paths = DemoPaths(sandbox, workdir)
+            paths.start_proxy()
+            console.print(f"haproxy: {sandbox.pairs[0].name}'s writer behind a real HAProxy (runtime API "
+                          f"{paths.proxy.admin_address}); {sandbox.pairs[1].name} in maintenance mode (drain)")
         from bgqueue.adapters.runtime import get_runtime
         from bgqueue.app.progress import wait_for_batch
         from bgqueue.client.workload import start_workload, verify, wait_cdc_streaming
@@ -117,7 +128,7 @@ def run_demo(clusters: int = 4, rate: float = 100.0, keep: bool = False, console
         workers = start_workers(env, redis_url, count=2, concurrency=4, logdir=workdir)
         console.print(f"celery: 2 worker processes ready, sampler running ({time.perf_counter() - t1:.1f}s)")
         rt = get_runtime()
-        fleet_path = str(_demo_fleet(sandbox, workdir))
+        fleet_path = str(_demo_fleet(sandbox, workdir, paths))
         specs = load_fleet(fleet_path).clusters
         consumer = subprocess.Popen([sys.executable, "-m", "bgqueue.app.cli", "cdc", "run", "--fleet", fleet_path],
                                     env=env, cwd=str(Path(__file__).resolve().parent.parent),
@@ -128,6 +139,10 @@ def run_demo(clusters: int = 4, rate: float = 100.0, keep: bool = False, console
         loads = [start_workload(s, redis_url, rt.routing, app_user="app", app_password=sandbox.passwords.app,
                                 rate_hz=rate) for s in specs]
         console.print(f"writers: {len(loads)} application writers at {rate:g} writes/s each (user 'app')")
+        if paths is not None:
+            paths.start_apps(redis_url, sandbox.passwords.app, rate)
+            console.print(f"apps: plain PyMySQL through HAProxy on {paths.proxy_pair.name}, a SQLAlchemy pool in "
+                          f"maintenance mode on {paths.pool_pair.name}, {rate:g} writes/s each")
         time.sleep(1.0)
         opened = enqueue_fleet(fleet_path)
         console.print(f"batch {opened.batch_id} enqueued (bgqueue fleet run {fleet_path})")
@@ -139,10 +154,17 @@ def run_demo(clusters: int = 4, rate: float = 100.0, keep: bool = False, console
         time.sleep(1.0)  # the writers go on against the new primaries
         for w in loads:
             w.stop()
-        _write_report(console, rt, opened.batch_id, Path(report_path))
-        return _report(console, rt, specs, loads, rows, verify)
+        if paths is not None:
+            for w in paths.writers.values():
+                w.stop()
+        report = _write_report(console, rt, opened.batch_id, Path(report_path))
+        code = _report(console, rt, specs, loads, rows, verify, paths)
+        console.print(f"report: {Path(report).resolve().as_uri()}", highlight=False)
+        return code
     finally:
         stop.set()
+        if paths is not None:
+            paths.stop()
         for w in loads:
             try:
                 w.stop()
@@ -169,11 +191,10 @@ def _write_report(console: Console, rt, batch_id: str, out: Path) -> Path:
     if not wait_for_metrics(rt.store, batch_id, timeout=15):
         console.print("[yellow]report: the sampler has not written every last phase yet; plots may end early[/]")
     path = write_batch_report(rt.store, batch_id, out)
-    console.print(f"report: {path}", highlight=False)
     return path
 
 
-def _report(console: Console, rt, specs, loads, rows, verify) -> int:
+def _report(console: Console, rt, specs, loads, rows, verify, paths: DemoPaths | None = None) -> int:
     from bgqueue.adapters.store import journal
     from bgqueue.adapters.store import validation as records
     from bgqueue.client.workload import cdc_audit
@@ -187,7 +208,12 @@ def _report(console: Console, rt, specs, loads, rows, verify) -> int:
                 "cdc lost/dup", "reverse replication"):
         table.add_column(col, justify="left" if col in ("cluster", "phase", "reverse replication") else "right",
                          no_wrap=True)
+    apps = Table(title="application paths: what each application saw", title_justify="left")
+    for col in ("cluster", "path", "application", "acked", "errors", "max gap ms", "lost"):
+        apps.add_column(col, justify="left" if col in ("cluster", "path", "application") else "right", no_wrap=True)
     switched = rolled_back = lost_total = cdc_lost = cdc_dup = 0
+    samples: list[str] = []
+    app_errors: dict[str, int] = {}
     max_gap = 0.0
     for spec, load in zip(specs, loads, strict=False):
         d = by_cluster[spec.name]
@@ -211,15 +237,28 @@ def _report(console: Console, rt, specs, loads, rows, verify) -> int:
         table.add_row(spec.name, d.phase, _f(d.switch_duration_ms), _f(d.writes_blocked_ms), f"{gap:.1f}",
                       str(v.acked), str(v.rows_on_new), str(v.lost), f"{audit.lost}/{audit.duplicates}",
                       safe(reverse))
+        apps.add_row(spec.name, "registry", "bgqueue.client", str(v.acked), str(sum(load.writer.failures.values())),
+                     f"{load.writer.max_gap_ms():.0f}", str(v.lost))
+        if paths is not None and spec.name in paths.writers:
+            app = paths.outcome(spec.name, on_green)
+            lost_total += app.lost
+            apps.add_row(spec.name, app.path, app.application, str(app.acked), str(app.errors),
+                         f"{app.max_gap_ms:.0f}", str(app.lost))
+            samples.extend(f"{spec.name} {app.application}: {e}" for e in app.samples)
+            app_errors[app.application] = app.errors
         if d.reason and d.phase != "COMPLETED":
             console.print(safe(f"{spec.name}: {d.phase}: {d.reason}"))
         for note in (s for s in journal.steps(rt.store, d.id, "rollback") if s.name == "rolled_back"):
             console.print(f"{spec.name}: rollback blocked writes for {note.detail['writes_blocked_ms']:.1f} ms")
     console.print(checks)
     console.print(table)
+    console.print(apps)
+    for line in samples:
+        console.print(safe(f"  e.g. {line}"))
     console.print(f"demo: clusters={len(specs)} switched={switched} lost_writes={lost_total} "
                   f"max_write_gap_ms={max_gap:.1f} rolled_back={rolled_back} cdc_lost={cdc_lost} "
-                  f"cdc_duplicates={cdc_dup}", highlight=False)
+                  f"cdc_duplicates={cdc_dup}"
+                  + "".join(f" {_key(a)}_errors={n}" for a, n in app_errors.items()), highlight=False)
     sys.stdout.flush()
     return 0 if (switched == len(specs) and lost_total == 0 and cdc_lost == 0 and cdc_dup == 0) else 1
 
@@ -254,6 +293,11 @@ def _replication_state(spec, replica) -> str:
     if not st.healthy:
         return f"broken: {st.last_error or 'threads stopped'}"
     return f"running, lag {st.seconds_behind}s"
+
+
+def _key(application: str) -> str:
+    return {"plain PyMySQL via HAProxy": "haproxy_app", "SQLAlchemy pool": "sqlalchemy_maintenance_app"}.get(
+        application, application.replace(" ", "_"))
 
 
 def _f(v: float | None) -> str:

@@ -8,6 +8,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bgqueue.adapters.runtime import Runtime
 from bgqueue.adapters.store import deployments as deps
+from bgqueue.adapters.store import validation
 from bgqueue.app.terminal import safe
 from bgqueue.model.errors import BgqueueError
 from bgqueue.model.phases import TERMINAL, Phase
@@ -23,6 +24,9 @@ def _step(phase: Phase) -> int:
     return ORDER.index(phase) if phase in ORDER else ORDER.index(Phase.MONITORING)  # ROLLING_BACK
 
 
+WHY_EVERY_S = 1.0  # how often the progress reads what validating deployments wait for
+
+
 class BatchTimeout(BgqueueError):
     exit_code = 1
 
@@ -34,22 +38,35 @@ def wait_for_batch(rt: Runtime, batch_id: str, *, timeout: float = 3600.0, poll_
     deadline = time.monotonic() + timeout
     progress = None
     bars: dict[str, int] = {}
-    if console is not None:
+    lines = console is not None and not console.is_terminal  # a log: one line per change, no bars
+    last: dict[str, str] = {}
+    if console is not None and not lines:
         progress = Progress(TextColumn("{task.fields[cluster]:<12}"), BarColumn(),
                             TextColumn("{task.fields[phase]:<18}"), TimeElapsedColumn(),
                             console=console, transient=False)
         progress.start()
+    why: dict[str, str] = {}
+    why_at = 0.0
     try:
         while True:
-            rows = deps.batch_phases(rt.store, batch_id)
-            if progress is not None:
-                for cluster, phase in rows:
+            rows = deps.batch_phase_ids(rt.store, batch_id)
+            if console is not None:
+                if time.monotonic() - why_at >= WHY_EVERY_S:  # what validating deployments wait for
+                    why = validation.waiting(rt.store, [d for _, p, d in rows if p == Phase.VALIDATING])
+                    why_at = time.monotonic()
+                for cluster, phase, dep_id in rows:
+                    text = f"{phase}: {why[dep_id]}" if phase == Phase.VALIDATING and dep_id in why else phase
+                    if lines:
+                        if last.get(cluster) != text:
+                            console.print(safe(f"{cluster}: {text}"), highlight=False, soft_wrap=True)
+                            last[cluster] = text
+                        continue
                     if cluster not in bars:
                         # The columns render their text as markup: the names are escaped.
                         bars[cluster] = progress.add_task("", total=len(ORDER) - 1, cluster=safe(cluster),
-                                                          phase=safe(phase))
-                    progress.update(bars[cluster], completed=_step(Phase(phase)), phase=safe(phase))
-            if rows and all(Phase(phase) in TERMINAL for _, phase in rows):
+                                                          phase=safe(text))
+                    progress.update(bars[cluster], completed=_step(Phase(phase)), phase=safe(text[:200]))
+            if rows and all(Phase(phase) in TERMINAL for _, phase, _ in rows):
                 return deps.batch_deployments(rt.store, batch_id)
             if time.monotonic() > deadline:
                 raise BatchTimeout(f"batch {batch_id} not finished after {timeout:g}s; it goes on: "

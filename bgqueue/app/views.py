@@ -5,8 +5,10 @@ printed through ``terminal.safe`` (no markup, no escape sequences); only our own
 """
 from __future__ import annotations
 
-from datetime import datetime
+import json
+from datetime import UTC, datetime
 
+from pydantic import TypeAdapter
 from rich.console import Console
 from rich.table import Table
 
@@ -17,6 +19,9 @@ from bgqueue.app.replay_cmd import print_classes
 from bgqueue.app.report.replay import latest_replay
 from bgqueue.app.terminal import safe
 from bgqueue.model.phases import SWITCHED, Phase
+from bgqueue.model.routing import RoutingTarget
+
+_TARGETS: TypeAdapter = TypeAdapter(RoutingTarget)
 
 PHASE_STYLE = {
     "COMPLETED": "green", "MONITORING": "green", "CDC_MIGRATING": "cyan", "SWITCHING": "yellow",
@@ -71,6 +76,34 @@ def deployment_dict(rt: Runtime, dep, detail: bool = False) -> dict:
         out["replay"] = latest_replay(results)
         route = rt.routing.get(dep.cluster)
         out["route"] = None if route is None else {"writer": f"{route.host}:{route.port}", "version": route.version}
+        out["paths"] = application_paths(dep.spec, out["steps"], out["route"])
+    return out
+
+
+def application_paths(spec: dict, steps: list[dict], route: dict | None) -> list[dict]:
+    """Where each application path of the cluster points, from the journal: the registry (its
+    route), then every extra target as the last flip_targets step left it (flipped to a side, or
+    still on the other one with the error), or "blue (not flipped)" before any flip."""
+    out = [{"path": "registry", "points_at": route["writer"] if route else "no route", "ok": route is not None}]
+    last = next((s for s in reversed(steps) if s["name"] == "flip_targets"), None)
+    detail = (last or {}).get("detail") or {}
+    side = detail.get("side")
+    for raw in spec.get("routing") or []:
+        try:
+            target = _TARGETS.validate_python(raw)
+        except ValueError:
+            continue
+        if target.kind == "registry":
+            continue
+        label = target.label
+        if label in (detail.get("flipped") or {}):
+            out.append({"path": label, "points_at": side, "ok": True})
+        elif label in (detail.get("failed") or {}):
+            other = "blue" if side == "green" else "green"
+            out.append({"path": label, "points_at": f"{other} (old primary)", "ok": False,
+                        "error": detail["failed"][label]})
+        else:
+            out.append({"path": label, "points_at": "blue (not flipped)", "ok": True})
     return out
 
 
@@ -100,8 +133,27 @@ def deployments_table(rows: list[dict], title: str) -> Table:
 
 def print_batch(console: Console, data: dict) -> None:
     cost = f", green environments ${data['green_cost_per_hour']:.2f}/h" if data.get("green_cost_per_hour") else ""
-    console.print(deployments_table(data["clusters"], safe(f"batch {data['batch']} ({data['fleet']}): "
-                                                           f"{data['switched']}/{data['total']} switched{cost}")))
+    state = "done" if data.get("finished_at") else "running"
+    counts: dict[str, int] = {}
+    for r in data["clusters"]:
+        counts[r["phase"]] = counts.get(r["phase"], 0) + 1
+    by_phase = ", ".join(f"{n} {p}" for p, n in sorted(counts.items()))
+    console.print(deployments_table(data["clusters"], safe(
+        f"batch {data['batch']} ({data['fleet']}): {state}, {_age(data.get('created_at'))} old; "
+        f"{data['switched']}/{data['total']} switched ({by_phase}){cost}")))
+
+
+def _age(iso: str | None) -> str:
+    if not iso:
+        return "?"
+    then = datetime.fromisoformat(iso)
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    s = max(0.0, (datetime.now(UTC) - then).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if s >= size:
+            return f"{s / size:.0f} {unit}"
+    return f"{s:.0f} s"
 
 
 def print_deployment(console: Console, d: dict) -> None:
@@ -111,6 +163,10 @@ def print_deployment(console: Console, d: dict) -> None:
                          + (f"  route → {d['route']['writer']} (v{d['route']['version']})" if d.get("route") else "")))
     if d["reason"]:
         console.print(f"reason: {safe(d['reason'])}")
+    for p in d.get("paths", []):
+        mark = "" if p["ok"] else "[red]STILL ON THE OLD PRIMARY[/] "
+        console.print(f"path {safe(p['path'])} → {mark}{safe(p['points_at'])}"
+                      + (f": {safe(p['error'][:200])}" if p.get("error") else ""))
     if d.get("decommissioned_at"):
         console.print(safe(f"old primary {d['blue']}: decommissioned at {d['decommissioned_at']} — free"))
     elif d.get("retention_until") and d["phase"] == "COMPLETED":
@@ -126,19 +182,45 @@ def print_deployment(console: Console, d: dict) -> None:
         console.print(t)
     if d.get("replay"):
         print_classes(console, d["replay"])
-    for dec in d.get("decisions", [])[-1:]:
-        console.print(f"decision ({safe(dec['kind'])}, round {dec['round']}): [bold]{safe(dec['verdict'])}[/]"
+    latest: dict[str, dict] = {}
+    for dec in d.get("decisions", []):
+        latest[dec["kind"]] = dec  # the last decision of each kind: the gate's GO and the monitor's HOLD
+    for kind, dec in latest.items():
+        label = DECISION_LABEL.get(kind, kind)
+        console.print(f"{safe(label)} (round {dec['round']}): [bold]{safe(dec['verdict'])}[/]"
                       + "".join(f"\n  - {safe(r)}" for r in dec["reasons"] or []))
     t = Table(title="journal", title_justify="left")
     for col in ("procedure", "step", "status", "ms", "detail"):
         t.add_column(col, overflow="fold")
     for s in d.get("steps", []):
-        detail = ", ".join(f"{k}={v}" for k, v in (s["detail"] or {}).items())
-        t.add_row(safe(s["procedure"]), safe(s["name"]), safe(s["status"]), _num(s["duration_ms"]), safe(detail[:200]))
+        t.add_row(safe(s["procedure"]), safe(s["name"]), safe(s["status"]), _num(s["duration_ms"]),
+                  safe(readable(s["detail"])))
     console.print(t)
     for c in d.get("checkpoints", []):
         console.print(safe(f"checkpoint ({c['kind']}): {c['old_primary']} final gtid {c['old_gtid']} binlog "
                            f"{c['old_binlog']} → {c['new_primary']} binlog {c['new_binlog']}"))
+
+
+DECISION_LABEL = {"pre_switch": "decision before the switchover", "monitor": "monitoring window's decision",
+                  "rollback": "rollback decision"}
+
+
+def readable(detail: dict | None, limit: int = 600) -> str:
+    """A journal step's facts, one ``key: value`` per line (nested values compact), cut at whole
+    entries with a count of what was left out (``status --json`` has everything)."""
+    if not detail:
+        return ""
+    lines, used = [], 0
+    items = list(detail.items())
+    for i, (k, v) in enumerate(items):
+        text = json.dumps(v, default=str, sort_keys=True) if isinstance(v, (dict, list)) else str(v)
+        line = f"{k}: {text if len(text) <= 200 else text[:197] + '...'}"
+        if used + len(line) > limit and lines:
+            lines.append(f"(+{len(items) - i} more: status --json)")
+            break
+        lines.append(line)
+        used += len(line)
+    return "\n".join(lines)
 
 
 def _num(v: float | None) -> str:

@@ -68,12 +68,18 @@ class ChunkResult:
 
     @property
     def range_text(self) -> str:
-        """e.g. ``id 70001..80000``; a table's first and last chunks are open (``id ..10000``,
-        ``id 990001..``): they also hold any row green has below or above every key of blue."""
+        """e.g. ``id 70001..80000``; a table's first and last chunks are open (``id ≤ 10000``,
+        ``id ≥ 990001``): they also hold any row green has below or above every key of blue; a
+        table in one chunk is "all rows"."""
         if self.first is None:
             return f"{self.key_label} > {q.render_key(self.after)}" if self.after is not None else "all rows"
-        low = q.render_key(self.first) if self.after is not None else ""
-        return f"{self.key_label} {low}..{q.render_key(self.upto)}"
+        if self.after is None and self.upto is None:
+            return "all rows"
+        if self.after is None:
+            return f"{self.key_label} ≤ {q.render_key(self.upto)}"
+        if self.upto is None:
+            return f"{self.key_label} ≥ {q.render_key(self.first)}"
+        return f"{self.key_label} {q.render_key(self.first)}..{q.render_key(self.upto)}"
 
     def describe(self) -> str:
         """One line naming the table, the chunk, its key range and what differs."""

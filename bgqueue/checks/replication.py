@@ -31,7 +31,8 @@ def replication_lag(ctx: CheckContext) -> CheckResult:
     lags = [(s.ts, s.values.get("lag_ms")) for s in samples if s.values.get("lag_ms") is not None]
     threshold = f"< {t.max_lag_s:g}s for {t.lag_window_s:g}s"
     if not lags:
-        return waiting("replication_lag", "no lag samples yet", threshold=threshold)
+        return waiting("replication_lag", "no lag samples yet (is `bgqueue sampler run` running?)",
+                       threshold=threshold)
     covered = now - lags[0][0]
     worst_ts, worst = max(lags, key=lambda x: x[1])
     evidence = {"samples": len(lags), "covered_s": round(covered, 2), "max_lag_ms": round(worst, 1),

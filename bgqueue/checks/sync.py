@@ -19,6 +19,9 @@ class SyncState:
     lag_s: float | None  # Seconds_Behind_Master (None when unknown)
     transactions_behind: int | None
     problems: list[str] = field(default_factory=list)  # why it is not replicating properly
+    # The subset that says the fleet file describes another topology (green is no replica of
+    # blue, or not by GTID): bad input, not a state to wait out.
+    topology: list[str] = field(default_factory=list)
 
     def in_sync(self, max_lag_s: float) -> bool:
         return self.replicating and self.lag_s is not None and self.lag_s <= max_lag_s
@@ -60,23 +63,25 @@ def assess(source: Server, replica: Server, source_endpoint: Endpoint) -> SyncSt
     problems: list[str] = []
     status = replica.replica_status()
     if status is None:
-        return SyncState(False, None, None, [f"{replica.label} {replica.endpoint} is not configured as a replica"])
+        why = f"{replica.label} {replica.endpoint} is not configured as a replica"
+        return SyncState(False, None, None, [why], [why])
     if not (_same_host(status.source_host, source_endpoint.host) and status.source_port == source_endpoint.port):
         problems.append(f"{replica.label} replicates from {status.source_host}:{status.source_port}, "
                         f"not from {source.label} {source_endpoint}")
     problems += _source_identity(source, replica, status)
+    if not status.using_gtid:
+        problems.append(f"{replica.label}: replication does not use GTID positioning")
+    topology = list(problems)
     if not status.io_running:
         problems.append(f"{replica.label}: replication IO thread is not running")
     if not status.sql_running:
         problems.append(f"{replica.label}: replication SQL thread is not running")
     if status.last_error:
         problems.append(f"{replica.label}: replication error: {status.last_error}")
-    if not status.using_gtid:
-        problems.append(f"{replica.label}: replication does not use GTID positioning")
     behind = None
     try:
         behind = gtid.transactions_behind(source.flavour, replica.applied_position(), source.gtid_position())
     except gtid.GtidParseError as e:
         problems.append(f"cannot compare GTID positions: {e}")
     lag = None if status.seconds_behind is None else float(status.seconds_behind)
-    return SyncState(not problems, lag, behind, problems)
+    return SyncState(not problems, lag, behind, problems, topology)

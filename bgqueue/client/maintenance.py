@@ -7,7 +7,9 @@ re-read the state; the state itself is read from its key, so a message lost whil
 caught up on the next poll), and for each new epoch's "enter" calls ``drain()`` — which returns
 once no transaction is in flight and the pooled connections are closed — then acknowledges. A
 repeated "enter" of the same deployment and epoch is acknowledged again without draining twice;
-an older epoch of a deployment already handled (a worker that lost it) is ignored.
+an older epoch of a deployment already handled (a worker that lost it) is ignored. An "enter"
+older than its hold bound (``hold_s``, set by the switchover from its own timeouts) is treated as
+an "exit": a worker that died mid-procedure never holds the application for good.
 """
 from __future__ import annotations
 
@@ -30,8 +32,8 @@ POLL_S = 0.25
 
 class MaintenanceParticipant:
     def __init__(self, client: redis.Redis, cluster: str, *, drain: Callable[[], None], resume: Callable[[], None],
-                 client_id: str | None = None, announce_ttl_s: float = 10.0):
-        self.maint = Maintenance(client)
+                 client_id: str | None = None, announce_ttl_s: float = 10.0, namespace: str | None = None):
+        self.maint = Maintenance(client, namespace=namespace)
         self.redis, self.cluster = client, cluster
         self.client_id = client_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._drain, self._resume = drain, resume
@@ -85,6 +87,12 @@ class MaintenanceParticipant:
         epoch, deployment = int(state.get("epoch", 0)), str(state.get("deployment", ""))
         if self.handled is not None and self.handled[0] == deployment and epoch < self.handled[1]:
             return  # stale: from a worker that lost this deployment to a newer epoch
+        if state["state"] == ENTER and Maintenance.expired(state):
+            if self.in_maintenance:
+                log.warning("maintenance: %s epoch %s held clients past its bound; resuming", deployment, epoch)
+                self.in_maintenance = False
+                self._resume()
+            return
         if state["state"] == ENTER:
             if self.handled != (deployment, epoch):
                 self.in_maintenance = True

@@ -37,64 +37,25 @@ import redis
 from bgqueue.adapters.mysql import connect as tlsconnect
 from bgqueue.adapters.routing.published import PublishedRoutes
 from bgqueue.adapters.routing.route import Endpoint, Route, endpoint_set, endpoint_text
-from bgqueue.model.errors import BgqueueError
+from bgqueue.client.errors import (
+    ER_DUP_ENTRY,
+    ER_READ_ONLY,
+    TRANSIENT_WHILE_VERIFYING,
+    CommitOutcomeUnknown,
+    NoRoute,
+    WriteUnavailable,
+    error_code,
+    is_connection_error,
+)
+from bgqueue.client.maintenance import MaintenanceParticipant
 from bgqueue.model.schema_base import Tls
 from config.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-# The server refused a write because it is read_only: nothing of the transaction committed.
-ER_READ_ONLY = 1290
-# The connection is gone; whatever was not committed was rolled back by the server.
-CONNECTION_ERRORS = frozenset({
-    2003,  # can't connect
-    2006,  # server gone away
-    2013,  # lost connection during query
-    1927,  # connection was killed
-    1053,  # server shutdown in progress
-    4031,  # disconnected by the server (idle timeout)
-})
-# Worth waiting for while a lost COMMIT is being verified: the server refused the session or the
-# read for now (too many connections, lock wait, deadlock), it did not answer the question.
-TRANSIENT_WHILE_VERIFYING = frozenset({1040, 1205, 1213})
-ER_DUP_ENTRY = 1062
 FIRST_BACKOFF_S = 0.002
 # How often the route listener looks at the stop flag; bounds close() (a flip is seen at once).
 LISTEN_POLL_S = 0.05
-
-
-class WriteUnavailable(BgqueueError):
-    """The transaction did not commit within the attempt/deadline budget. ``last_error`` says why."""
-
-    def __init__(self, message: str, last_error: BaseException | None):
-        super().__init__(message)
-        self.last_error = last_error
-
-
-class CommitOutcomeUnknown(BgqueueError):
-    """The connection died while COMMIT was in flight: the transaction may or may not have committed."""
-
-    def __init__(self, message: str, last_error: BaseException | None):
-        super().__init__(message)
-        self.last_error = last_error
-
-
-class NoRoute(BgqueueError):
-    """The registry names no writer for the cluster (yet)."""
-
-
-def error_code(exc: BaseException) -> int | None:
-    """The MySQL error number carried by a PyMySQL exception, if any."""
-    if isinstance(exc, pymysql.MySQLError) and exc.args and isinstance(exc.args[0], int):
-        return exc.args[0]
-    return None
-
-
-def is_connection_error(exc: BaseException) -> bool:
-    """True when ``exc`` means the session is gone (not a refusal by a live server)."""
-    if isinstance(exc, pymysql.err.InterfaceError):  # "(0, '')": already closed
-        return True
-    return error_code(exc) in CONNECTION_ERRORS
 
 
 class RoutedClient:
@@ -114,6 +75,10 @@ class RoutedClient:
     route naming anything else is refused. Without it, the allow-list bgqueue registered is used,
     and with neither every route is refused. ``namespace``: the environment's (default: the
     BGQUEUE_NAMESPACE setting, else "default").
+    ``maintenance=True``: the client takes part in maintenance mode (announced as ``client_id``):
+    on "enter" it lets the transaction in flight finish, closes its connection, holds new
+    transactions back (each at most its deadline) and acknowledges; on "exit" they go on, to the
+    new writer. The switchover's fence then meets no transaction of this client.
     """
 
     def __init__(
@@ -132,6 +97,8 @@ class RoutedClient:
         max_attempts: int = 60,
         max_backoff_s: float = 0.2,
         deadline_s: float = 30.0,
+        maintenance: bool = False,
+        client_id: str | None = None,
     ):
         self.cluster = cluster
         self.user = user
@@ -176,6 +143,11 @@ class RoutedClient:
         self._listener.start()
         # Bounded: without Redis the first transaction still GETs the route and retries.
         self._listening.wait(connect_timeout)
+        self._open = threading.Event()  # cleared while in maintenance
+        self._open.set()
+        self.maintenance = (MaintenanceParticipant(self._redis, cluster, drain=self._drain, resume=self._open.set,
+                                                   client_id=client_id, namespace=self._routes.namespace)
+                            if maintenance else None)
 
     def __repr__(self) -> str:
         route = self._route
@@ -196,6 +168,8 @@ class RoutedClient:
     def close(self) -> None:
         """Stop the route listener and close the database and Redis connections."""
         self._stop.set()
+        if self.maintenance is not None:
+            self.maintenance.close()
         self._listener.join(timeout=5)
         with self._tx_lock:
             self._drop_connection()
@@ -225,8 +199,20 @@ class RoutedClient:
         verify looked, and the re-run must then fail (1062) rather than write twice.
         See the module docstring for the outcome contract.
         """
+        deadline = time.monotonic() + self.deadline_s
+        while True:
+            # In maintenance, wait (at most the deadline) for "exit"; past it the transaction runs
+            # anyway: the fence, not the maintenance gate, is what keeps writes safe.
+            self._open.wait(max(0.0, deadline - time.monotonic()))
+            with self._tx_lock:
+                if self._open.is_set() or time.monotonic() >= deadline:
+                    return self._transaction(fn, verify)
+
+    def _drain(self) -> None:
+        """Maintenance "enter": hold new transactions, let the one in flight finish, disconnect."""
+        self._open.clear()
         with self._tx_lock:
-            return self._transaction(fn, verify)
+            self._drop_connection()
 
     def _transaction(self, fn, verify):
         deadline = time.monotonic() + self.deadline_s

@@ -5,7 +5,9 @@
         conn.execute(text("INSERT ..."))
 
 - Every new pooled connection goes to the current writer: the pool's creator reads the route from
-  bgqueue's registry.
+  bgqueue's registry (the environment's namespace), and accepts it only if it names one of the
+  cluster's declared endpoints (``endpoints``, else the allow-list bgqueue registered), exactly
+  like ``RoutedClient``: credentials are never sent to a server a forged route names.
 - A route change (pub/sub signal, re-read from the registry) disposes the pool: connections that are
   checked in close now, those in use are replaced when they come back.
 - Errors that mean "this server is no longer the writer" or "this session was ended" (1290
@@ -29,9 +31,11 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import QueuePool
 
-from bgqueue.adapters.routing.registry import RoutingRegistry
+from bgqueue.adapters.routing.published import PublishedRoutes
+from bgqueue.adapters.routing.route import Endpoint, endpoint_set, endpoint_text
 from bgqueue.client.maintenance import MaintenanceParticipant
 from bgqueue.model.errors import BgqueueError
+from config.settings import get_settings
 
 # The server is not (or no longer) the writer, or the session was ended under us.
 NOT_THE_WRITER = frozenset({1290, 1836, 1927, 2006, 2013, 4031})
@@ -39,15 +43,17 @@ GATE_WAIT_S = 30.0  # a checkout waits this long at most for maintenance to end
 
 
 class NoRoute(BgqueueError):
-    """The registry has no writer for the cluster."""
+    """The registry has no writer for the cluster, or none that is a declared endpoint."""
 
 
 class RoutedPool:
     """The state an engine shares with its pool events: the route, the maintenance gate."""
 
-    def __init__(self, cluster: str, client: redis.Redis):
+    def __init__(self, cluster: str, client: redis.Redis, *, endpoints: list[Endpoint] | None = None,
+                 namespace: str | None = None):
         self.cluster = cluster
-        self.registry = RoutingRegistry(client)
+        self.routes = PublishedRoutes(client, "bgq:", namespace if namespace is not None else get_settings().namespace)
+        self.endpoints = None if endpoints is None else endpoint_set(endpoints)
         self.engine: Engine | None = None
         self.open = threading.Event()
         self.open.set()
@@ -57,16 +63,35 @@ class RoutedPool:
         self.seen_version: int | None = None  # the version the watcher last read
         self.disposals = 0
 
-    def endpoint(self) -> tuple[str, int]:
-        route = self.registry.get(self.cluster)
+    def read(self):
+        """The stored route if it names an allowed endpoint (else NoRoute, saying why)."""
+        route, registered = self.routes.read_with_endpoints(self.cluster)
         if route is None:
             raise NoRoute(f"no route for cluster {self.cluster!r} in the registry")
+        allowed = self.endpoints if self.endpoints is not None else registered
+        if not route.allowed_by(allowed):
+            raise NoRoute(f"{self.cluster}: route v{route.version} names {endpoint_text(route.endpoint)}, "
+                          "not one of the cluster's declared endpoints")
+        return route
+
+    def endpoint(self) -> tuple[str, int]:
+        route = self.read()
         self.route_version = route.version
         return route.host, route.port
 
     def current_version(self) -> int | None:
         """The route version last seen by the watcher (no Redis round trip per checkout)."""
         return self.seen_version if self.seen_version is not None else self.route_version
+
+    def fresh_version(self) -> int | None:
+        """The stored route's version, read now: only when a connection's version differs from the
+        watcher's (the watcher may not have seen a flip the creator already connected after)."""
+        try:
+            version = self.read().version
+        except (NoRoute, redis.RedisError):
+            return self.current_version()
+        self.seen_version = version
+        return version
 
     def dispose(self) -> None:
         if self.engine is not None:
@@ -97,12 +122,15 @@ class RoutedPool:
 
 
 def routed_engine(cluster: str, redis_url: str, user: str, password: str, database: str, *,
+                  endpoints: list[Endpoint] | None = None, namespace: str | None = None,
                   maintenance: bool = False, connect_timeout: float = 2.0, ssl_disabled: bool = True,
                   pool_size: int = 5, max_overflow: int = 5, client_id: str | None = None,
                   **engine_kw: Any) -> Engine:
+    """``endpoints``: the cluster's declared servers [(host, port), ...]; without them the allow-list
+    bgqueue registered for the cluster is used. ``namespace``: the environment's."""
     client = redis.Redis.from_url(redis_url, decode_responses=True, socket_connect_timeout=connect_timeout,
                                   socket_timeout=max(connect_timeout, 1.0))
-    state = RoutedPool(cluster, client)
+    state = RoutedPool(cluster, client, endpoints=endpoints, namespace=namespace)
 
     def creator():
         host, port = state.endpoint()
@@ -123,7 +151,8 @@ def routed_engine(cluster: str, redis_url: str, user: str, password: str, databa
             state.open.wait(GATE_WAIT_S)
             # The pool picked this connection before the gate: it may point at the old writer.
             raise DisconnectionError("maintenance ended: reconnect to the current writer")
-        if record.info.get("route_version") != state.current_version():
+        if record.info.get("route_version") != state.current_version() and \
+                record.info.get("route_version") != state.fresh_version():
             raise DisconnectionError("the route moved: reconnect to the current writer")  # the pool retries
         record.info["bgq_in_use"] = True
         state.checked_out()
@@ -144,7 +173,8 @@ def routed_engine(cluster: str, redis_url: str, user: str, password: str, databa
     watcher = _RouteWatcher(client, state)
     watcher.start()
     participant = (MaintenanceParticipant(client, cluster, drain=state.drain, resume=state.resume,
-                                          client_id=client_id) if maintenance else None)
+                                          client_id=client_id, namespace=state.routes.namespace)
+                   if maintenance else None)
     engine.bgqueue = state  # type: ignore[attr-defined]  (for tests and metrics)
 
     def close() -> None:
@@ -177,9 +207,11 @@ class _RouteWatcher(threading.Thread):
             try:
                 if pubsub is None:
                     pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-                    pubsub.subscribe(self.state.registry.channel(self.state.cluster))
-                route = self.state.registry.get(self.state.cluster)
-                version = route.version if route else None
+                    pubsub.subscribe(self.state.routes.key(self.state.cluster))
+                try:
+                    version: int | None = self.state.read().version
+                except NoRoute:
+                    version = self.state.seen_version  # a refused or missing route moves nothing
                 self.state.seen_version = version
                 if seen is not None and version != seen:
                     self.state.dispose()

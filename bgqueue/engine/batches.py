@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import getpass
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bgqueue.adapters.runtime import Runtime
@@ -22,7 +22,19 @@ from bgqueue.model.phases import SWITCHED, TERMINAL, Phase
 @dataclass(frozen=True)
 class OpenedBatch:
     batch_id: str
-    deployments: dict[str, str]  # cluster → deployment id
+    deployments: dict[str, str]  # cluster → deployment id (every cluster of the batch)
+    # cluster → reason: recorded NO_GO at preflight (the servers' state), not enqueued
+    no_go: dict[str, str] = field(default_factory=dict)
+
+
+def located(fleet_path: str, problems: list[tuple[str, str, str]]) -> FleetFileError:
+    """Every (cluster, field, message) as one FleetFileError: the first, then the others."""
+    errors = [FleetFileError(fleet_path, message, cluster=cluster, field=f) for cluster, f, message in problems]
+    first = errors[0]
+    first.others = errors[1:]
+    if first.others:
+        first.args = (str(first) + "".join(f"\n  also: {o}" for o in first.others),)
+    return first
 
 
 def _by_provider(specs: list) -> dict[str, list]:
@@ -33,9 +45,12 @@ def _by_provider(specs: list) -> dict[str, list]:
 
 
 def open_batch(rt: Runtime, fleet_path: str, only: list[str] | None = None, *, preflight: bool = True,
-               requested_by: str | None = None) -> OpenedBatch:
-    """Everything before enqueueing. Raises BadInput (exit 2) or ClusterBusy (exit 1); on any
-    error nothing is recorded, no lock is left behind, and no server was changed."""
+               requested_by: str | None = None, strict: bool = False) -> OpenedBatch:
+    """Everything before enqueueing. Raises BadInput (exit 2, every problem found, located) or
+    ClusterBusy (exit 1); on any error nothing is recorded, no lock is left behind, and no server
+    was changed. A cluster whose servers' state is wrong (replication stopped, a server down) is
+    recorded NO_GO with the reason at once and the others go on (``strict``: refused like bad
+    input, all or nothing)."""
     text = Path(fleet_path).read_text() if Path(fleet_path).is_file() else None
     fleet = load_fleet(fleet_path)
     specs = fleet.select(only)
@@ -44,12 +59,16 @@ def open_batch(rt: Runtime, fleet_path: str, only: list[str] | None = None, *, p
     for group in _by_provider(specs).values():
         # FleetFileError (exit 2) when the estimate is over budget
         provider_for(group[0]).check_budget(fleet, group, fleet_path)
+    not_ready: dict[str, str] = {}
     if preflight:
-        for result in check_clusters(specs):
-            if result.problems:
-                field, message = result.problems[0]
-                more = f" (and {len(result.problems) - 1} more)" if len(result.problems) > 1 else ""
-                raise FleetFileError(fleet_path, message + more, cluster=result.cluster, field=field)
+        results = check_clusters(specs)
+        bad = [(r.cluster, f, m) for r in results for f, m in r.problems]
+        if strict:
+            bad += [(r.cluster, f, m) for r in results for f, m in r.state_problems]
+        if bad:
+            raise located(fleet_path, bad)
+        not_ready = {r.cluster: "preflight: " + "; ".join(f"{f}: {m}" for f, m in r.state_problems)
+                     for r in results if r.state_problems}
     holder = str(uuid.uuid4())
     taken: list[str] = []
     try:
@@ -70,7 +89,12 @@ def open_batch(rt: Runtime, fleet_path: str, only: list[str] | None = None, *, p
         for name in taken:
             rt.locks.release(name, holder)
         raise
-    return OpenedBatch(batch_id, ids)
+    for cluster, reason in not_ready.items():
+        claim = deps.claim(rt.store, ids[cluster], "preflight", [Phase.PENDING])
+        if claim is not None:
+            deps.transition(rt.store, claim, Phase.NO_GO, reason=reason)
+        rt.locks.release(cluster, holder)
+    return OpenedBatch(batch_id, ids, not_ready)
 
 
 def _staging_twins_exist(rt: Runtime, fleet, specs: list, fleet_path: str) -> None:

@@ -34,12 +34,15 @@ class MonitorFigures:
 @dataclass
 class ClusterCheck:
     cluster: str
-    problems: list[tuple[str, str]] = field(default_factory=list)  # (field, message)
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (field, message): bad input
     facts: dict = field(default_factory=dict)
+    # (field, message): the servers' state, not the input (replication stopped, a server down):
+    # ``fleet run`` records such a cluster NO_GO at once and runs the rest (``--strict``: refuses).
+    state_problems: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and not self.state_problems
 
     def summary(self) -> str:
         """One line of what was found, for `fleet check`."""

@@ -62,6 +62,8 @@ class Route53Target(StrictModel):
     ttl_s: int = Field(default=5, ge=1, le=86400, description="TTL written at the flip")
     max_ttl_s: int = Field(default=5, ge=1, le=86400,
                            description="readiness: the record's TTL must be at or below this (AWS advises 5 s)")
+    insync_timeout_s: float = Field(default=60.0, gt=0, le=600,
+                                    description="the flip waits this long at most for the change to be INSYNC")
     region: str = "us-east-1"
 
     @property

@@ -118,8 +118,8 @@ def test_rows_deleted_or_added_on_green_fail_with_row_counts(pair):
                   f"INSERT INTO {ORDERS} VALUES (90000, 1, 1, 'x', NULL)")
     result = check_checksums(blue, green, [ORDERS], max_rows_per_chunk=700)
     assert result.status == "fail", result.reason
-    assert result.reason == (f"{ORDERS} chunk 1 (id ..700): 1 row(s) differ: id -5 (700 row(s) on blue, 701 on green); "
-                             f"{ORDERS} chunk 5 (id 2801..): 2 row(s) differ: id 2999, 90000 "
+    assert result.reason == (f"{ORDERS} chunk 1 (id ≤ 700): 1 row(s) differ: id -5 (700 row(s) on blue, 701 on green); "
+                             f"{ORDERS} chunk 5 (id ≥ 2801): 2 row(s) differ: id 2999, 90000 "
                              "(200 row(s) on both, checksum differs)")
 
 
@@ -250,3 +250,15 @@ def test_green_not_caught_up_within_the_bound_is_a_retryable_error(pair):
     result = check_checksums(blue, green, [ORDERS])
     assert (result.status, result.retryable) == ("error", True), result
     assert "is not replicating" in result.reason
+
+
+def test_key_ranges_read_as_bounds():
+    from bgqueue.checks.checksum import ChunkResult
+
+    def text(after, first, upto):
+        return ChunkResult("d.t", 1, ("id",), after, first, upto).range_text
+
+    assert text(None, (1,), None) == "all rows"  # one chunk: no bound to print
+    assert text(None, (1,), (700,)) == "id ≤ 700"
+    assert text((2800,), (2801,), None) == "id ≥ 2801"
+    assert text((700,), (701,), (1400,)) == "id 701..1400"

@@ -221,3 +221,36 @@ def test_cdc_consumer_follows_only_its_clusters_servers(cluster_pair_factory, un
         other.close()
         consumer.stop()
     assert trap.connections == 0
+
+
+@pytest.mark.parametrize("allow_list", ["given", "registered"])
+def test_the_sqlalchemy_engine_refuses_a_stored_route_to_an_undeclared_host(
+        pair, cluster, runtime, redis_url, sandbox_passwords, trap, allow_list):
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from bgqueue.client.sqlalchemy import NoRoute as EngineNoRoute
+    from bgqueue.client.sqlalchemy import routed_engine
+
+    if allow_list == "registered":
+        runtime.routing.allow(cluster, declared(pair))
+        kw = {}
+    else:
+        kw = {"endpoints": declared(pair)}
+    engine = routed_engine(cluster, redis_url, APP_USER, sandbox_passwords.app, APP_DATABASE, pool_size=1, **kw)
+    try:
+        with engine.begin() as c:
+            c.execute(text(f"INSERT INTO {TABLE} (id, v) VALUES (1, 'x')"))
+        runtime.redis.hset(runtime.routing.key(cluster), mapping={
+            "host": trap.host, "port": trap.port, "version": 2, "updated_at": "1", "reason": "forged"})
+        runtime.redis.publish(runtime.routing.channel(cluster), "x")
+        time.sleep(0.6)
+        engine.dispose()  # every next connection is made from the route as stored now
+        with pytest.raises((EngineNoRoute, DBAPIError)) as e:
+            with engine.begin() as c:
+                c.execute(text(f"INSERT INTO {TABLE} (id, v) VALUES (2, 'x')"))
+        assert "not one of the cluster's declared endpoints" in str(e.value), e.value
+        assert trap.connections == 0
+    finally:
+        engine.bgqueue_close()
+    assert ids(pair.blue) == [1]

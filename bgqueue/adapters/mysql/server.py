@@ -93,6 +93,14 @@ class BinlogCoordinates:
     pos: int
 
 
+# A reconnect waits this long for its own previous session to let the procedure lock go.
+FENCE_RETAKE_WAIT_S = 3.0
+
+
+class ServerUnreachable(BadInput):
+    """The server did not answer (down, refused, timed out): its state, not the input's fault."""
+
+
 class FenceLockLost(BgqueueError):
     """Another worker holds this cluster's procedure lock on the server: this one lost the deployment."""
 
@@ -114,6 +122,7 @@ class Server:
         self._conn: pymysql.Connection | None = None
         self._dialect: Dialect | None = None
         self._fence_lock: str | None = None
+        self._session_id: int | None = None  # this session's CONNECTION_ID() on the server
 
     # --- connection ----------------------------------------------------------------
     def connect(self) -> Server:
@@ -131,8 +140,11 @@ class Server:
             if code == 1045:
                 raise BadInput(f"{self.label} {self.endpoint}: access denied for user {self.admin.user!r} "
                                f"(password from {self.admin.password_env})") from None
-            raise BadInput(f"{self.label} {self.endpoint}: cannot connect: "
-                           f"{tlsconnect.describe_connect_error(e)}") from None
+            why = tlsconnect.describe_connect_error(e)
+            # refused, lost, gone, full, shutting down: the server's state (a TLS refusal is input)
+            if code in (2003, 2013, 2006, 1040, 1053) and not why.startswith("TLS"):
+                raise ServerUnreachable(f"{self.label} {self.endpoint}: cannot connect: {why}") from None
+            raise BadInput(f"{self.label} {self.endpoint}: cannot connect: {why}") from None
         try:
             tlsconnect.check_encrypted(self._conn, self.tls, f"{self.label} {self.endpoint}")
         except BadInput:
@@ -142,15 +154,38 @@ class Server:
             cur.execute("SELECT VERSION()")
             flavour, version = parse_version(cur.fetchone()[0])
             cur.execute(f"SET SESSION lock_wait_timeout = {FENCE_LOCK_WAIT_S}")
-            if self._fence_lock is not None:  # a reconnect of a procedure's session: never take it by force
-                cur.execute("SELECT GET_LOCK(%s, 0)", (self._fence_lock,))
-                if cur.fetchone()[0] != 1:
-                    self._conn.close()
-                    self._conn = None
-                    raise FenceLockLost(f"{self.label} {self.endpoint}: another worker holds {self._fence_lock!r}: "
-                                        "this worker lost the deployment and changes nothing")
+            previous, self._session_id = self._session_id, None
+            if self._fence_lock is not None and not self._retake_fence_lock(cur, previous):
+                self._conn.close()
+                self._conn = None
+                raise FenceLockLost(f"{self.label} {self.endpoint}: another worker holds {self._fence_lock!r}: "
+                                    "this worker lost the deployment and changes nothing")
+            cur.execute("SELECT CONNECTION_ID()")
+            self._session_id = int(cur.fetchone()[0])
         self._dialect = Dialect(flavour, version)
         return self
+
+    def _retake_fence_lock(self, cur, previous: int | None) -> bool:
+        """A reconnect of a procedure's session takes the lock back, never by force from anyone else:
+        only this worker's own previous session may still hold it (its close is asynchronous on
+        the server, or it was busy past a timeout); that one is ended and awaited, briefly."""
+        name = self._fence_lock
+        cur.execute("SELECT GET_LOCK(%s, 0)", (name,))
+        if cur.fetchone()[0] == 1:
+            return True
+        cur.execute("SELECT IS_USED_LOCK(%s)", (name,))
+        holder = cur.fetchone()[0]
+        if holder is not None and (previous is None or int(holder) != previous):
+            return False  # another worker's session: this worker lost the deployment
+        if holder is not None:
+            try:
+                cur.execute(f"KILL {int(previous)}")
+            except pymysql.err.OperationalError:
+                pass  # it ended meanwhile
+        cur.execute("SELECT GET_LOCK(%s, %s)", (name, FENCE_RETAKE_WAIT_S))
+        if cur.fetchone()[0] == 1:
+            return True
+        return False
 
     def hold_fence_lock(self, name: str, timeout_s: float = 5.0) -> int:
         """Take the procedure lock ``name`` for this session, first ending any other session that

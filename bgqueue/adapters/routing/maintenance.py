@@ -1,7 +1,9 @@
 """Maintenance mode over Redis: bgqueue's side (enter, wait for acknowledgements, exit) and the
 application's side (announce, read the state, acknowledge).
 
-Keys (prefix ``bgq:``): ``maint:{cluster}`` holds the state as JSON ``{"state": "enter"|"exit",
+Keys, in the environment's namespace like the routes (``bgq:{ns}:maint:{cluster}``; Redis
+pub/sub ignores database numbers, so two environments sharing a Redis server stay apart):
+``maint:{cluster}`` holds the state as JSON ``{"state": "enter"|"exit",
 "epoch", "deployment", "at"}`` and the channel of the same name carries a signal to re-read it;
 ``maint:{cluster}:clients`` maps each registered application instance to the time its
 announcement expires; ``maint:{cluster}:acks:{epoch}`` maps instances to when they acknowledged
@@ -14,16 +16,24 @@ import time
 
 import redis
 
+from bgqueue.adapters.routing.route import check_namespace
+from config.settings import get_settings
+
 ENTER, EXIT = "enter", "exit"
 ACK_TTL_S = 24 * 3600
+# How long an "enter" holds clients at most when the state says nothing (older writers).
+DEFAULT_HOLD_S = 300.0
+HOLD_BOUNDS_S = (10.0, 3600.0)
 
 
 class Maintenance:
-    def __init__(self, client: redis.Redis, prefix: str = "bgq:"):
+    def __init__(self, client: redis.Redis, prefix: str = "bgq:", *, namespace: str | None = None):
+        """``namespace``: the environment's (default: the BGQUEUE_NAMESPACE setting)."""
         self.redis, self.prefix = client, prefix
+        self.namespace = check_namespace(namespace if namespace is not None else get_settings().namespace)
 
     def key(self, cluster: str) -> str:
-        return f"{self.prefix}maint:{cluster}"
+        return f"{self.prefix}{self.namespace}:maint:{cluster}"
 
     channel = key
 
@@ -34,8 +44,12 @@ class Maintenance:
         return f"{self.key(cluster)}:acks:{epoch}"
 
     # --- bgqueue's side ---------------------------------------------------------------------
-    def enter(self, cluster: str, epoch: int, deployment: str) -> None:
-        self._set(cluster, {"state": ENTER, "epoch": epoch, "deployment": deployment, "at": time.time()})
+    def enter(self, cluster: str, epoch: int, deployment: str, hold_s: float = DEFAULT_HOLD_S) -> None:
+        """``hold_s``: the longest the procedure can keep the clients drained; past it a client
+        resumes on its own (a worker that died mid-procedure never holds applications for good)."""
+        hold = min(max(float(hold_s), HOLD_BOUNDS_S[0]), HOLD_BOUNDS_S[1])
+        self._set(cluster, {"state": ENTER, "epoch": epoch, "deployment": deployment, "at": time.time(),
+                            "hold_s": hold})
 
     def exit(self, cluster: str, epoch: int, deployment: str) -> None:
         self._set(cluster, {"state": EXIT, "epoch": epoch, "deployment": deployment, "at": time.time()})
@@ -68,6 +82,16 @@ class Maintenance:
         except ValueError:
             return None
         return value if isinstance(value, dict) and value.get("state") in (ENTER, EXIT) else None
+
+    @staticmethod
+    def expired(state: dict, now: float | None = None) -> bool:
+        """An "enter" older than its hold bound: clients resume without waiting for "exit"."""
+        try:
+            at = float(state.get("at", 0))
+            hold = min(max(float(state.get("hold_s", DEFAULT_HOLD_S)), HOLD_BOUNDS_S[0]), HOLD_BOUNDS_S[1])
+        except (TypeError, ValueError):
+            return True
+        return (time.time() if now is None else now) - at > hold
 
     def acknowledge(self, cluster: str, epoch: int, client_id: str) -> None:
         pipe = self.redis.pipeline()

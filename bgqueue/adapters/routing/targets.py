@@ -7,6 +7,7 @@ there is left as it is. ``readiness`` lists what would stop a switchover through
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from bgqueue.adapters.aws import clients as aws
@@ -36,7 +37,8 @@ def flip(spec: ClusterSpec, target: RoutingTarget, side: str) -> dict[str, Any]:
                 "Changes": [{"Action": "UPSERT", "ResourceRecordSet": {
                     "Name": target.record, "Type": target.type, "TTL": target.ttl_s,
                     "ResourceRecords": [{"Value": value}]}}]})["ChangeInfo"]
-            return {"value": value, "change": change["Id"], "status": change["Status"]}
+            status = _wait_insync(r53, target, change)
+            return {"value": value, "change": change["Id"], "status": status}
         if isinstance(target, SsmTarget):
             endpoint = spec.green if side == "green" else spec.blue
             ssm = aws.client("ssm", target.region)
@@ -109,6 +111,21 @@ def _route53_readiness(target: Route53Target) -> list[str]:
         return [f"{target.label}: TTL {ttl}s is above {target.max_ttl_s}s (clients would keep the old writer "
                 f"for up to {ttl}s after the flip)"]
     return []
+
+
+def _wait_insync(r53, target: Route53Target, change: dict) -> str:
+    """Wait (bounded) until Route 53 has the change on all its name servers: only then do resolvers
+    that ask get the new writer (after at most the record's TTL)."""
+    status, delay = change["Status"], 0.1
+    deadline = time.monotonic() + target.insync_timeout_s
+    while status != "INSYNC":
+        if time.monotonic() >= deadline:
+            raise TargetError(f"{target.label}: change {change['Id']} still {status} after "
+                              f"{target.insync_timeout_s:g}s")
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
+        status = r53.get_change(Id=change["Id"])["ChangeInfo"]["Status"]
+    return status
 
 
 def _settings(target: SsmTarget, value: str) -> dict:

@@ -179,6 +179,13 @@ def batch_deployments(store: Store, batch_id: str) -> list[Deployment]:
         return deps
 
 
+def batch_phase_ids(store: Store, batch_id: str) -> list[tuple[str, str, str]]:
+    """``(cluster, phase, deployment id)`` of each deployment of the batch, by cluster."""
+    with store.begin() as c:
+        return [tuple(r) for r in c.execute(select(D.c.cluster, D.c.phase, D.c.id).where(D.c.batch_id == batch_id)
+                                            .order_by(D.c.cluster))]
+
+
 def batch_phases(store: Store, batch_id: str) -> list[tuple[str, str]]:
     """``(cluster, phase)`` of each deployment of the batch, by cluster: what a progress display polls."""
     with store.begin() as c:

@@ -63,3 +63,26 @@ def signoffs(store: Store, cluster: str, change_key: str) -> list[Signoff]:
     with store.session() as s:
         return detached(s, select(Signoff).where(Signoff.cluster == cluster, Signoff.change_key == change_key)
                               .order_by(Signoff.id))
+
+
+def waiting(store: Store, deployment_ids: list[str]) -> dict[str, str]:
+    """Per deployment, what its latest validation round waits for (each check that waits or failed
+    retryably: "check waits: reason (value)"), in
+    one query for all of them: what a progress display shows beside VALIDATING."""
+    if not deployment_ids:
+        return {}
+    latest = (select(CheckResultRow.deployment_id, func.max(CheckResultRow.round).label("round"))
+              .where(CheckResultRow.deployment_id.in_(deployment_ids))
+              .group_by(CheckResultRow.deployment_id).subquery())
+    with store.session() as s:
+        store_rows = s.execute(
+            select(CheckResultRow.deployment_id, CheckResultRow.name, CheckResultRow.reason, CheckResultRow.value)
+            .join(latest, (CheckResultRow.deployment_id == latest.c.deployment_id)
+                  & (CheckResultRow.round == latest.c.round))
+            .where((CheckResultRow.status == "wait")
+                   | (CheckResultRow.status.in_(("fail", "error")) & CheckResultRow.retryable))
+            .order_by(CheckResultRow.id)).all()
+    out: dict[str, list[str]] = {}
+    for dep_id, name, reason, value in store_rows:
+        out.setdefault(dep_id, []).append(f"{name} waits: {reason or ''}" + (f" ({value})" if value else ""))
+    return {d: "; ".join(texts) for d, texts in out.items()}

@@ -62,7 +62,21 @@ def _header(c: ClusterData) -> str:
     ok = d.phase == "COMPLETED"
     reason = d.reason or ("switched; green is primary, blue its reverse replica" if ok else "")
     return (f"<h2>{escape(d.cluster)} {badge(d.phase)}</h2><div class=\"meta\">{meta}</div>"
-            + (f'<p class="reason{" ok" if ok else ""}">{escape(reason)}</p>' if reason else ""))
+            + (f'<p class="reason{" ok" if ok else ""}">{escape(reason)}</p>' if reason else "") + _paths(c))
+
+
+def _paths(c: ClusterData) -> str:
+    """The application paths other than the registry, and where the journal says each points."""
+    from bgqueue.app.views import application_paths
+
+    steps = [{"name": s.name, "detail": s.detail} for s in c.steps]
+    rows = application_paths(c.deployment.spec, steps, None)[1:]
+    if not rows:
+        return ""
+    items = "".join(f'<li class="{"ok" if p["ok"] else "bad"}"><b>{escape(p["path"])}</b> → {escape(p["points_at"])}'
+                    + (f": {escape(p['error'][:300])}" if p.get("error") else "") + "</li>" for p in rows)
+    return f'<ul class="paths" data-paths="{len(rows)}">{items}</ul>'
+
 
 
 def _endpoints(spec: dict) -> list[tuple[str, str]]:

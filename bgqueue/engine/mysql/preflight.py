@@ -1,7 +1,9 @@
 """The mysql provider's preflight: reach every server of the selected clusters and check the topology. Changes nothing.
 
-Run by ``fleet check`` and before ``fleet run`` enqueues anything: a cluster that fails here
-stops the whole batch with an error that names the file, the cluster and the field. Servers
+Run by ``fleet check`` and before ``fleet run`` enqueues anything. Bad input (a wrong topology,
+credentials, routing targets that do not exist) stops the whole batch with errors that name the
+file, the cluster and the field; the servers' state (replication stopped, a server down, blue
+read-only) makes only that cluster NO_GO (``ClusterCheck.state_problems``). Servers
 are told apart by identity (server_uuid, or server_id with host and port on MariaDB), never by
 the names the fleet file gives them: green must replicate from blue itself, blue and green must
 be two servers, and ``engine.preflight`` refuses two clusters naming one server.
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from bgqueue.adapters.mysql.server import Server, servers
+from bgqueue.adapters.mysql.server import Server, ServerUnreachable, servers
 from bgqueue.adapters.routing import targets as routing_targets
 from bgqueue.checks import sync
 from bgqueue.checks.replay.capture import source_problems
@@ -41,6 +43,8 @@ def check_cluster(spec: ClusterSpec) -> ClusterCheck:
                 out.facts[name] = {"version": srv.version(), "read_only": srv.is_read_only(),
                                    "server_id": ident.server_id, "server_uuid": ident.server_uuid,
                                    "identity": ident.key}
+            except ServerUnreachable as e:
+                out.state_problems.append((name, str(e)))
             except BgqueueError as e:
                 out.problems.append((name, str(e)))
         if len(reached) < 2:
@@ -53,11 +57,11 @@ def check_cluster(spec: ClusterSpec) -> ClusterCheck:
             out.problems.append(("green", f"blue {spec.blue} and green {spec.green} have the same server_id "
                                           f"{out.facts['blue']['server_id']}: a replica ignores its source's events"))
         if out.facts["blue"]["read_only"]:
-            out.problems.append(("blue", f"blue {spec.blue} is read-only: it is not the writer"))
+            out.state_problems.append(("blue", f"blue {spec.blue} is read-only: it is not the writer"))
         state = sync.assess(blue, green, spec.blue)
         out.facts["replication"] = state.as_dict()
         for p in state.problems:
-            out.problems.append(("green", p))
+            (out.problems if p in state.topology else out.state_problems).append(("green", p))
         if spec.monitor is not None:
             for srv in (blue, green):
                 out.problems += [("monitor.user", p) for p in _monitor_privileges(srv, spec.monitor.user)]

@@ -107,10 +107,12 @@ class _Run:
         """Ask the application instances to drain and wait (bounded) for their acknowledgements,
         renewing the lease meanwhile. Before the fence: it does not lengthen the write-blocked window."""
         m = self.plan.cluster.maintenance
-        maint = Maintenance(self.routing.redis)
+        maint = Maintenance(self.routing.redis, namespace=self.routing.namespace)
         cluster, epoch = self.plan.cluster.name, self.journal.claim.epoch
         expected = set(m.clients) or set(maint.registered(cluster))
-        maint.enter(cluster, epoch, self.journal.claim.deployment_id)
+        # The longest the clients can be held: the wait for them, the catch-up bound, a takeover.
+        hold_s = m.ack_timeout_s + self.catchup_timeout_s + 120
+        maint.enter(cluster, epoch, self.journal.claim.deployment_id, hold_s=hold_s)
         self.maintenance_entered = True
         deadline = time.monotonic() + m.ack_timeout_s
         renew_at = time.monotonic() + LEASE_RENEW_S
@@ -131,7 +133,7 @@ class _Run:
 
     def maintenance_exit(self, _detail: object = None) -> None:
         """Let the clients reconnect: to the new writer after a flip, to the old one after an abort."""
-        Maintenance(self.routing.redis).exit(self.plan.cluster.name, self.journal.claim.epoch,
+        Maintenance(self.routing.redis, namespace=self.routing.namespace).exit(self.plan.cluster.name, self.journal.claim.epoch,
                                              self.journal.claim.deployment_id)
 
     # --- before promote: each step is undone by lifting the fence ---------------------------

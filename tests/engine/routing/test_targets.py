@@ -14,6 +14,7 @@ import yaml
 from moto.server import ThreadedMotoServer
 
 from bgqueue.adapters.aws import clients as aws
+from bgqueue.adapters.routing.haproxy import HAProxyRuntime
 from bgqueue.adapters.store import deployments as deps
 from bgqueue.adapters.store import journal
 from bgqueue.engine import lifecycle, rollback
@@ -113,6 +114,8 @@ def test_switchover_and_rollback_flip_haproxy_route53_and_ssm_with_the_registry(
         assert (settings["port"], settings["database"]) == (pair.green.port, "appdb")
         flips = [s for s in journal.steps(runtime.store, dep_id, "switchover") if s.name == "flip_targets"]
         assert flips[0].status == "done" and len(flips[0].detail["flipped"]) == 3, flips[0].detail
+        r53_flip = next(v for k, v in flips[0].detail["flipped"].items() if k.startswith("route53"))
+        assert r53_flip["status"] == "INSYNC", r53_flip  # the flip waited for Route 53 to apply it
 
         assert rollback.roll_back(runtime, dep_id, "test: back").wait_s is None
         assert deps.get_deployment(runtime.store, dep_id).phase == Phase.ROLLED_BACK
@@ -157,3 +160,72 @@ def test_a_target_that_does_not_exist_is_bad_input_at_fleet_check(cluster_pair_f
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert str(path) in r.stderr and pair.name in r.stderr and "routing" in r.stderr
     assert "nowhere.sock" in r.stderr
+
+
+def test_a_target_that_fails_after_promotion_leaves_green_promoted_and_status_names_the_path(
+        cluster_pair_factory, fleet_file, unique_name, runtime, tmp_path, sampler_process, bgq_env):
+    pair = cluster_pair_factory(unique_name("lostproxy"))
+    proxy = _proxy(tmp_path, pair)
+    try:
+        path = _with_routing(fleet_file([pair]), [
+            {"kind": "haproxy", "admin": proxy.admin_address, "backend": "writer", "blue_server": "blue",
+             "green_server": "green"}])
+        spec = load_fleet(path).clusters[0]
+        opened = open_batch(runtime, str(path))
+        dep_id = opened.deployments[spec.name]
+        _drive_to_ready(runtime, dep_id)
+    finally:
+        proxy.stop()  # the proxy's admin socket goes away between validation and the switchover
+    lifecycle.switch(runtime, dep_id)
+    dep = deps.get_deployment(runtime.store, dep_id)
+    # Past the point of no return nothing is undone: green is the writer, the registry follows it.
+    assert dep.phase == Phase.CDC_MIGRATING, dep.reason
+    assert "1 application path(s) still point at" in dep.reason and "haproxy" in dep.reason, dep.reason
+    with pair.green.root() as c, c.cursor() as cur:
+        cur.execute("SELECT @@GLOBAL.read_only")
+        assert cur.fetchone()[0] == 0
+    flips = [s for s in journal.steps(runtime.store, dep_id, "switchover") if s.name == "flip_targets"]
+    assert flips and list(flips[-1].detail["failed"]) == [f"haproxy {proxy.admin_address} writer"]
+    r = bgqueue_cli("status", spec.name, "--json", env=bgq_env)
+    assert r.returncode == 0, r.stderr
+    paths = {p["path"]: p for p in json.loads(r.stdout)["paths"]}
+    assert paths["registry"] == {"path": "registry", "points_at": f"{pair.green.host}:{pair.green.port}", "ok": True}
+    haproxy = paths[f"haproxy {proxy.admin_address} writer"]
+    assert haproxy["ok"] is False and haproxy["points_at"] == "blue (old primary)" and haproxy["error"]
+    text = bgqueue_cli("status", spec.name, env=bgq_env)
+    assert "STILL ON THE OLD PRIMARY" in text.stdout, text.stdout
+    from bgqueue.app.report import render_batch_report
+
+    html = render_batch_report(runtime.store, opened.batch_id)
+    assert f'<li class="bad"><b>haproxy {proxy.admin_address} writer</b> → blue (old primary): ' in html
+
+
+@pytest.mark.parametrize("wrong", ["backend", "server", "zone"])
+def test_a_backend_server_or_zone_that_does_not_exist_is_bad_input_naming_it(
+        cluster_pair_factory, fleet_file, unique_name, bgq_env, moto_env, tmp_path, sandbox_passwords, wrong):
+    pair = cluster_pair_factory(unique_name(f"bad{wrong}"))
+    proxy = _proxy(tmp_path, pair)
+    try:
+        haproxy = {"kind": "haproxy", "admin": proxy.admin_address, "backend": "writer", "blue_server": "blue",
+                   "green_server": "green"}
+        if wrong == "backend":
+            target, named = {**haproxy, "backend": "no_such_backend"}, "no_such_backend"
+        elif wrong == "server":
+            target, named = {**haproxy, "green_server": "no_such_server"}, "no_such_server"
+        else:
+            target, named = {"kind": "route53", "zone_id": "ZNOSUCHZONE1", "record": "w.db.internal.",
+                             "blue_value": "b.db.internal.", "green_value": "g.db.internal."}, "ZNOSUCHZONE1"
+        path = _with_routing(fleet_file([pair]), [target])
+        def admin_states():
+            return [(x.name, x.admin_state, x.weight) for x in HAProxyRuntime(proxy.admin_address).servers("writer")
+                    .values()]
+
+        before = admin_states()
+        r = bgqueue_cli("fleet", "check", str(path), env={**bgq_env, **moto_env})
+        assert r.returncode == 2, (r.stdout, r.stderr)
+        assert str(path) in r.stderr and pair.name in r.stderr and "routing.0" in r.stderr, r.stderr
+        assert named in r.stderr, r.stderr
+        assert admin_states() == before  # nothing changed
+        assert _answering_port(proxy, sandbox_passwords) == pair.blue.port
+    finally:
+        proxy.stop()
