@@ -45,6 +45,9 @@ class ReplaySpec(StrictModel):
     latency_fails: bool = Field(default=True, description="a latency regression alone is a NO_GO reason")
     pin_timeout_s: float = Field(default=30.0, gt=0, le=300,
                                  description="how long green may take to reach blue's snapshot position")
+    snapshot_max_age_s: float = Field(default=10.0, gt=0, le=600,
+                                      description="a replay session pair is pinned anew past this age (old snapshots "
+                                                  "slow every read under writes and hold back purge on blue)")
 
     @model_validator(mode="after")
     def _path_where_needed(self) -> ReplaySpec:

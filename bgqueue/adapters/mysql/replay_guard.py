@@ -1,11 +1,12 @@
 """A dead man's switch for green's replication while replay pins it.
 
-Before replay stops green's replication it starts this guard as a separate process (its own
-session, so a signal to the worker's process group does not reach it) and keeps a pipe to its
-stdin. The guard waits for a line ``done``; when instead the pipe closes (the replay process died:
-kill -9, an OOM kill, Celery's hard time limit) or the deadline passes (the process stalled), it
-connects to green and restarts replication (STOP, which clears the interrupted pin's UNTIL
-condition, then START).
+A replay run starts this guard as a separate process (its own session, so a signal to the
+worker's process group does not reach it) and keeps a pipe to its stdin. The parent writes
+``pause`` before it stops green's replication, ``resume`` once it has restarted it (a run pins
+several times: its snapshots are kept young), ``done`` at the end. While paused, when the pipe
+closes (the replay process died: kill -9, an OOM kill, Celery's hard time limit) or the deadline
+passes (the process stalled), the guard connects to green and restarts replication (STOP, which
+clears an interrupted pin's UNTIL condition, then START).
 
 The guard is given the endpoint, the user and the *name* of the password's environment variable
 (inherited from the parent's environment), never the password itself.
@@ -38,22 +39,39 @@ class Guard:
         self.proc.stdin.flush()
         self._done = False
 
+    def pause(self) -> None:
+        """Green's replication is about to be stopped."""
+        self._say(b"pause\n")
+
+    def resumed(self) -> None:
+        """Green replicates again (the parent restarted it)."""
+        self._say(b"resume\n")
+
     def done(self) -> None:
-        """Replication is running again (or was never paused): the guard exits and does nothing."""
+        """The run is over and replication runs: the guard exits and does nothing."""
         self._end(b"done\n")
 
     def abandon(self) -> None:
         """The parent could not resume replication itself: the guard resumes it now."""
         self._end(b"")
 
+    def _say(self, line: bytes) -> None:
+        if self._done:
+            return
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(line)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass
+
     def _end(self, line: bytes) -> None:
         if self._done:
             return
+        self._say(line)
         self._done = True
         try:
             assert self.proc.stdin is not None
-            if line:
-                self.proc.stdin.write(line)
             self.proc.stdin.close()
         except (BrokenPipeError, OSError):
             pass
@@ -92,21 +110,30 @@ def main() -> None:
         buf += chunk
     line, _, buf = buf.partition(b"\n")
     settings = json.loads(line)
-    deadline = time.monotonic() + float(settings["deadline_s"])
-    while b"done" not in buf:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break  # the parent stalled with green paused: resume anyway
-        ready, _, _ = select.select([fd], [], [], min(left, 1.0))
+    paused_until: float | None = None  # set while green is paused: resume by then at the latest
+    while True:
+        while b"\n" in buf:
+            cmd, _, buf = buf.partition(b"\n")
+            if cmd == b"pause":
+                paused_until = time.monotonic() + float(settings["deadline_s"])
+            elif cmd == b"resume":
+                paused_until = None
+            elif cmd == b"done":
+                return
+        wait = 1.0 if paused_until is None else max(0.0, min(1.0, paused_until - time.monotonic()))
+        if paused_until is not None and wait <= 0:
+            _resume(settings)  # the parent stalled with green paused: resume anyway
+            paused_until = None
+            continue
+        ready, _, _ = select.select([fd], [], [], wait)
         if not ready:
             continue
-        chunk = os.read(fd, 64)
-        if not chunk:
-            break  # the parent died
+        chunk = os.read(fd, 256)
+        if not chunk:  # the parent died (or gave up resuming): resume if it left green paused
+            if paused_until is not None:
+                _resume(settings)
+            return
         buf += chunk
-    else:
-        return
-    _resume(settings)
 
 
 if __name__ == "__main__":

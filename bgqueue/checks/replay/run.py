@@ -6,6 +6,7 @@ pair's blue session, then on its green session, so both answer from the same dat
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -81,7 +82,8 @@ class ReplayReport:
         return [c for c in self.classes if c.differs(self.spec) and c.declared is not None]
 
     def as_dict(self, limit: int = 20) -> dict:
-        return {"capture": self.capture.as_dict(), "positions": self.positions, "seconds": round(self.seconds, 3),
+        return {"capture": self.capture.as_dict(), "positions": self.positions[:3], "pins": len(self.positions),
+                "seconds": round(self.seconds, 3),
                 "statements_replayed": self.statements,
                 "statements_per_s": round(self.statements / self.replay_seconds, 1) if self.replay_seconds else None,
                 "classes_replayed": len(self.classes), "classes_differing": len(self.differing),
@@ -132,24 +134,56 @@ def replay_cluster(spec: ClusterSpec, blue: Server, green: Server, *, captured: 
     for i, r in enumerate(results):
         r.pair = i % n
         work[i % n] += [(r, st) for st in r.qc.samples]
-    guard = Guard(green.endpoint, green.admin, green.tls.model_dump(mode="json"),
-                  deadline_s=rs.pin_timeout_s * n + 30)
-    pairs = pin_pairs(blue, green, n, max_query_time_s=rs.max_query_time_s, timeout_s=rs.pin_timeout_s, guard=guard)
-    t1 = time.perf_counter()
+    guard = Guard(green.endpoint, green.admin, green.tls.model_dump(mode="json"), deadline_s=rs.pin_timeout_s + 30)
     try:
-        with ThreadPoolExecutor(n) as pool:
-            list(pool.map(lambda i: _run_slice(pairs[i], work[i]), range(n)))
-            _judge(results, rs)
-            suspects = [r for r in results if r.latency is not None and r.qc.info.kind == "select"
-                        and r.latency.p50_ratio >= rs.latency_ratio * RETIME_SHARE]
-            list(pool.map(lambda i: _retime(pairs[i], [r for r in suspects if r.pair == i]), range(n)))
-            _judge(suspects, rs, first=RETIME_MAX)
+        pairs = pin_pairs(blue, green, n, max_query_time_s=rs.max_query_time_s, timeout_s=rs.pin_timeout_s,
+                          guard=guard)
+        pins = _Pins(blue, green, rs, guard, pairs)
+        t1 = time.perf_counter()
+        try:
+            with ThreadPoolExecutor(n) as pool:
+                list(pool.map(lambda i: _run_slice(pins, i, work[i]), range(n)))
+                _judge(results, rs)
+                suspects = [r for r in results if r.latency is not None and r.qc.info.kind == "select"
+                            and r.latency.p50_ratio >= rs.latency_ratio * RETIME_SHARE]
+                list(pool.map(lambda i: _retime(pins, i, [r for r in suspects if r.pair == i]), range(n)))
+                _judge(suspects, rs, first=RETIME_MAX)
+        finally:
+            for p in pins.pairs:
+                p.close()
     finally:
-        for p in pairs:
-            p.close()
+        guard.done()
     replay_s = time.perf_counter() - t1
-    return ReplayReport(cap, results, [p.position for p in pairs], time.perf_counter() - t0, replay_s,
+    return ReplayReport(cap, results, pins.positions, time.perf_counter() - t0, replay_s,
                         sum(r.run for r in results), rs)
+
+
+class _Pins:
+    """The pinned pairs of a run, one per thread, each pinned anew once its snapshot is too old
+    (one pin at a time: they all pause and resume green's replication)."""
+
+    def __init__(self, blue: Server, green: Server, rs: ReplaySpec, guard: Guard, pairs: list[PinnedPair]):
+        self.blue, self.green, self.rs, self.guard, self.pairs = blue, green, rs, guard, pairs
+        self.positions = [p.position for p in pairs]
+        self._lock = threading.Lock()
+
+    def fresh(self, i: int) -> PinnedPair:
+        """Thread ``i``'s pair, pinned anew first when its snapshot is older than snapshot_max_age_s.
+        Should a new pin fail, the old pair goes on (its answers stay consistent, only slower)."""
+        pair = self.pairs[i]
+        if time.monotonic() - pair.pinned_at < self.rs.snapshot_max_age_s or pair.blue.broken or pair.green.broken:
+            return pair
+        with self._lock:
+            try:
+                [new] = pin_pairs(self.blue, self.green, 1, max_query_time_s=self.rs.max_query_time_s,
+                                  timeout_s=self.rs.pin_timeout_s, guard=self.guard)
+            except Exception:  # PinFailed, a lost admin session: keep the old snapshot
+                pair.pinned_at = time.monotonic()
+                return pair
+            self.positions.append(new.position)
+        pair.close()
+        self.pairs[i] = new
+        return new
 
 
 def _judge(results: list[ClassResult], rs: ReplaySpec, first: int | None = None) -> None:
@@ -159,12 +193,13 @@ def _judge(results: list[ClassResult], rs: ReplaySpec, first: int | None = None)
                             floor_ms=rs.latency_floor_ms)
 
 
-def _retime(pair: PinnedPair, results: list[ClassResult]) -> None:
+def _retime(pins: _Pins, index: int, results: list[ClassResult]) -> None:
     """The first RETIME_MAX statements of these classes run RETIME_ROUNDS more times on each side,
     alternating which side goes first; each one's fastest run per side is kept."""
     for rnd in range(RETIME_ROUNDS):
         for r in results:
             for i, st in enumerate(r.timed[:RETIME_MAX]):
+                pair = pins.fresh(index)
                 if pair.blue.broken or pair.green.broken:
                     return
                 sides = (pair.green, pair.blue) if rnd % 2 == 0 else (pair.blue, pair.green)
@@ -175,8 +210,9 @@ def _retime(pair: PinnedPair, results: list[ClassResult]) -> None:
             r.retimed += 1
 
 
-def _run_slice(pair: PinnedPair, work: list[tuple[ClassResult, Statement]]) -> None:
+def _run_slice(pins: _Pins, index: int, work: list[tuple[ClassResult, Statement]]) -> None:
     for r, st in work:
+        pair = pins.fresh(index)
         if pair.blue.broken or pair.green.broken:
             r.not_run += 1
             continue
