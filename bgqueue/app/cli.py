@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from bgqueue.app.replay_cmd import replay_cmd
 from bgqueue.app.terminal import plain, safe
 from bgqueue.model.errors import BadInput, BgqueueError
 
@@ -526,6 +527,8 @@ def demo(clusters: int, rate: float, keep: bool, report_path: str, flavour: str)
     sys.exit(run_demo(clusters=clusters, rate=rate, keep=keep, console=out, report_path=report_path,
                       flavour=flavour))
 
+
+main.add_command(replay_cmd)
 
 if __name__ == "__main__":
     main()

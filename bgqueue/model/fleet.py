@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_valid
 from bgqueue.model.cdc import PipelineSpec
 from bgqueue.model.errors import BadInput
 from bgqueue.model.fleet_rules import fleet_conflicts
+from bgqueue.model.replay import DeclaredDifference, ReplaySpec
 from bgqueue.model.routing import MaintenanceSpec, RegistryTarget, RoutingTarget
 from bgqueue.model.schema_base import Credentials, Endpoint, Tls, credential_scope_problem
 from bgqueue.model.schema_base import StrictModel as _Strict
@@ -35,6 +36,7 @@ class Change(_Strict):
     engine_version: str | None = None
     instance_class: str | None = None
     parameters: dict[str, str | int | float] = Field(default_factory=dict)
+    replay_differences: list[DeclaredDifference] = Field(default_factory=list, exclude_if=lambda v: not v)
 
 
 def change_key(change: Change) -> str:
@@ -75,6 +77,7 @@ class ClusterSpec(_Strict):
     routing: list[RoutingTarget] = Field(
         default_factory=list, description="extra application paths flipped with the registry (HAProxy, Route 53, SSM)")
     maintenance: MaintenanceSpec = Field(default_factory=MaintenanceSpec)
+    replay: ReplaySpec | None = Field(default=None, description="query replay on blue and green at one GTID point")
 
     @field_validator("critical_tables")
     @classmethod

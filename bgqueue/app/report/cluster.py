@@ -13,6 +13,7 @@ from bgqueue.app.report.records import (
     journal_table,
     phase_figures_table,
 )
+from bgqueue.app.report.replay import replay_table
 from bgqueue.app.report.svg import Bar, Series, Tick, line_plot, phase_timeline
 from bgqueue.model.phases import TERMINAL
 
@@ -50,8 +51,8 @@ def render_cluster(c: ClusterData, anchor: str) -> str:
     if c.deployment.provider == "rds":  # no SQL sampler on RDS: its own panel instead of empty plots
         body = [_rds_panel(c), checks_table(c), decisions_table(c), journal_table(c), checkpoints_table(c)]
     else:
-        body = [_plots(c), checks_table(c), decisions_table(c), journal_table(c), checkpoints_table(c),
-                phase_figures_table(c)]
+        body = [_plots(c), checks_table(c), replay_table(c), decisions_table(c), journal_table(c),
+                checkpoints_table(c), phase_figures_table(c)]
     return "".join([f'<section class="cluster" id="{anchor}" data-cluster="{escape(c.deployment.cluster)}">',
                     _header(c), _timeline(c), *body, "</section>"])
 
