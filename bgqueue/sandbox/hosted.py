@@ -6,6 +6,7 @@ MariaDB pairs get the sandbox users for the hosts' network too (the pair's own a
 """
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 from bgqueue.sandbox.hosts import HostNet
@@ -65,12 +66,18 @@ def _grant_hosts(pair: ClusterPair, host: str) -> None:
         bc.execute("CREATE USER %s@%s IDENTIFIED BY PASSWORD %s", (MONITOR_USER, host, native_hash(pw.monitor)))
         bc.execute(f"GRANT {MONITOR_PRIVILEGES} ON *.* TO %s@%s", (MONITOR_USER, host))
         bc.execute(f"GRANT INSERT, UPDATE, DELETE, CREATE ON `{META_DATABASE}`.* TO %s@%s", (MONITOR_USER, host))
+        # Green replicates from blue's reachable address (as the fleet file names blue), not loopback.
+        gc.execute("STOP SLAVE")
+        gc.execute("CHANGE MASTER TO MASTER_HOST=%s, MASTER_PORT=%s, MASTER_USER=%s, MASTER_PASSWORD=%s, "
+                   "MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1", (pair.blue.host, pair.blue.port, REPL_USER, pw.repl))
+        gc.execute("START SLAVE")
         pair.wait_green_synced(bc, gc)
 
 
 def hosted_redis(net: HostNet, workdir: Path) -> RedisServer:
-    """A started redis-server on loopback and a harness address (``url`` names the latter)."""
-    server = RedisServer(workdir)
+    """A started redis-server on loopback and a harness address (``url`` names the latter). With a
+    password: Redis refuses non-loopback clients without one (protected mode), and rightly so."""
+    server = RedisServer(workdir, requirepass=secrets.token_urlsafe(18))
     server.bind = ("127.0.0.1", net.server_address())
     return server.start()
 

@@ -70,6 +70,7 @@ class HostNet:
         self.server_net = ipaddress.ip_network(f"10.{net}.0.0/24")
         self.client_net = ipaddress.ip_network(f"10.{net}.0.0/16")
         self._next_server = FIRST_SERVER_OCTET
+        self._free: list[str] = []
         self._partitions: set[tuple[str, str]] = set()
         self.up = False
 
@@ -128,6 +129,8 @@ class HostNet:
             _kill_netns(h.netns)
         self.remove_leftovers()
         self._partitions.clear()
+        self._free.clear()
+        self._next_server = FIRST_SERVER_OCTET
         self.up = False
 
     def __enter__(self) -> HostNet:
@@ -138,13 +141,22 @@ class HostNet:
 
     # --- addresses and processes -----------------------------------------------------------
     def server_address(self) -> str:
-        """A new root-side address every namespace reaches (bind a server to it, and to loopback)."""
-        if self._next_server > 250:
-            raise HostsUnavailable(f"no server address left in {self.server_net}")
-        addr = f"10.{self.net}.0.{self._next_server}"
-        self._next_server += 1
+        """A root-side address every namespace reaches (bind a server to it, and to loopback)."""
+        if self._free:
+            addr = self._free.pop(0)
+        else:
+            if self._next_server > 250:
+                raise HostsUnavailable(f"no server address left in {self.server_net}")
+            addr = f"10.{self.net}.0.{self._next_server}"
+            self._next_server += 1
         _run("ip", "addr", "add", f"{addr}/32", "dev", self.bridge)
         return addr
+
+    def release_address(self, addr: str) -> None:
+        """Give back an address whose server is stopped (a long run makes thousands of servers)."""
+        _run("ip", "addr", "del", f"{addr}/32", "dev", self.bridge, check=False)
+        if addr not in self._free:
+            self._free.append(addr)
 
     def host(self, index: int) -> Host:
         return self.hosts[index - 1]
