@@ -211,8 +211,10 @@ _KILL = re.compile(r"^\s*KILL\s+(?:CONNECTION\s+)?(\d+)", re.I)
 def general_log(server) -> list[tuple[datetime, int, str, str]]:
     """The admin user's rows of the server's general log, in the order the server wrote them."""
     with server.root(read_timeout=30) as c, c.cursor() as cur:
+        # A Connect row is written before the session has a user: take every row of the admin's threads.
         cur.execute("SELECT event_time, thread_id, command_type, CONVERT(argument USING utf8mb4) FROM mysql.general_log "
-                    "WHERE user_host LIKE %s", (f"{ADMIN_USER}[%",))
+                    "WHERE thread_id IN (SELECT thread_id FROM mysql.general_log WHERE user_host LIKE %s)",
+                    (f"{ADMIN_USER}[%",))
         return [(r[0], int(r[1]), r[2], r[3] or "") for r in cur.fetchall()]
 
 
@@ -225,18 +227,25 @@ def zombie_statements(rows: list[tuple[datetime, int, str, str]], lock_name: str
     asks GET_LOCK(name, 0) and gets it only when nobody holds it. So, replaying the general log:
       (a) a changing statement from a session that took part in the procedure (asked for the lock)
           but does not hold it at that moment;
-      (b) a changing statement from the holder after a newer procedure run had been claimed in the
-          store (``epoch_starts``: the first journal row of each run) but before that run took the
-          lock over: the old worker had lost the deployment and was not yet fenced out.
+      (b) a changing statement from the holder after a newer procedure run had claimed the
+          deployment but before that run took the lock over: the old worker had lost the deployment
+          and was not yet fenced out. The claim is known no later than the taker's Connect (a run
+          claims in the store, then connects) or a journal row of a newer run (``epoch_starts``).
     The KILL a taker sends to the old holder just before its GET_LOCK is the takeover itself.
     """
     lockers = {t for _, t, cmd, arg in rows if cmd == "Query" and lock_name in arg and "GET_LOCK" in arg.upper()}
     queries = [(at, t, arg) for at, t, cmd, arg in rows if cmd == "Query" and t in lockers]
     holder: int | None = None
+    holder_since: datetime | None = None
+    holder_took_it = False
+    connected: dict[int, datetime] = {}
     quit_threads: set[int] = set()
     out = []
     for i, (at, t, cmd, arg) in enumerate(rows):
         if t not in lockers:
+            continue
+        if cmd == "Connect":
+            connected[t] = at
             continue
         if cmd == "Quit":
             quit_threads.add(t)
@@ -250,14 +259,19 @@ def zombie_statements(rows: list[tuple[datetime, int, str, str]], lock_name: str
             if float(m.group(2)) > 0:
                 if holder is not None and holder != t:
                     # (b): the old holder's changes between the newer run's claim and this takeover.
-                    claimed = max((e for e in epoch_starts if e <= at), default=None)
+                    known = [e for e in epoch_starts if holder_since is not None and holder_since < e <= at]
+                    if holder_took_it:  # the holder's own run journals after taking the lock: not newer
+                        known = known[1:]
+                    if t in connected:
+                        known.append(connected[t])
+                    claimed = min(known, default=None)
                     if claimed is not None:
                         for at2, t2, arg2 in queries:
                             if t2 == holder and claimed < at2 < at and arg2.upper().lstrip().startswith(CHANGING):
                                 out.append(("after-claim", t2, str(at2), redact(arg2)))
-                holder = t
+                holder, holder_since, holder_took_it = t, at, True
             elif holder is None or holder in quit_threads:
-                holder = t
+                holder, holder_since, holder_took_it = t, at, False
             continue
         if arg.upper().lstrip().startswith(CHANGING) and holder != t:
             nxt = next((a for _, t2, c2, a in rows[i + 1:] if t2 == t and c2 == "Query"), "")

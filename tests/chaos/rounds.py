@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -210,8 +210,14 @@ def run_round(world: World, index: int, fault: str, rng: random.Random, timeout_
             starts = _run_starts(steps)
             lock = _lock_name(name)
             for server in (by_name[name].blue, by_name[name].green):
-                for z in checker.zombie_statements(checker.general_log(server), lock, starts):
-                    v.zombies.append((server.name, *z))
+                rows = checker.general_log(server)
+                found = checker.zombie_statements(rows, lock, starts)
+                v.zombies += [(server.name, *z) for z in found]
+                if found:  # the evidence, for a look (statements redacted)
+                    evidence = world.workdir / f"zombies-{server.name}.json"
+                    evidence.write_text(json.dumps({
+                        "general_log": [(str(a), t, c, checker.redact(x)) for a, t, c, x in rows],
+                        "steps": steps, "run_starts": starts}, default=str, indent=1))
             result.verdicts.append(v)
         red.close()
     finally:
@@ -235,7 +241,10 @@ def _run_starts(steps: list[dict]) -> list[datetime]:
     for s in steps:
         if s["procedure"] in ("switchover", "rollback"):
             key = (s["procedure"], s["epoch"])
-            firsts[key] = min(firsts.get(key, s["started_at"]), s["started_at"])
+            at = s["started_at"]
+            if at.tzinfo is not None:  # naive UTC, as the servers' general log (this machine runs in UTC)
+                at = at.astimezone(UTC).replace(tzinfo=None)
+            firsts[key] = min(firsts.get(key, at), at)
     return sorted(firsts.values())
 
 

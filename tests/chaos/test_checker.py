@@ -34,14 +34,23 @@ def test_a_takeover_is_not_a_zombie_but_the_old_workers_statements_after_it_are(
 
 def test_the_holders_changes_after_a_newer_run_was_claimed_are_zombies():
     rows = _log(
+        (8, "Connect", "bgq_admin@10.201.1.2 on  using TCP/IP"),
         (8, "Query", f"SELECT GET_LOCK('{LOCK}', 5.0e0)"),
-        (8, "Query", "SET GLOBAL read_only = ON"),            # t0+1: before the new claim
-        (8, "Query", "STOP SLAVE"),                           # t0+2: after it (claimed at t0+1.5)
+        (8, "Query", "SET GLOBAL read_only = ON"),            # t0+2: before the new claim
+        (9, "Connect", "bgq_admin@10.201.2.2 on  using TCP/IP"),  # t0+3: the new run claimed by now
+        (8, "Query", "STOP SLAVE"),                           # t0+4: the old run goes on: a zombie
         (9, "Query", "KILL CONNECTION 8"),
-        (9, "Query", f"SELECT GET_LOCK('{LOCK}', 5.0e0)"),    # t0+4: the takeover
+        (9, "Query", f"SELECT GET_LOCK('{LOCK}', 5.0e0)"),    # t0+6: the takeover
     )
-    zombies = zombie_statements(rows, LOCK, [T0 - timedelta(seconds=5), T0 + timedelta(seconds=1.5)])
+    # The old run's own journal (t0-5) is no newer run; the new run journals after its takeover.
+    zombies = zombie_statements(rows, LOCK, [T0 - timedelta(seconds=5), T0 + timedelta(seconds=7)])
     assert [(z[0], z[1], z[3]) for z in zombies] == [("after-claim", 8, "STOP SLAVE")]
+    # The holder's own run journals after it took the lock (t0+1.5): that is not a newer run; a
+    # second run's row before the takeover (t0+1.7) dates the claim earlier than the taker's Connect.
+    own, newer = T0 + timedelta(seconds=1.5), T0 + timedelta(seconds=1.7)
+    assert [z[3] for z in zombie_statements(rows, LOCK, [T0 - timedelta(seconds=5), own])] == ["STOP SLAVE"]
+    zombies = zombie_statements(rows, LOCK, [T0 - timedelta(seconds=5), own, newer])
+    assert [z[3] for z in zombies] == ["SET GLOBAL read_only = ON", "STOP SLAVE"]
 
 
 def test_reports_never_show_a_password():

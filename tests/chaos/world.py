@@ -31,6 +31,8 @@ SETTINGS = {
     "BGQUEUE_PENDING_STALL_S": "30", "BGQUEUE_LOCK_TTL_S": "10",
 }
 _server_ids = itertools.count(20_000)
+# Armed per round by the faults that must strike inside the write-blocked window (fence → flip).
+FAILPOINTS = {"switchover.after_fence": "stop-once", "switchover.after_promote": "exit-once"}
 
 
 @dataclass
@@ -61,6 +63,14 @@ class World:
         self._supervisor: threading.Thread | None = None
         self._lock = threading.Lock()
         self.logdir = self.workdir / "logs"
+        self.failpoint_dir = self.workdir / "failpoints"
+
+    def arm(self, point: str) -> None:
+        """The next worker that reaches ``point`` acts (once): stop-once pauses it, exit-once kills it."""
+        (self.failpoint_dir / f"failpoint.{point}").unlink(missing_ok=True)
+
+    def disarm(self, point: str) -> None:
+        (self.failpoint_dir / f"failpoint.{point}").touch()
 
     # --- life cycle --------------------------------------------------------------------------
     def start(self) -> World:
@@ -77,6 +87,12 @@ class World:
                 "PYTHONPATH": str(REPO), "BGQUEUE_HOME": str(home), "BGQUEUE_REDIS_URL": self.redis.url,
                 "BGQUEUE_STORE_URL": self.pg.url, **SETTINGS, **self.passwords.env(),
             }
+            # Two failpoints every worker carries, disarmed (their markers exist) until a round arms one.
+            self.failpoint_dir.mkdir(parents=True, exist_ok=True)
+            for point in FAILPOINTS:
+                (self.failpoint_dir / f"failpoint.{point}").touch()
+            self.env["BGQUEUE_FAILPOINTS"] = ",".join(f"{p}={a}" for p, a in FAILPOINTS.items())
+            self.env["BGQUEUE_FAILPOINT_DIR"] = str(self.failpoint_dir)
             for h in self.net.hosts:
                 self._start_worker(h)
             for w in self.workers.values():
