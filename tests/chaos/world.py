@@ -111,19 +111,19 @@ class World:
         self._stop.set()
         if self._supervisor is not None:
             self._supervisor.join(5)
-        for p in (self.beat, self.sampler):
-            if p is not None and p.poll() is None:
+        # Everything at once, a short grace, then SIGKILL (the namespaces' teardown kills the rest).
+        procs = [p for p in (self.beat, self.sampler) if p is not None]
+        procs += [w.proc for w in self.workers.values() if w.proc is not None]
+        for p in procs:
+            if p.poll() is None:
                 p.terminate()
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
-        for w in self.workers.values():
+        deadline = time.monotonic() + 5
+        for p in procs:
             try:
-                w.stop(timeout=10)
-            except Exception:
-                pass
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
         self.net.teardown()  # kills whatever is left in the namespaces
         if self.pg is not None:
             self.pg.remove()
