@@ -12,13 +12,14 @@ import pytest
 from bgqueue.sandbox.hosts import HostsUnavailable
 from tests.chaos.rounds import TERMINAL_BOUND_S, run_round
 from tests.chaos.world import ChaosConfig, World
+from tests.fixtures.hosts import TEST_NET, TEST_PREFIX
 
 SEED = 19
 
 
 @pytest.fixture(scope="module")
 def chaos_world(tmp_path_factory, sandbox_passwords, mariadb_cache_dir, postgres_cache_dir) -> Iterator[World]:
-    world = World(tmp_path_factory.mktemp("chaos"), sandbox_passwords, ChaosConfig(prefix="bgqt"),
+    world = World(tmp_path_factory.mktemp("chaos"), sandbox_passwords, ChaosConfig(prefix=TEST_PREFIX, net=TEST_NET),
                   cache_dir=mariadb_cache_dir, pg_cache_dir=postgres_cache_dir)
     try:
         world.start()

@@ -42,6 +42,7 @@ class ChaosConfig:
     concurrency: int = 3
     rate_hz: float = 25.0
     prefix: str = "bgqc"
+    net: int = 201  # 10.{net}.0.0/16: different for worlds that may run at once (tests and bench)
     loglevel: str = "INFO"
 
 
@@ -50,7 +51,7 @@ class World:
                  cache_dir: Path | None = None, pg_cache_dir: Path | None = None):
         self.workdir, self.passwords, self.cfg = Path(workdir), passwords, cfg or ChaosConfig()
         self.cache_dir, self.pg_cache_dir = cache_dir, pg_cache_dir
-        self.net = HostNet(count=self.cfg.hosts, prefix=self.cfg.prefix)
+        self.net = HostNet(count=self.cfg.hosts, prefix=self.cfg.prefix, net=self.cfg.net)
         self.redis: RedisServer | None = None
         self.pg: HostedPostgres | None = None
         self.env: dict[str, str] = {}

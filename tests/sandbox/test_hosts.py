@@ -11,7 +11,7 @@ import pytest
 
 from bgqueue.sandbox.hosted import HostedPostgres, hosted_pair, hosted_redis
 from bgqueue.sandbox.hosts import HostNet
-from tests.fixtures.hosts import TEST_PREFIX
+from tests.fixtures.hosts import TEST_NET, TEST_PREFIX
 
 _ids = itertools.count(7000)
 
@@ -52,7 +52,7 @@ def test_hosts_reach_the_root_side_servers_and_faults_cut_exactly_what_they_name
         # An unprivileged application user and the admin reach both servers from a host.
         assert _mysql_in_ns(net, h1, pair.blue, "app", sandbox_passwords.app) == str(pair.blue.server_id)
         assert _mysql_in_ns(net, h1, pair.green, "bgq_admin", sandbox_passwords.admin) == str(pair.green.server_id)
-        assert _probe(net, h1, redis.host, redis.port) == "open" and redis.url.startswith(f"redis://{redis.host}:")
+        assert _probe(net, h1, redis.host, redis.port) == "open" and f"@{redis.host}:{redis.port}/" in redis.url
         code = "import psycopg,sys; psycopg.connect(sys.argv[1].replace('+psycopg',''), connect_timeout=3).close(); print('ok')"
         assert net.in_ns(h1, sys.executable, "-c", code, pg.url).stdout.strip() == "ok"
         # Loopback is the host's own: the root side's 127.0.0.1 servers are not reachable from it.
@@ -92,7 +92,7 @@ def _names(prefix: str) -> set[str]:
 
 
 def test_leftovers_are_removed_at_start_and_teardown_removes_everything():
-    net = HostNet(count=2, prefix="bgqz")
+    net = HostNet(count=2, prefix="bgqz", net=TEST_NET + 1)
     # A crashed run's leftovers: a namespace and a link of the same prefix.
     subprocess.run(["ip", "netns", "add", "bgqz-h9"], check=True)
     subprocess.run(["ip", "link", "add", "bgqz-x", "type", "bridge"], check=True)
