@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import secrets
+import shutil
 import subprocess
 import sys
 import threading
@@ -102,6 +103,7 @@ class RoundResult:
     def summary(self) -> dict:
         return {"round": self.index, "fault": self.fault, "fault_detail": self.fault_detail,
                 "phases": {v.cluster: v.phase for v in self.verdicts}, "inconsistent": self.inconsistent,
+                "reasons": {v.cluster: v.reason for v in self.verdicts if v.phase != "COMPLETED"},
                 "problems": {v.cluster: v.problems for v in self.verdicts if v.problems},
                 "zombies": {v.cluster: v.zombies for v in self.verdicts if v.zombies},
                 "two_writable_samples": self.two_writable, "samples": self.samples, "acked": self.acked,
@@ -231,6 +233,7 @@ def run_round(world: World, index: int, fault: str, rng: random.Random, timeout_
             p.stop()
             for s in (p.blue, p.green):
                 world.net.release_address(s.host)
+            shutil.rmtree(p.workdir, ignore_errors=True)  # ~100 MB a pair; a long run makes hundreds
         result.duration_s = time.monotonic() - started
     return result
 
