@@ -161,7 +161,7 @@ def fleet_file(workdir: Path, tag: str, names: list[str], poll: float) -> Path:
     thresholds = {"sync_poll_s": poll, "validation_poll_s": 1, "lag_window_s": 60, "monitor_window_s": 0,
                   "sync_timeout_s": 600, "validation_timeout_s": 300}
     clusters = [{"name": n, "provider": "rds", "region": REGION, "db_instance_identifier": n,
-                 "alarms": {"prefix": f"{n}-"},
+                 "alarms": {"prefix": f"{n}-"}, "evidence": {"enabled": False},  # no CloudWatch feeding here
                  "change": {"engine_version": "8.0.36", "instance_class": "db.r6g.xlarge",
                             "parameter_group": "bench-80-new", "parameters": {"max_connections": 2000}}}
                 for n in names]
@@ -332,27 +332,49 @@ def seed_moto(url: str, fleet_path: str) -> list[str]:
     return made
 
 
-def feed_replica_lag(url: str, region: str = REGION) -> int:
-    """Publish replica lag 0 for every green moto holds (RDS does it each minute; moto never)."""
+# What RDS publishes each minute for a healthy, quiet DB (the rds provider's evidence metrics); moto never does.
+HEALTHY = {"CPUUtilization": 10.0, "FreeableMemory": 4e9, "DatabaseConnections": 5.0, "ReadLatency": 0.001,
+           "WriteLatency": 0.002, "ReadIOPS": 100.0, "WriteIOPS": 50.0, "Deadlocks": 0.0}
+
+
+def evidence_datapoints(kind: str, ident: str, now, values: dict | None = None) -> list[dict]:
+    """PutMetricData entries of the evidence metrics of one instance (kind "db") or cluster."""
+    dim = [{"Name": "DBInstanceIdentifier" if kind == "db" else "DBClusterIdentifier", "Value": ident}]
+    return [{"MetricName": m, "Value": v, "Timestamp": now, "Dimensions": dim}
+            for m, v in {**HEALTHY, **(values or {})}.items()]
+
+
+def feed_replica_lag(url: str, region: str = REGION, *, evidence: bool = True,
+                     after_switch: dict | None = None) -> int:
+    """Publish replica lag 0 for every green moto holds (RDS does it each minute; moto never), and
+    (``evidence``) healthy CloudWatch figures for both sides of every blue/green deployment; the
+    target of a switched one gets ``after_switch`` on top (a green that is worse once it serves)."""
     import boto3
 
     rds = boto3.client("rds", region_name=region, endpoint_url=url)
     cw = boto3.client("cloudwatch", region_name=region, endpoint_url=url)
-    data = []
+    data, entries = [], []
+    now = dt.datetime.now(dt.UTC)
     for bg in rds.describe_blue_green_deployments()["BlueGreenDeployments"]:
+        kind, ident = bg["Target"].split(":")[5:7]
+        if evidence and bg["Status"] != "DELETING":
+            switched = bg["Status"] == "SWITCHOVER_COMPLETED"
+            entries += evidence_datapoints(kind, ident, now, after_switch if switched else None)
+            if not switched:  # blue has been publishing for long (and moto reads to the second)
+                blue = bg["Source"].split(":")[6]
+                entries += evidence_datapoints(kind, blue, now) + evidence_datapoints(
+                    kind, blue, now - dt.timedelta(seconds=60))
         if bg["Status"] not in ("PROVISIONING", "AVAILABLE"):
             continue
-        kind, ident = bg["Target"].split(":")[5:7]
         if kind == "db":
             data.append(("ReplicaLag", ident))
         else:
             members = rds.describe_db_clusters(DBClusterIdentifier=ident)["DBClusters"][0]["DBClusterMembers"]
             data += [("AuroraBinlogReplicaLag", m["DBInstanceIdentifier"]) for m in members if m["IsClusterWriter"]]
-    now = dt.datetime.now(dt.UTC)
-    for i in range(0, len(data), 500):
-        cw.put_metric_data(Namespace="AWS/RDS", MetricData=[
-            {"MetricName": m, "Value": 0.0, "Timestamp": now, "Unit": "Seconds",
-             "Dimensions": [{"Name": "DBInstanceIdentifier", "Value": g}]} for m, g in data[i:i + 500]])
+    entries += [{"MetricName": m, "Value": 0.0, "Timestamp": now, "Unit": "Seconds",
+                 "Dimensions": [{"Name": "DBInstanceIdentifier", "Value": g}]} for m, g in data]
+    for i in range(0, len(entries), 500):
+        cw.put_metric_data(Namespace="AWS/RDS", MetricData=entries[i:i + 500])
     return len(data)
 
 

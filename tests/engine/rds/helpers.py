@@ -1,7 +1,6 @@
 """Helpers of the rds provider's tests: moto clients, sources in moto, fleet files, a lag feeder."""
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 import threading
 from pathlib import Path
@@ -86,12 +85,13 @@ def blue_green_of(rds, source_name: str) -> list[dict]:
 
 
 class LagFeeder:
-    """Publishes ReplicaLag (AuroraBinlogReplicaLag for clusters) = ``value`` for every green writer in
-    moto, as RDS would once a minute: moto never produces metrics by itself."""
+    """Publishes, as RDS would once a minute (moto never produces metrics by itself), ReplicaLag
+    (AuroraBinlogReplicaLag for clusters) = 0 for every green writer in moto, and healthy evidence
+    metrics (``bench.fleet.HEALTHY``) for both sides of every blue/green deployment; a switched
+    deployment's new primary gets ``after_switch`` on top."""
 
-    def __init__(self, url: str, value: float = 0.0, every_s: float = 0.2):
-        self.rds, self.cw = moto_client("rds", url), moto_client("cloudwatch", url)
-        self.value, self.every_s = value, every_s
+    def __init__(self, url: str, every_s: float = 0.2, *, evidence: bool = True, after_switch: dict | None = None):
+        self.url, self.every_s, self.evidence, self.after_switch = url, every_s, evidence, after_switch
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -104,20 +104,9 @@ class LagFeeder:
         self._thread.join(5)
 
     def feed_once(self) -> int:
-        data = []
-        now = dt.datetime.now(dt.UTC)
-        for bg in self.rds.describe_blue_green_deployments()["BlueGreenDeployments"]:
-            kind, ident = bg["Target"].split(":")[5:7]
-            if kind == "db":
-                data.append(("ReplicaLag", ident))
-            else:
-                members = self.rds.describe_db_clusters(DBClusterIdentifier=ident)["DBClusters"][0]["DBClusterMembers"]
-                data += [("AuroraBinlogReplicaLag", m["DBInstanceIdentifier"]) for m in members if m["IsClusterWriter"]]
-        for i in range(0, len(data), 500):
-            self.cw.put_metric_data(Namespace="AWS/RDS", MetricData=[
-                {"MetricName": metric, "Value": self.value, "Timestamp": now, "Unit": "Seconds",
-                 "Dimensions": [{"Name": "DBInstanceIdentifier", "Value": ident}]} for metric, ident in data[i:i + 500]])
-        return len(data)
+        from bench.fleet import feed_replica_lag
+
+        return feed_replica_lag(self.url, REGION, evidence=self.evidence, after_switch=self.after_switch)
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
