@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from bgqueue.model.schema_base import StrictModel
 
@@ -59,7 +59,22 @@ class RdsEvidence(StrictModel):
     window_s: WindowS = Field(default=300.0, description="validation: both sides compared over the last window_s")
     baseline_s: WindowS = Field(default=900.0, description="monitoring: blue's baseline, the span before the switchover")
     period_s: int = Field(default=60, ge=60, le=3600, multiple_of=60, description="CloudWatch period of the datapoints")
-    metrics: dict[str, MetricRule] = Field(default_factory=_default_metrics, min_length=1, max_length=100)
+    metrics: dict[str, MetricRule] = Field(
+        default_factory=_default_metrics, min_length=1, max_length=100,
+        description="merged over the defaults: a metric named here replaces its default rule, null drops it")
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _over_defaults(cls, value: object) -> object:
+        if not isinstance(value, dict):
+            return value
+        merged: dict = {k: r.model_dump() for k, r in _default_metrics().items()}
+        for k, v in value.items():
+            if v is None:
+                merged.pop(k, None)
+            else:
+                merged[k] = {**merged.get(k, {}), **v} if isinstance(v, dict) else v
+        return merged
 
 
 class BatchBudget(StrictModel):
@@ -69,7 +84,7 @@ class BatchBudget(StrictModel):
     limit: float = Field(gt=0, le=10_000_000, description="amount for the budget's period, in unit")
     unit: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
     threshold_percent: float = Field(default=80.0, gt=0, le=1000, description="notify above this % of the limit")
-    notify: list[Email] = Field(default_factory=list, max_length=10, description="e-mail subscribers")
+    notify: list[Email] = Field(min_length=1, max_length=10, description="e-mail subscribers of the notification")
 
 
 class AwsCost(StrictModel):
@@ -77,5 +92,3 @@ class AwsCost(StrictModel):
 
     budget: BatchBudget | None = None
     explorer: bool = Field(default=True, description="read Cost Explorer (GetCostAndUsage) for the real cost")
-    report_older_than_days: float = Field(default=7.0, gt=0, le=365,
-                                          description="nightly: coexisting environments older than this are reported")

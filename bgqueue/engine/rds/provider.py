@@ -12,7 +12,7 @@ from bgqueue.adapters.aws import cost
 from bgqueue.adapters.runtime import Runtime
 from bgqueue.checks.rds import RDS_CHECKS
 from bgqueue.checks.registry import COMMON
-from bgqueue.engine.rds import decommission, evidence, preflight, rollback, steps, switchover
+from bgqueue.engine.rds import costs, decommission, evidence, preflight, rollback, steps, switchover
 from bgqueue.model.outcomes import ClusterCheck, MonitorFigures, Next
 
 
@@ -66,6 +66,15 @@ class RdsProvider:
 
     def nightly_checks(self, spec: Any) -> tuple:
         return ()  # health is CloudWatch's (alarms); cost is counted fleet-wide
+
+    def batch_started(self, rt: Runtime, fleet: Any, batch_id: str, deployment_ids: list[str]) -> list[str]:
+        return costs.batch_started(rt, fleet, batch_id, deployment_ids)
+
+    def batch_ended(self, rt: Runtime, batch_id: str, rows: list) -> dict:
+        return costs.batch_ended(rt, batch_id, rows)
+
+    def real_costs(self, rows: list) -> tuple[dict[str, float], list[str]]:
+        return costs.real_costs(rows)
 
 
 RDS = RdsProvider()

@@ -25,6 +25,8 @@ from bgqueue.adapters.store import journal as journals
 from bgqueue.adapters.store.journal import Journal
 from bgqueue.adapters.store.models import utcnow
 from bgqueue.engine import claims
+from bgqueue.engine.rds import costs
+from bgqueue.engine.rds.steps import member_arns
 from bgqueue.model.fleet import RdsClusterSpec
 from bgqueue.model.outcomes import DONE, Next
 from bgqueue.model.phases import Phase
@@ -196,6 +198,11 @@ def _finish(rt: Runtime, claim, spec, dep, facts: dict, bg: dict) -> Next:
         except AwsError as e:  # the switchover happened: report, do not undo
             journal.note("app_config", "failed", error=str(e))
             reasons.append(f"application settings not updated: {e}")
+    members = [m["identifier"] for m in (facts.get("source") or {}).get("members") or []]
+    moved = costs.retag(spec.region, member_arns(bg["Target"], members),
+                        member_arns(bg["Source"], [f"{m}-old1" for m in members]), dep.batch_id, dep.id, spec.name)
+    if moved:  # Cost Explorer then misattributes: a warning, never a reason to stop
+        journal.note("cost_tags", "failed", warning=moved)
     deps.transition(rt.store, claim, Phase.CDC_MIGRATING, reason="; ".join(reasons) or None, facts=facts,
                     switch_ended_at=completed, switch_duration_ms=round((completed - started).total_seconds() * 1000, 1))
     return DONE

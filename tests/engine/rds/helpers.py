@@ -60,9 +60,12 @@ def aurora(rds, name: str, *, cpg: str, pg: str, members: int = 2, cls: str = "d
     return c
 
 
-def write_fleet(path: Path, clusters: list[dict], budget: float | None = None, **thresholds) -> Path:
+def write_fleet(path: Path, clusters: list[dict], budget: float | None = None, aws_cost: dict | None = None,
+                **thresholds) -> Path:
+    """A fleet file. Cost Explorer is off unless ``aws_cost`` says otherwise: moto serves queued
+    GetCostAndUsage results to whichever new request comes first, so only the tests that queue one read it."""
     doc: dict = {"version": 1, "name": "rds-test", "defaults": {"thresholds": {**FAST, **thresholds}},
-                 "clusters": clusters}
+                 "aws_cost": aws_cost or {"explorer": False}, "clusters": clusters}
     if budget is not None:
         doc["budget_per_hour"] = budget
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -136,3 +139,21 @@ def move(runtime, deployment_id: str, *path, **fields):
     for i, phase in enumerate(path):
         claim = deps.transition(runtime.store, claim, phase, **(fields if i == len(path) - 1 else {}))
     return claim
+
+
+def queue_cost_results(url: str, *results: dict) -> None:
+    """Queue GetCostAndUsage answers in moto (its own API: moto tracks no cost)."""
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(f"{url}/moto-api/static/ce/cost-and-usage-results", method="POST",
+                                 data=json.dumps({"results": list(results)}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=10).close()
+
+
+def cost_result(amounts: dict[str, float], day: str = "2026-12-01") -> dict:
+    """A GetCostAndUsage answer grouped by bgqueue:deployment (``{deployment id: USD}``)."""
+    return {"ResultsByTime": [{"TimePeriod": {"Start": day, "End": day}, "Total": {}, "Estimated": True, "Groups": [
+        {"Keys": [f"bgqueue:deployment${k}"], "Metrics": {"UnblendedCost": {"Amount": str(v), "Unit": "USD"}}}
+        for k, v in amounts.items()]}]}

@@ -116,7 +116,8 @@ def _stubbed_cloudwatch():
 def test_a_paged_answer_is_joined_and_a_refusal_is_a_retryable_error(runtime):
     """Stubber: moto answers GetMetricData in one page and never refuses it."""
     name = unique("ev-stub")
-    spec = _spec(name, metrics={"CPUUtilization": {"ratio": 1.5, "floor": 20}})
+    only_cpu = {**dict.fromkeys(RdsEvidence().metrics), "CPUUtilization": {"ratio": 1.5, "floor": 20}}
+    spec = _spec(name, metrics=only_cpu)  # null drops a default rule
     client, stub = _stubbed_cloudwatch()
     ids = {"blue": "b0x0", "green": "g1x0"}
     stub.add_response("get_metric_data", {"MetricDataResults": [
