@@ -369,7 +369,10 @@ def feed_replica_lag(url: str, region: str = REGION, *, evidence: bool = True,
         if kind == "db":
             data.append(("ReplicaLag", ident))
         else:
-            members = rds.describe_db_clusters(DBClusterIdentifier=ident)["DBClusters"][0]["DBClusterMembers"]
+            try:
+                members = rds.describe_db_clusters(DBClusterIdentifier=ident)["DBClusters"][0]["DBClusterMembers"]
+            except rds.exceptions.DBClusterNotFoundFault:  # a green deleted since (a NO_GO): nothing to feed
+                continue
             data += [("AuroraBinlogReplicaLag", m["DBInstanceIdentifier"]) for m in members if m["IsClusterWriter"]]
     entries += [{"MetricName": m, "Value": 0.0, "Timestamp": now, "Unit": "Seconds",
                  "Dimensions": [{"Name": "DBInstanceIdentifier", "Value": g}]} for m, g in data]

@@ -27,7 +27,7 @@ class MonitorFigures:
     unhealthy_pipelines: tuple[str, ...] = ()
     alarms: tuple[str, ...] = ()
     breaches: tuple[str, ...] = ()  # a provider's own figures past their limits (rds: CloudWatch metrics)
-    cloudwatch: dict | None = None  # the rds provider's metric table (new primary vs blue's baseline)
+    evidence: dict | None = None  # a provider's own figures (rds: CloudWatch vs blue's baseline, replica findings)
 
     def as_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}

@@ -31,9 +31,11 @@ def baseline(spec, started: float) -> dict:
 
 def figures(rt: Runtime, spec, *, since: float, now: float, unhealthy_pipelines: tuple[str, ...]) -> MonitorFigures:
     alarms = alarms_in_alarm(spec)
-    if not spec.evidence.enabled:
-        return MonitorFigures(0, unhealthy_pipelines=unhealthy_pipelines, alarms=alarms)
     dep = deps.active_deployment(rt.store, spec.name)
+    replica_problems = (((dep.facts or {}).get("replicas") or {}).get("problems") or []) if dep is not None else []
+    if not spec.evidence.enabled:
+        return MonitorFigures(0, unhealthy_pipelines=unhealthy_pipelines, alarms=alarms,
+                              evidence={"replica_problems": replica_problems})
     base = (dep.baseline if dep is not None else None) or {}
     if "cloudwatch" not in base and dep is not None and dep.switch_started_at is not None:
         # The stored baseline was unreadable (CloudWatch error): blue's window is in the past, read it again.
@@ -44,21 +46,21 @@ def figures(rt: Runtime, spec, *, since: float, now: float, unhealthy_pipelines:
     except aws.AWS_ERRORS as e:  # this tick has no figure; the next one reads again
         log.warning("cluster=%s: CloudWatch GetMetricData: %s", spec.name, aws.explain(e))
         return MonitorFigures(0, unhealthy_pipelines=unhealthy_pipelines, alarms=alarms,
-                              cloudwatch={"error": aws.explain(e)})
+                              evidence={"error": aws.explain(e), "replica_problems": replica_problems})
     breaches, missing, table = rds_metrics.compare(rules, base.get("cloudwatch") or {}, got,
                                                   labels=("blue's baseline", "new primary"))
     return MonitorFigures(sum(v is not None for v in got.values()), unhealthy_pipelines=unhealthy_pipelines,
                           alarms=alarms, breaches=tuple(breaches),
-                          cloudwatch={"metrics": table, "missing": missing,
-                                      "baseline_error": base.get("cloudwatch_error")})
+                          evidence={"metrics": table, "missing": missing, "baseline_error": base.get("cloudwatch_error"),
+                                    "replica_problems": replica_problems})
 
 
 def window_end_findings(spec, figures: dict) -> tuple[dict, list[str]]:
     state = {"replicating": True, "problems": [], "note": "rds: no reverse replication"}
-    cw = figures.get("cloudwatch") or {}
-    findings = []
-    if spec.evidence.enabled and cw.get("missing"):
-        findings.append("no CloudWatch evidence for the new primary at the window's end: " + ", ".join(cw["missing"]))
-    if spec.evidence.enabled and cw.get("error"):
-        findings.append(f"CloudWatch unreadable at the window's end: {cw['error']}")
+    ev = figures.get("evidence") or {}
+    findings = [f"read replicas: {p}" for p in ev.get("replica_problems") or []]
+    if spec.evidence.enabled and ev.get("missing"):
+        findings.append("no CloudWatch evidence for the new primary at the window's end: " + ", ".join(ev["missing"]))
+    if spec.evidence.enabled and ev.get("error"):
+        findings.append(f"CloudWatch unreadable at the window's end: {ev['error']}")
     return state, findings

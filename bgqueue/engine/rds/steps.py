@@ -90,8 +90,8 @@ def _obtain(spec, src: Source, deployment_id: str) -> tuple[dict, str]:
 
 
 def _estimate(spec, src: Source) -> dict:
-    try:
-        return cost.estimate(spec, src)
+    try:  # green's replicas are green too: priced with it (one describe call, only when there are replicas)
+        return cost.estimate_for_spec(spec, src)
     except Exception as e:  # an estimate never stops a deployment
         return {"error": f"{type(e).__name__}: {e}"}
 

@@ -168,7 +168,7 @@ def test_a_new_primary_busier_than_blue_rolls_back_by_a_blue_green_deployment_ba
     # Blue's pre-switchover figures are the baseline; the breach is journaled with the table.
     assert dep.baseline["cloudwatch"]["CPUUtilization"] == 10.0
     [breach] = [s for s in journal.steps(runtime.store, dep.id, "monitor") if s.name == "breach"]
-    assert breach.detail["figures"]["cloudwatch"]["metrics"]["CPUUtilization"]["green"] > 30
+    assert breach.detail["figures"]["evidence"]["metrics"]["CPUUtilization"]["green"] > 30
     assert [d.verdict for d in validation.decisions(runtime.store, dep.id, "monitor")][-1] == "ROLLBACK"
     # The way back: a second blue/green deployment from the new primary with blue's class; RDS moved the name.
     assert [s.name for s in journal.steps(runtime.store, dep.id, "rollback")] == ["begin", "create", "switch",
