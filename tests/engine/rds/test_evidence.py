@@ -191,3 +191,30 @@ def test_a_breach_after_an_engine_upgrade_fails_with_the_manual_path(rds, moto_u
     assert "an RDS blue/green green may not run an older version" in dep.reason
     assert f"point the applications at {name}-old1" in dep.reason
     assert [bg["Status"] for bg in blue_green_of(rds, name)] == ["SWITCHOVER_COMPLETED"]  # nothing created back
+
+
+def test_which_changes_have_a_blue_green_deployment_back():
+    """Pure: RDS lets a green run the same engine or a newer one, and storage never shrinks."""
+    from types import SimpleNamespace
+
+    from bgqueue.engine.rds.rollback import back_parameters, preconditions
+
+    source = {"engine_version": "8.0.35", "allocated_storage": 100, "instance_class": "db.r6g.large",
+              "parameter_group": "pg-old", "storage_type": "gp3"}
+
+    def dep(change: dict, **extra):
+        spec = {**cluster_entry("back", instance="back"), "change": change, **extra}
+        return SimpleNamespace(id="d1", phase=Phase.MONITORING, spec=spec,
+                               facts={"source": source, "old": {"identifier": "back-old1"}})
+
+    ok = dep({"instance_class": "db.r6g.xlarge", "parameter_group": "pg-new"})
+    assert preconditions(None, ok) == []
+    assert back_parameters(cluster_spec(ok.spec), source) == {"TargetDBInstanceClass": "db.r6g.large",
+                                                               "TargetDBParameterGroupName": "pg-old"}
+    [why] = preconditions(None, dep({"allocated_storage": 200}))
+    assert "storage never shrinks" in why and "point the applications at back-old1" in why
+    [why] = preconditions(None, dep({"engine_version": "8.0.36"}))
+    assert "8.0.35 → 8.0.36" in why
+    assert preconditions(None, dep({"engine_version": "8.0.35"})) == []  # the same version: no downgrade
+    never = SimpleNamespace(id="d2", phase=Phase.MONITORING, spec=ok.spec, facts={"source": source})
+    assert preconditions(None, never) == ["deployment d2 has no switchover recorded"]
