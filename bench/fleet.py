@@ -124,8 +124,11 @@ serve(serial, host="127.0.0.1", port=int(sys.argv[1]), threads=8, connection_lim
 
 def start_moto(workdir: Path, port: int | None = None, name: str = "moto") -> tuple[subprocess.Popen, str]:
     port = port or free_port()
+    # moto counts every blue/green deployment's snapshots against a 1000-snapshot quota: a 500-cluster
+    # batch after the others hit it (SnapshotQuotaExceeded, NO_GO); RDS's own quota is per account too.
+    env = {**os.environ, "MOTO_RDS_SNAPSHOT_LIMIT": "1000000"}
     proc = subprocess.Popen([sys.executable, "-c", MOTO, str(port)], stdout=open(workdir / f"{name}.log", "wb"),
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     import urllib.request
 
