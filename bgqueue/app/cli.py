@@ -167,6 +167,7 @@ def fleet_run(file: str, only: str | None, wait: bool, as_json: bool, timeout: f
     for cluster, reason in opened.no_go.items():
         err.print(safe(f"{file}: cluster {cluster!r}: NO_GO: {reason}"), highlight=False, soft_wrap=True)
     warnings = [] if len(opened.no_go) == len(opened.deployments) else _worker_warnings()
+    warnings += list(opened.warnings)  # e.g. a billing permission missing: the batch goes on
     for w in warnings:
         err.print(f"[yellow]warning:[/] {safe(w)}", highlight=False, soft_wrap=True)
     if not wait:

@@ -177,8 +177,8 @@ def print_deployment(console: Console, d: dict) -> None:
         console.print(safe(f"old primary {d['blue']}: decommissioned at {d['decommissioned_at']} — free"))
     elif d.get("retention_until") and d["phase"] == "COMPLETED" and d["provider"] == "rds":
         console.print(safe(f"old environment of {d['blue']} (renamed -old1 by RDS): kept until {d['retention_until']}, "
-                           "then deleted; no rollback on RDS blue/green (the old environment does not replicate "
-                           "from the new one)"))
+                           "then deleted; rollback is a blue/green deployment back (not after an engine upgrade or "
+                           "grown storage: the old environment does not replicate from the new one)"))
     elif d.get("retention_until") and d["phase"] == "COMPLETED":
         console.print(safe(f"old primary {d['blue']}: reverse replica (rollback possible) until {d['retention_until']}"))
     if d.get("checks"):

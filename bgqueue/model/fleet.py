@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_valid
 from bgqueue.model.cdc import PipelineSpec
 from bgqueue.model.errors import BadInput
 from bgqueue.model.fleet_rules import fleet_conflicts
+from bgqueue.model.rds_evidence import AwsCost, RdsEvidence
 from bgqueue.model.replay import DeclaredDifference, ReplaySpec
 from bgqueue.model.routing import MaintenanceSpec, RegistryTarget, RoutingTarget
 from bgqueue.model.schema_base import Credentials, Endpoint, Tls, credential_scope_problem
@@ -155,6 +156,7 @@ class RdsClusterSpec(_Strict):
     staging: str | None = Field(default=None, pattern=NAME_RE)
     pipelines: list[PipelineSpec] = Field(default_factory=list)
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    evidence: RdsEvidence = Field(default_factory=RdsEvidence)
 
     @model_validator(mode="after")
     def _one_source(self) -> RdsClusterSpec:
@@ -199,6 +201,7 @@ class Fleet(_Strict):
     tiers: dict[str, ThresholdOverrides] = Field(default_factory=dict)
     budget_per_hour: float | None = Field(default=None, gt=0, le=1_000_000,
                                           description="refuse a batch whose coexistence cost estimate is above")
+    aws_cost: AwsCost = Field(default_factory=AwsCost)
     clusters: list[AnyClusterSpec] = Field(min_length=1)
 
     def cluster(self, name: str) -> ClusterSpec | RdsClusterSpec:

@@ -83,7 +83,7 @@ def _header(c: ClusterData) -> str:
              ("switchover", f"{num(d.switch_duration_ms)} ms"), ("writes blocked", f"{num(d.writes_blocked_ms)} ms")]
     meta = "".join(f"<div><b>{escape(k)}</b>{escape(str(v))}</div>" for k, v in facts)
     ok = d.phase == "COMPLETED"
-    reason = d.reason or (("switched; the old environment is kept for the retention period (no rollback on RDS)"
+    reason = d.reason or (("switched; the old environment is kept for the retention period (rollback: a blue/green deployment back)"
                            if d.provider == "rds" else "switched; green is primary, blue its reverse replica")
                           if ok else "")
     return (f"<h2>{escape(d.cluster)} {badge(d.phase)}</h2><div class=\"meta\">{meta}</div>"
