@@ -28,6 +28,7 @@ bench: system-deps venv
 	$(BIN)/python bench/cdc.py
 	$(BIN)/python bench/rollback.py
 	$(BIN)/python bench/routing.py
+	$(BIN)/python bench/replay.py
 
 system-deps:
 	@scripts/ensure-system-deps.sh

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     pending_stall_s: float = Field(default=600.0, gt=0, le=86400)
     log_json: bool = False
     nightly_hour: int = 2  # UTC hour of the nightly validations (Celery beat)
+    # Nightly: green (or -oldN) environments coexisting longer than this are reported with their cost.
+    coexist_report_days: float = Field(default=7.0, gt=0, le=365)
     # Which environment variables a fleet file's password_env may name: comma-separated globs.
     # Enforced where credentials are read (bgqueue.model.schema_base reads the same variable,
     # BGQUEUE_CREDENTIAL_ENV_PATTERN, itself: the vocabulary imports no settings).

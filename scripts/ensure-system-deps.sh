@@ -32,6 +32,8 @@ if [ "${1:-}" = "--test" ]; then have chromium || [ -x /usr/lib/chromium/chromiu
 # in /usr/lib/postgresql/<major>/bin, off PATH)
 have_postgres() { { have initdb && have postgres; } || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; }
 if [ "${1:-}" = "--test" ]; then have_postgres || missing+=(postgresql); fi
+# make test: tests/chaos and tests/sandbox/test_hosts make worker hosts as network namespaces (ip netns)
+if [ "${1:-}" = "--test" ]; then have ip || missing+=(iproute2); fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   fetch_mysql

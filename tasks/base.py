@@ -113,6 +113,23 @@ def _phase_of(deployment_id: str) -> Phase | str | None:
         return None
 
 
+def _epoch_of(deployment_id: str) -> int | None:
+    try:
+        return int(deps.get_deployment(get_runtime().store, deployment_id).epoch)
+    except Exception:
+        return None
+
+
+def _lost(deployment_id: str, baseline: int | None) -> bool:
+    """Has another worker claimed the deployment since this task began (or since its own last claim)?"""
+    if baseline is None:
+        return False
+    mine = deps.claimed_here(deployment_id)
+    expected = mine if mine is not None and mine > baseline else baseline
+    now = _epoch_of(deployment_id)
+    return now is not None and now > expected
+
+
 def guarded(name: str):
     """Turn what escapes a deployment task into a recorded outcome. FencedOut stops quietly.
     In a server-changing phase any error re-enqueues the task (it resumes by observing the
@@ -128,9 +145,11 @@ def guarded(name: str):
                 return _run(self, args, deployment_id, errors)
 
         def _run(self, args, deployment_id, errors):
+            baseline = None
             try:
                 _bind_cluster(deployment_id)
                 _heartbeat(deployment_id)
+                baseline = _epoch_of(deployment_id)
                 return fn(self, *args)
             except (Retry, Ignore):
                 raise
@@ -142,6 +161,13 @@ def guarded(name: str):
                 if phase == _MISSING:  # nothing to record it on: the task fails, visibly
                     log.error("task=%s: no deployment %s: %s: %s", name, deployment_id, type(e).__name__, e)
                     raise
+                if _lost(deployment_id, baseline):
+                    # Claimed by another worker since this task began (it was paused, cut off, its
+                    # sessions were ended by the takeover): the error is the fence working, not the
+                    # deployment's failure. The owner goes on; nothing is recorded or retried.
+                    log.warning("task=%s lost the deployment to another worker; records nothing: %s: %s", name,
+                                type(e).__name__, e)
+                    return deployment_id
                 changing = phase is None or phase in SERVER_CHANGING
                 limit = MAX_RESUME_ATTEMPTS if changing else MAX_TRANSIENT_RETRIES
                 if (changing or isinstance(e, TRANSIENT)) and errors < limit:

@@ -22,7 +22,7 @@ from tasks.base import bgqueue_task, guarded
 # A checksum of large critical tables is the longest check.
 CHECK_TIME_LIMIT = 1800
 # Checks that may run for minutes: a round with one of them is a chord.
-HEAVY = frozenset({"checksum"})
+HEAVY = frozenset({"checksum", "query_replay"})
 # A round of light checks in the validate task: each is bounded by its connect/read timeouts (an
 # AWS call with its retries: ~100 s at worst). Checks not started within the budget are not run
 # (retryable errors), so the round is always decided well inside the task's limit.

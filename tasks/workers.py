@@ -18,14 +18,16 @@ from celery import Celery
 
 class WorkerProcess:
     def __init__(self, env: dict[str, str], *, name: str = "w1", concurrency: int = 4,
-                 logfile: Path | None = None, loglevel: str = "WARNING", pool: str = "prefork"):
-        self.env, self.name, self.concurrency = env, name, concurrency
+                 logfile: Path | None = None, loglevel: str = "WARNING", pool: str = "prefork",
+                 wrap: tuple[str, ...] = ()):
+        """``wrap``: a command prefix, e.g. ``ip netns exec NS`` (it must exec the worker: same pid)."""
+        self.env, self.name, self.concurrency, self.wrap = env, name, concurrency, tuple(wrap)
         self.logfile, self.loglevel, self.pool = logfile, loglevel, pool
         self.proc: subprocess.Popen | None = None
         self.nodename = f"{name}@{socket.gethostname()}"
 
     def start(self) -> WorkerProcess:
-        cmd = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-n", self.nodename, "-Q", "bgqueue",
+        cmd = [*self.wrap, sys.executable, "-m", "celery", "-A", "tasks", "worker", "-n", self.nodename, "-Q", "bgqueue",
                "-c", str(self.concurrency), "-P", self.pool, "-l", self.loglevel, "-E",
                "--without-gossip", "--without-mingle"]
         out = open(self.logfile, "ab") if self.logfile else subprocess.DEVNULL

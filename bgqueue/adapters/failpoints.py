@@ -4,7 +4,8 @@ Off unless BGQUEUE_FAILPOINTS names the point, e.g. ``switchover.after_fence=exi
 Actions: ``exit`` ends the process at once (a crashed worker); ``exit-once`` does so only the
 first time across processes (a marker file in BGQUEUE_FAILPOINT_DIR), so that the worker
 that picks the task up again can finish; ``stop`` stops the process (SIGSTOP: a paused worker,
-resumed later by SIGCONT from outside); ``raise`` raises FailpointHit.
+resumed later by SIGCONT from outside), ``stop-once`` likewise the first time only; ``raise``
+raises FailpointHit. A chaos harness arms a ``-once`` point by deleting its marker.
 """
 from __future__ import annotations
 
@@ -24,11 +25,14 @@ def failpoint(name: str) -> None:
         point, _, action = item.strip().partition("=")
         if point != name:
             continue
-        if action == "exit-once":
+        if action in ("exit-once", "stop-once"):
             marker = os.path.join(os.environ.get("BGQUEUE_FAILPOINT_DIR", "/tmp"), f"failpoint.{name}")
             try:
                 os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
             except FileExistsError:
+                return
+            if action == "stop-once":
+                os.kill(os.getpid(), signal.SIGSTOP)
                 return
             os._exit(137)
         if action == "exit":

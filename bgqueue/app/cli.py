@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from bgqueue.app.replay_cmd import replay_cmd
 from bgqueue.app.terminal import plain, safe
 from bgqueue.model.errors import BadInput, BgqueueError
 
@@ -166,6 +167,7 @@ def fleet_run(file: str, only: str | None, wait: bool, as_json: bool, timeout: f
     for cluster, reason in opened.no_go.items():
         err.print(safe(f"{file}: cluster {cluster!r}: NO_GO: {reason}"), highlight=False, soft_wrap=True)
     warnings = [] if len(opened.no_go) == len(opened.deployments) else _worker_warnings()
+    warnings += list(opened.warnings)  # e.g. a billing permission missing: the batch goes on
     for w in warnings:
         err.print(f"[yellow]warning:[/] {safe(w)}", highlight=False, soft_wrap=True)
     if not wait:
@@ -526,6 +528,8 @@ def demo(clusters: int, rate: float, keep: bool, report_path: str, flavour: str)
     sys.exit(run_demo(clusters=clusters, rate=rate, keep=keep, console=out, report_path=report_path,
                       flavour=flavour))
 
+
+main.add_command(replay_cmd)
 
 if __name__ == "__main__":
     main()

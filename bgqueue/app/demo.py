@@ -60,9 +60,43 @@ def _demo_fleet(sandbox: Sandbox, workdir: Path, paths: DemoPaths | None = None)
         c["pipelines"] = [dict(LEDGER_PIPELINE)]  # one built-in CDC consumer per cluster
     if paths is not None:
         paths.fleet_entries(raw["clusters"])
+    _real_evidence(raw["clusters"], workdir)
     path = workdir / "fleet.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+REPLAY_QUERIES = """USE appdb;
+SELECT COUNT(*), MAX(seq) FROM bgq_writes;
+SELECT writer, COUNT(*) FROM bgq_writes GROUP BY writer;
+SELECT id, payload FROM bgq_writes WHERE id = 42;
+SELECT id, seq FROM bgq_writes WHERE id BETWEEN 100 AND 110 ORDER BY id;
+SELECT seq / 7 FROM bgq_writes WHERE id = 1;
+UPDATE bgq_writes SET payload = 'x' WHERE id = 1;
+"""
+SIGNOFF_TEAM = "dba"
+
+
+def _real_evidence(clusters: list[dict], workdir: Path) -> None:
+    """Every check looks at something: the application's table is critical (checksummed), a team
+    must sign off (the demo gives it), the second cluster is the third's staging twin (it must
+    have switched first), and the third replays a query log on blue and green at one point."""
+    queries = workdir / "replay-queries.sql"
+    queries.write_text(REPLAY_QUERIES)
+    for c in clusters:
+        c["critical_tables"] = ["appdb.bgq_writes"]
+        c["signoffs"] = [SIGNOFF_TEAM]
+    if len(clusters) >= 3:
+        clusters[2]["staging"] = clusters[1]["name"]
+        clusters[2]["replay"] = {"source": "file", "path": str(queries), "samples_per_class": 5, "concurrency": 2}
+
+
+def _sign_off(rt, specs) -> None:
+    from bgqueue.adapters.store import validation
+
+    for spec in specs:
+        validation.add_signoff(rt.store, spec.name, spec.change_key(), SIGNOFF_TEAM, "demo",
+                               note="signed by the demo")
 
 
 def inject_app_fault(pair) -> None:
@@ -147,6 +181,9 @@ def run_demo(clusters: int = 4, rate: float = 100.0, keep: bool = False, console
             console.print(f"apps: plain PyMySQL through HAProxy on {paths.proxy_pair.name}, a SQLAlchemy pool in "
                           f"maintenance mode on {paths.pool_pair.name}, {rate:g} writes/s each")
         time.sleep(1.0)
+        _sign_off(rt, specs)
+        console.print(f"sign-off: team {SIGNOFF_TEAM!r} signed the change of every cluster; "
+                      f"{specs[2].name if len(specs) >= 3 else '-'} waits for its staging twin and replays a query log")
         opened = enqueue_fleet(fleet_path)
         console.print(f"batch {opened.batch_id} enqueued (bgqueue fleet run {fleet_path})")
         if fault:
@@ -217,6 +254,7 @@ def _report(console: Console, rt, specs, loads, rows, verify, paths: DemoPaths |
         apps.add_column(col, justify="left" if col in ("cluster", "path", "application") else "right", no_wrap=True)
     switched = rolled_back = lost_total = cdc_lost = cdc_dup = 0
     samples: list[str] = []
+    evidence: list[str] = []  # what the checks that look at data said (not just ✓)
     app_errors: dict[str, int] = {}
     max_gap = 0.0
     for spec, load in zip(specs, loads, strict=False):
@@ -225,6 +263,9 @@ def _report(console: Console, rt, specs, loads, rows, verify, paths: DemoPaths |
         results = records.check_results(rt.store, d.id, decisions[-1].round if decisions else None)
         checks.add_row(spec.name, decisions[-1].verdict if decisions else "-", str(len(decisions)),
                        ", ".join(f"{r.name} {'✓' if r.status == 'pass' else r.status}" for r in results))
+        evidence += [f"{spec.name} {r.name}: {r.reason}" for r in results
+                     if r.name in ("query_replay", "checksum", "staging", "signoffs") and
+                     (r.name != "query_replay" or spec.replay is not None)]
         did_switch = d.switch_ended_at is not None and d.phase in ("COMPLETED", "ROLLED_BACK", "MONITORING")
         switched += did_switch
         rolled_back += d.phase == "ROLLED_BACK"
@@ -255,6 +296,8 @@ def _report(console: Console, rt, specs, loads, rows, verify, paths: DemoPaths |
         for note in (s for s in journal.steps(rt.store, d.id, "rollback") if s.name == "rolled_back"):
             console.print(f"{spec.name}: rollback blocked writes for {note.detail['writes_blocked_ms']:.1f} ms")
     console.print(checks)
+    for line in evidence:
+        console.print(safe(f"  {line}"), highlight=False)
     console.print(table)
     console.print(apps)
     for line in samples:

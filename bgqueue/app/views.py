@@ -15,6 +15,8 @@ from rich.table import Table
 from bgqueue.adapters.runtime import Runtime
 from bgqueue.adapters.store import deployments as deps
 from bgqueue.adapters.store import journal, validation
+from bgqueue.app.replay_cmd import print_classes
+from bgqueue.app.report.replay import latest_replay
 from bgqueue.app.terminal import safe
 from bgqueue.model.phases import SWITCHED, Phase
 from bgqueue.model.routing import RoutingTarget
@@ -71,9 +73,11 @@ def deployment_dict(rt: Runtime, dep, detail: bool = False) -> dict:
         decisions = validation.decisions(rt.store, dep.id)
         out["decisions"] = [{"kind": d.kind, "round": d.round, "verdict": d.verdict, "reasons": d.reasons,
                              "at": _iso(d.at)} for d in decisions[-5:]]
+        results = validation.check_results(rt.store, dep.id)
         out["checks"] = [{"name": c.name, "status": c.status, "retryable": c.retryable, "value": c.value,
                           "threshold": c.threshold, "reason": c.reason, "duration_ms": c.duration_ms,
-                          "round": c.round} for c in validation.check_results(rt.store, dep.id)]
+                          "round": c.round} for c in results]
+        out["replay"] = latest_replay(results)
         route = rt.routing.get(dep.cluster)
         out["route"] = None if route is None else {"writer": f"{route.host}:{route.port}", "version": route.version}
         out["paths"] = application_paths(dep.spec, out["steps"], out["route"])
@@ -173,8 +177,8 @@ def print_deployment(console: Console, d: dict) -> None:
         console.print(safe(f"old primary {d['blue']}: decommissioned at {d['decommissioned_at']} — free"))
     elif d.get("retention_until") and d["phase"] == "COMPLETED" and d["provider"] == "rds":
         console.print(safe(f"old environment of {d['blue']} (renamed -old1 by RDS): kept until {d['retention_until']}, "
-                           "then deleted; no rollback on RDS blue/green (the old environment does not replicate "
-                           "from the new one)"))
+                           "then deleted; rollback is a blue/green deployment back (not after an engine upgrade or "
+                           "grown storage: the old environment does not replicate from the new one)"))
     elif d.get("retention_until") and d["phase"] == "COMPLETED":
         console.print(safe(f"old primary {d['blue']}: reverse replica (rollback possible) until {d['retention_until']}"))
     if d.get("checks"):
@@ -186,6 +190,8 @@ def print_deployment(console: Console, d: dict) -> None:
             t.add_row(safe(c["name"]), f"[{style}]{safe(c['status'])}[/]", safe(c["value"] or ""),
                       safe(c["threshold"] or ""), safe((c["reason"] or "")[:300]))
         console.print(t)
+    if d.get("replay"):
+        print_classes(console, d["replay"])
     latest: dict[str, dict] = {}
     for dec in d.get("decisions", []):
         latest[dec["kind"]] = dec  # the last decision of each kind: the gate's GO and the monitor's HOLD

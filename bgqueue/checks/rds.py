@@ -7,6 +7,7 @@ step assesses it again (and RDS's guardrails too) before anything changes.
     rds_alarms            the cluster's CloudWatch alarms (alarms.prefix and/or alarms.tag) are all OK
     rds_replica_lag       green's ReplicaLag (AuroraBinlogReplicaLag for Aurora) below max_lag_s
     rds_parameter_groups  blue's and green's parameter groups compared, behaviour-changing values flagged
+    rds_metrics           green vs blue on CloudWatch metrics over a window (``checks.rds_metrics``)
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from bgqueue.adapters.store.models import utcnow
 from bgqueue.checks import rds_params as params
 from bgqueue.checks.context import Check, CheckContext
 from bgqueue.checks.drift import MAX_LISTED
+from bgqueue.checks.rds_metrics import rds_metrics
 from bgqueue.model.results import ERROR, CheckResult, failed, passed, waiting
 
 log = logging.getLogger("bgqueue.rds")
@@ -148,6 +150,7 @@ RDS_CHECKS: dict[str, Check] = {
     "rds_alarms": alarms,
     "rds_replica_lag": replica_lag,
     "rds_parameter_groups": parameter_groups,
+    "rds_metrics": rds_metrics,
 }
 
 

@@ -8,6 +8,7 @@ from bgqueue.checks.drift import parameter_drift
 from bgqueue.checks.governance import signoffs, staging_gate
 from bgqueue.checks.rds import RDS_CHECKS
 from bgqueue.checks.readiness import event_scheduler, reverse_readiness
+from bgqueue.checks.replay.check import query_replay
 from bgqueue.checks.replication import replication_health, replication_lag
 from bgqueue.checks.routing import routing_readiness
 from bgqueue.model.results import CheckResult, passed
@@ -35,6 +36,7 @@ SQL_CHECKS: dict[str, Check] = {
     "signoffs": signoffs,
     "staging": staging_gate,
     "routing": routing_readiness,
+    "query_replay": query_replay,
 }
 
 # Checks that need no SQL session: they serve every provider.

@@ -25,6 +25,7 @@ class OpenedBatch:
     deployments: dict[str, str]  # cluster → deployment id (every cluster of the batch)
     # cluster → reason: recorded NO_GO at preflight (the servers' state), not enqueued
     no_go: dict[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()  # e.g. a budget not created for want of a permission (the batch goes on)
 
 
 def located(fleet_path: str, problems: list[tuple[str, str, str]]) -> FleetFileError:
@@ -103,7 +104,10 @@ def open_batch(rt: Runtime, fleet_path: str, only: list[str] | None = None, *, p
         if claim is not None:
             deps.transition(rt.store, claim, Phase.NO_GO, reason=reason)
         rt.locks.release(cluster, holder)
-    return OpenedBatch(batch_id, ids, not_ready)
+    warnings: list[str] = []
+    for group in _by_provider([s for s in specs if s.name not in not_ready]).values():
+        warnings += provider_for(group[0]).batch_started(rt, fleet, batch_id, [ids[s.name] for s in group])
+    return OpenedBatch(batch_id, ids, not_ready, tuple(warnings))
 
 
 def _staging_twins_exist(rt: Runtime, fleet, specs: list, fleet_path: str) -> None:
@@ -138,6 +142,18 @@ def summarize(rt: Runtime, batch_id: str) -> dict:
         "by_phase": {p.value: phases.count(p) for p in sorted(set(phases))},
     }
     if summary["terminal"] == summary["total"]:
+        by_provider: dict[str, list] = {}
+        for d in rows:
+            by_provider.setdefault(d.provider, []).append(d)
+        cost = {name: part for name, group in by_provider.items()
+                if (part := provider_for(group[0]).batch_ended(rt, batch_id, group))}
+        if cost:
+            summary["cost"] = cost
+            for c in clusters:
+                part = cost.get(next(d.provider for d in rows if d.id == c["deployment"]), {})
+                c["estimated_cost"] = part.get("estimate", {}).get("by_deployment", {}).get(c["deployment"])
+                if "explorer" in part:
+                    c["explorer_cost"] = part["explorer"]["by_deployment"].get(c["deployment"], 0.0)
         # A chain re-driven by the watchdog ends with this too: the batch is done only when every
         # deployment is (the chord's own call can come before a re-driven cluster ends).
         deps.finish_batch(rt.store, batch_id, summary)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 from bgqueue.adapters.runtime import Runtime
 from bgqueue.adapters.store import deployments as deps
@@ -31,8 +32,21 @@ def end(rt: Runtime, claim: Claim, target: Phase, reason: str | None, **fields) 
         rt.locks.release(who.cluster, who.batch_id)
 
 
+_refreshed: dict[tuple[str, str], float] = {}  # (cluster, batch) → when this process last refreshed its lock
+
+
 def refresh_lock(rt: Runtime, dep) -> None:
+    """Keep the cluster's lock alive while its deployment is worked on. A lock lives ``lock_ttl_s``
+    (an hour): refreshing it at every step (a Redis round trip each, several per deployment and
+    poll) bought nothing, so one process refreshes a lock at most every tenth of its TTL (≤ 60 s)."""
+    key, now = (dep.cluster, dep.batch_id), time.monotonic()
+    if now - _refreshed.get(key, float("-inf")) < min(60.0, rt.settings.lock_ttl_s / 10):
+        return
     rt.locks.refresh(dep.cluster, dep.batch_id, rt.settings.lock_ttl_s)
+    if len(_refreshed) > 10_000:  # a long-lived worker: forget the oldest half
+        for k in sorted(_refreshed, key=_refreshed.__getitem__)[:5_000]:
+            _refreshed.pop(k, None)
+    _refreshed[key] = now
 
 
 def fail(rt: Runtime, deployment_id: str, reason: str) -> bool:

@@ -76,4 +76,5 @@ def decide_monitoring(fig: MonitorFigures, baseline: dict, *, error_rate: float,
                                f"(blue's baseline {base:.1f} ms × {p99_ratio:g}, at least +{p99_floor_ms:g} ms)")
     reasons += [f"CDC pipeline {p} is unhealthy" for p in fig.unhealthy_pipelines]
     reasons += [f"alarm {a} is in ALARM" for a in fig.alarms]
+    reasons += list(fig.breaches)
     return Decision(ROLLBACK, reasons) if reasons else Decision(HOLD, [])

@@ -115,7 +115,7 @@ def _check_locked(rt: Runtime, run_id: str, cluster: str, spec: ClusterSpec) -> 
 
 
 def fleet_wide(rt: Runtime, run_id: str) -> int:
-    """Overdue decommissions and the cost of coexisting environments."""
+    """Overdue decommissions, environments coexisting for too long, and the cost of coexistence."""
     findings = 0
     now = utcnow()
     rows = deps.completed_not_decommissioned(rt.store)
@@ -126,26 +126,48 @@ def fleet_wide(rt: Runtime, run_id: str) -> int:
             _record(rt, run_id, d.cluster, "decommission_overdue", "fail",
                     f"deployment {d.id}: retention ended {until.isoformat()} but the old primary is not "
                     f"decommissioned (bgqueue decommission {d.cluster})", {"deployment": d.id})
-    cost, items = coexistence_cost(rt, rows)
-    _record(rt, run_id, "*", "coexistence_cost", "pass", f"${cost:.2f}/hour for {len(items)} environment(s)",
-            {"per_hour": round(cost, 4), "items": items})
+    cost, items, warnings = coexistence_cost(rt, rows)
+    days = rt.settings.coexist_report_days
+    for i in items:
+        if i["age_days"] >= days:
+            findings += 1
+            real = f", {i['explorer_cost']:.2f} per Cost Explorer" if i.get("explorer_cost") is not None else ""
+            _record(rt, run_id, i["cluster"], "coexisting_too_long", "fail",
+                    f"deployment {i['deployment']} ({i['phase']}): a second environment has coexisted for "
+                    f"{i['age_days']:.1f} days (over {days:g}): about ${i['estimated_so_far']:.2f} so far at "
+                    f"${i['green_per_hour']:.2f}/hour{real}", i)
+    _record(rt, run_id, "*", "coexistence_cost", "pass",  # a billing permission missing is a warning
+            f"${cost:.2f}/hour for {len(items)} environment(s)" + "".join(f"; warning: {w}" for w in warnings),
+            {"per_hour": round(cost, 4), "items": items, "warnings": warnings})
     return findings
 
 
-def coexistence_cost(rt: Runtime, completed: list[Deployment]) -> tuple[float, list[dict]]:
-    """Extra hourly cost of green environments that exist beside their blue (providers that create them)."""
+def coexistence_cost(rt: Runtime, completed: list[Deployment]) -> tuple[float, list[dict], list[str]]:
+    """Extra hourly cost of environments that exist beside their blue (providers that create them),
+    each with its age, the estimate so far and (where the provider reads it) the real cost."""
     items = []
-    live = [d for name in names() if provider_named(name).creates_environments
-            for d in deps.coexisting(rt.store, name)]
     total = 0.0
-    for d in live:
-        # Estimated at prepare from the source's real class and storage: no AWS call at report time.
-        cost = (d.facts or {}).get("cost") or {}
-        per_hour = cost.get("green_per_hour") or 0.0
-        total += per_hour
-        items.append({"cluster": d.cluster, "deployment": d.id, "phase": d.phase, "green_per_hour": per_hour,
-                      "unpriced": cost.get("unpriced", [])})
-    return total, items
+    warnings: list[str] = []
+    now = utcnow()
+    for name in names():
+        provider = provider_named(name)
+        if not provider.creates_environments:
+            continue
+        live = deps.coexisting(rt.store, name)
+        real, problems = provider.real_costs(live) if live else ({}, [])
+        warnings += problems
+        for d in live:
+            # Estimated at prepare from the source's real class and storage: no AWS call for it.
+            cost = (d.facts or {}).get("cost") or {}
+            per_hour = cost.get("green_per_hour") or 0.0
+            total += per_hour
+            start = deps.as_aware(d.created_at) or now
+            age_h = max(0.0, (now - start).total_seconds()) / 3600
+            items.append({"cluster": d.cluster, "deployment": d.id, "phase": d.phase, "green_per_hour": per_hour,
+                          "unpriced": cost.get("unpriced", []), "age_days": round(age_h / 24, 3),
+                          "estimated_so_far": round(per_hour * age_h, 4),
+                          "explorer_cost": None if problems else real.get(d.id, 0.0)})
+    return total, items, warnings
 
 
 def finish_run(rt: Runtime, run_id: str, clusters: int) -> dict:

@@ -20,6 +20,8 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_valid
 from bgqueue.model.cdc import PipelineSpec
 from bgqueue.model.errors import BadInput
 from bgqueue.model.fleet_rules import fleet_conflicts
+from bgqueue.model.rds_evidence import AwsCost, RdsEvidence
+from bgqueue.model.replay import DeclaredDifference, ReplaySpec
 from bgqueue.model.routing import MaintenanceSpec, RegistryTarget, RoutingTarget
 from bgqueue.model.schema_base import Credentials, Endpoint, Tls, credential_scope_problem
 from bgqueue.model.schema_base import StrictModel as _Strict
@@ -35,6 +37,7 @@ class Change(_Strict):
     engine_version: str | None = None
     instance_class: str | None = None
     parameters: dict[str, str | int | float] = Field(default_factory=dict)
+    replay_differences: list[DeclaredDifference] = Field(default_factory=list, exclude_if=lambda v: not v)
 
 
 def change_key(change: Change) -> str:
@@ -75,6 +78,7 @@ class ClusterSpec(_Strict):
     routing: list[RoutingTarget] = Field(
         default_factory=list, description="extra application paths flipped with the registry (HAProxy, Route 53, SSM)")
     maintenance: MaintenanceSpec = Field(default_factory=MaintenanceSpec)
+    replay: ReplaySpec | None = Field(default=None, description="query replay on blue and green at one GTID point")
 
     @field_validator("critical_tables")
     @classmethod
@@ -152,6 +156,7 @@ class RdsClusterSpec(_Strict):
     staging: str | None = Field(default=None, pattern=NAME_RE)
     pipelines: list[PipelineSpec] = Field(default_factory=list)
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    evidence: RdsEvidence = Field(default_factory=RdsEvidence)
 
     @model_validator(mode="after")
     def _one_source(self) -> RdsClusterSpec:
@@ -196,6 +201,7 @@ class Fleet(_Strict):
     tiers: dict[str, ThresholdOverrides] = Field(default_factory=dict)
     budget_per_hour: float | None = Field(default=None, gt=0, le=1_000_000,
                                           description="refuse a batch whose coexistence cost estimate is above")
+    aws_cost: AwsCost = Field(default_factory=AwsCost)
     clusters: list[AnyClusterSpec] = Field(min_length=1)
 
     def cluster(self, name: str) -> ClusterSpec | RdsClusterSpec:

@@ -26,6 +26,8 @@ class MonitorFigures:
     reverse_lag_s: float | None = None
     unhealthy_pipelines: tuple[str, ...] = ()
     alarms: tuple[str, ...] = ()
+    breaches: tuple[str, ...] = ()  # a provider's own figures past their limits (rds: CloudWatch metrics)
+    evidence: dict | None = None  # a provider's own figures (rds: CloudWatch vs blue's baseline, replica findings)
 
     def as_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}

@@ -41,7 +41,16 @@ def redis_process(port: int, workdir: Path) -> ServerProcess:
 
 
 class RedisServer:
-    """One redis-server process. Non-detached: a child we wait() on; detached: its own session."""
+    """One redis-server process. Non-detached: a child we wait() on; detached: its own session.
+
+    ``bind``: the addresses it listens on (loopback; the hosts harness adds an address its network
+    namespaces reach); ``host``, the one clients are given, is the last of them."""
+
+    bind: tuple[str, ...] = ("127.0.0.1",)
+
+    @property
+    def host(self) -> str:
+        return self.bind[-1]
 
     def __init__(self, workdir: Path, port: int | None = None, detach: bool = False, *,
                  requirepass: str | None = None, acl: list[str] | None = None, tls: RedisTls | None = None):
@@ -65,7 +74,7 @@ class RedisServer:
         if password is not None:
             auth = f"{quote(user or '', safe='')}:{quote(password, safe='')}@"
         if self.tls is None:
-            return f"redis://{auth}127.0.0.1:{self.port}/{db}"
+            return f"redis://{auth}{self.host}:{self.port}/{db}"
         return (f"rediss://{auth}127.0.0.1:{self.port}/{db}?ssl_cert_reqs=required"
                 f"&ssl_ca_certs={quote(str(self.tls.ca_file), safe='/')}")
 
@@ -104,7 +113,7 @@ class RedisServer:
 
     def _try_start(self, timeout: float) -> bool:
         cmd = [
-            find_binary("redis-server"), *self._config_file(), *self._listen_args(), "--bind", "127.0.0.1",
+            find_binary("redis-server"), *self._config_file(), *self._listen_args(), "--bind", *self.bind,
             "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
             "--logfile", str(self.logfile), "--daemonize", "no",
         ]

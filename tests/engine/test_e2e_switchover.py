@@ -17,7 +17,7 @@ from bgqueue.app.progress import wait_for_batch
 from bgqueue.client.workload import start_workload, verify
 from bgqueue.model.fleet import ClusterSpec, load_fleet
 from bgqueue.model.phases import Phase
-from tests.fixtures.servers import both_flavours
+from tests.fixtures.stacks import flavours_and_stores
 
 SWITCH_STEPS = ["fence", "checkpoint", "wait_for_new", "fence_held", "promote", "new_coordinates", "flip_routing",
                 "reverse_replication"]
@@ -28,10 +28,14 @@ def _workloads(specs: list[ClusterSpec], runtime, redis_url, sandbox_passwords, 
                            rate_hz=rate) for s in specs]
 
 
-@both_flavours
-def test_three_cluster_batch_switches_with_zero_lost_writes(cluster_pair_factory, fleet_file, unique_name,
-                                                            runtime, celery_workers, sampler_process, redis_url, sandbox_passwords):
+@flavours_and_stores
+def test_three_cluster_batch_switches_with_zero_lost_writes(cluster_pair_factory, fleet_file, unique_name, stack,
+                                                            sandbox_passwords):
+    """On each store (SQLite, PostgreSQL): the stack's workers, sampler and store."""
     from tasks.batch import enqueue_fleet
+
+    runtime, redis_url = stack.runtime, stack.redis_url
+    stack.workers()
 
     pairs = [cluster_pair_factory(unique_name("e2e")) for _ in range(3)]
     path = fleet_file(pairs)
@@ -87,12 +91,13 @@ def test_three_cluster_batch_switches_with_zero_lost_writes(cluster_pair_factory
 
 
 def test_green_that_cannot_catch_up_fails_the_switchover_and_blue_stays_writable(
-        cluster_pair_factory, fleet_file, unique_name, runtime, celery_workers, sampler_process, redis_url,
-        sandbox_passwords):
+        cluster_pair_factory, fleet_file, unique_name, stack, sandbox_passwords):
     """Green's SQL thread is blocked by a table lock: the gate passes (lag allowed), the bounded wait
     at the switchover times out, the fence is lifted and blue takes writes again."""
     from tasks.batch import enqueue_fleet
 
+    runtime, redis_url = stack.runtime, stack.redis_url
+    stack.workers()
     pair = cluster_pair_factory(unique_name("slow"))
     path = fleet_file([pair], max_lag_s=3600, catchup_timeout_s=1)
     spec = load_fleet(path).clusters[0]

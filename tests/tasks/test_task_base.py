@@ -80,3 +80,39 @@ def test_only_the_last_link_of_a_cluster_chain_stores_its_result():
     assert [t.task for t in links][-1] == "bgqueue.deployment.monitor"
     assert [bool(t.options.get("ignore_result")) for t in links] == [True] * (len(links) - 1) + [False]
     assert {tuple(t.args) for t in links} == {("dep-1",)}
+
+
+def _claim_then_raise(runtime, exc, *, taken_over: bool):
+    """A task that claims the deployment, then (``taken_over``) another worker claims it meanwhile
+    (as a takeover does, from another process: the row's epoch and owner change), then it raises."""
+    from bgqueue.engine import claims
+
+    @guarded("probe")
+    def fn(self, deployment_id):
+        assert claims.claim_in(runtime, deployment_id, [Phase.SWITCHING, Phase.MONITORING]) is not None
+        if taken_over:
+            with runtime.store.session() as s:
+                s.execute(update(Deployment).where(Deployment.id == deployment_id)
+                          .values(epoch=Deployment.epoch + 1, owner="other-host:4242"))
+        raise exc
+    return fn
+
+
+@pytest.mark.parametrize("phase", [Phase.SWITCHING, Phase.MONITORING])
+def test_a_task_that_lost_the_deployment_records_nothing_and_retries_nothing(runtime, phase):
+    """A worker paused mid-switchover wakes up after a takeover: its next statement fails on the
+    session the takeover ended. That is the fence working: the deployment, now another worker's
+    (in MONITORING by then, or still SWITCHING), must not be FAILED or re-driven by the old worker
+    (a chaos round saw exactly this: 'switch: OperationalError: (2013, Lost connection …)' → FAILED)."""
+    dep = _deployment(runtime, phase)
+    task = _Task()
+    _claim_then_raise(runtime, pymysql.err.OperationalError(2013, "Lost connection"), taken_over=True)(task, dep)
+    d = deps.get_deployment(runtime.store, dep)
+    assert d.phase == phase and d.owner == "other-host:4242" and task.retried is None
+
+
+def test_a_task_that_still_owns_the_deployment_fails_it_as_before(runtime):
+    dep = _deployment(runtime, Phase.MONITORING)
+    _claim_then_raise(runtime, KeyError("oops"), taken_over=False)(_Task(), dep)
+    d = deps.get_deployment(runtime.store, dep)
+    assert d.phase == Phase.FAILED and d.reason == "probe: KeyError: 'oops'"

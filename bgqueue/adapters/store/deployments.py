@@ -80,7 +80,27 @@ D = Deployment.__table__
 PC = PhaseChange.__table__
 
 
+# The epoch of this process's latest claim of each deployment: a task that fails can tell whether
+# another worker claimed the deployment since (then its failure is not its to record).
+_claimed_here: dict[str, int] = {}
+
+
+def claimed_here(deployment_id: str) -> int | None:
+    """The epoch this process last claimed ``deployment_id`` at (None: never)."""
+    return _claimed_here.get(deployment_id)
+
+
 def claim(store: Store, deployment_id: str, owner: str, phases: Iterable[Phase]) -> Claim | None:
+    """Take the deployment if it is in one of ``phases`` (see ``_claim``); remembered by ``claimed_here``."""
+    got = _claim(store, deployment_id, owner, phases)
+    if got is not None:
+        if len(_claimed_here) > 4096:
+            _claimed_here.clear()
+        _claimed_here[deployment_id] = got.epoch
+    return got
+
+
+def _claim(store: Store, deployment_id: str, owner: str, phases: Iterable[Phase]) -> Claim | None:
     """Take the deployment if it is in one of ``phases``: bump its epoch, record the owner.
 
     Returns None when the deployment is in another phase (someone else moved it on, or it

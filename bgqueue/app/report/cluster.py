@@ -13,6 +13,7 @@ from bgqueue.app.report.records import (
     journal_table,
     phase_figures_table,
 )
+from bgqueue.app.report.replay import replay_table
 from bgqueue.app.report.svg import Bar, Series, Tick, line_plot, phase_timeline
 from bgqueue.model.phases import TERMINAL
 
@@ -50,8 +51,8 @@ def render_cluster(c: ClusterData, anchor: str) -> str:
     if c.deployment.provider == "rds":  # no SQL sampler on RDS: its own panel instead of empty plots
         body = [_rds_panel(c), checks_table(c), decisions_table(c), journal_table(c), checkpoints_table(c)]
     else:
-        body = [_plots(c), checks_table(c), decisions_table(c), journal_table(c), checkpoints_table(c),
-                phase_figures_table(c)]
+        body = [_plots(c), checks_table(c), replay_table(c), decisions_table(c), journal_table(c),
+                checkpoints_table(c), phase_figures_table(c)]
     return "".join([f'<section class="cluster" id="{anchor}" data-cluster="{escape(c.deployment.cluster)}">',
                     _header(c), _timeline(c), *body, "</section>"])
 
@@ -82,7 +83,7 @@ def _header(c: ClusterData) -> str:
              ("switchover", f"{num(d.switch_duration_ms)} ms"), ("writes blocked", f"{num(d.writes_blocked_ms)} ms")]
     meta = "".join(f"<div><b>{escape(k)}</b>{escape(str(v))}</div>" for k, v in facts)
     ok = d.phase == "COMPLETED"
-    reason = d.reason or (("switched; the old environment is kept for the retention period (no rollback on RDS)"
+    reason = d.reason or (("switched; the old environment is kept for the retention period (rollback: a blue/green deployment back)"
                            if d.provider == "rds" else "switched; green is primary, blue its reverse replica")
                           if ok else "")
     return (f"<h2>{escape(d.cluster)} {badge(d.phase)}</h2><div class=\"meta\">{meta}</div>"

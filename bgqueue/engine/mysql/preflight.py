@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from bgqueue.adapters.mysql.server import Server, ServerUnreachable, servers
 from bgqueue.adapters.routing import targets as routing_targets
 from bgqueue.checks import sync
+from bgqueue.checks.replay.capture import source_problems
 from bgqueue.model.errors import BgqueueError
 from bgqueue.model.fleet import ClusterSpec
 from bgqueue.model.outcomes import ClusterCheck
@@ -68,6 +69,8 @@ def check_cluster(spec: ClusterSpec) -> ClusterCheck:
             spec.replication.password()
         except BgqueueError as e:
             out.problems.append(("replication.password_env", str(e)))
+        if spec.replay is not None:
+            out.problems += source_problems(spec.replay, blue)
         for i, target in enumerate(spec.routing):
             for problem in routing_targets.probe(target):
                 out.problems.append((f"routing.{i}", problem))

@@ -97,5 +97,14 @@ class MysqlProvider:
     def nightly_checks(self, spec: Any) -> tuple:
         return NIGHTLY_CHECKS
 
+    def batch_started(self, rt: Runtime, fleet: Any, batch_id: str, deployment_ids: list[str]) -> list[str]:
+        return []  # nothing billed by bgqueue
+
+    def batch_ended(self, rt: Runtime, batch_id: str, rows: list) -> dict:
+        return {}
+
+    def real_costs(self, rows: list) -> tuple[dict[str, float], list[str]]:
+        return {}, []
+
 
 MYSQL = MysqlProvider()

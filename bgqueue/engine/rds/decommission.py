@@ -42,6 +42,20 @@ def _delete_old(region: str, kind: str, ident: str, snapshot: str) -> tuple[str,
     return f"old cluster {ident} and its {len(old.members)} instance(s) deleted (final snapshot {snapshot})", snapshot
 
 
+def _delete_old_replicas(region: str, identifiers: list[str]) -> list[str]:
+    """Delete the old environment's read replicas (copies of the old primary: no final snapshot)."""
+    rds = aws.client("rds", region)
+    gone = []
+    for ident in identifiers:
+        try:
+            rds.delete_db_instance(DBInstanceIdentifier=ident, SkipFinalSnapshot=True)
+            gone.append(ident)
+        except aws.AWS_ERRORS as e:
+            if aws.error_code(e) not in ("DBInstanceNotFound", "DBInstanceNotFoundFault"):
+                raise
+    return gone
+
+
 def decommission(rt: Runtime, dep, *, force: bool = False) -> tuple[str, dict]:
     """Delete the blue/green deployment object and the old source. Returns a message and what to
     journal (the caller records it with a fenced update).
@@ -58,9 +72,13 @@ def decommission(rt: Runtime, dep, *, force: bool = False) -> tuple[str, dict]:
     try:
         # The blue/green object goes first: RDS keeps the old environment tied to it until then.
         removed = bluegreen.delete(spec.region, bg["id"], delete_target=False)
+        # The old replicas before their primary (deleting a primary would promote them to standalone).
+        gone = _delete_old_replicas(spec.region, old.get("replicas") or [])
         what, final = _delete_old(spec.region, old["kind"], old["identifier"], snapshot)
+        if gone:
+            what += f"; old read replicas {', '.join(gone)} deleted"
     except aws.AWS_ERRORS as e:
         raise AwsError(f"{dep.cluster}: decommissioning {old['identifier']}: {aws.explain(e)}") from None
     detail = {"old": old["identifier"], "kind": old["kind"], "final_snapshot": final, "blue_green": bg["id"],
-              "blue_green_removed": removed, "note": what, "forced": force}
+              "blue_green_removed": removed, "note": what, "forced": force, "old_replicas": gone}
     return f"{what}; blue/green deployment {bg['id']} " + ("removed" if removed else "already gone"), detail

@@ -10,10 +10,10 @@ from typing import Any
 
 from bgqueue.adapters.aws import cost
 from bgqueue.adapters.runtime import Runtime
-from bgqueue.checks.rds import RDS_CHECKS, alarms_in_alarm
+from bgqueue.checks.rds import RDS_CHECKS
 from bgqueue.checks.registry import COMMON
-from bgqueue.engine.rds import decommission, preflight, steps, switchover
-from bgqueue.model.outcomes import DONE, ClusterCheck, MonitorFigures, Next
+from bgqueue.engine.rds import costs, decommission, evidence, preflight, rollback, steps, switchover
+from bgqueue.model.outcomes import ClusterCheck, MonitorFigures, Next
 
 
 class RdsProvider:
@@ -39,23 +39,21 @@ class RdsProvider:
         steps.on_no_go(rt, dep)
 
     def monitor_baseline(self, metrics: Any, spec: Any, started: float) -> dict:
-        return {}  # no SQL sampling of blue: its CloudWatch alarms are the figure
+        return evidence.baseline(spec, started)  # blue on CloudWatch before the switchover
 
     def monitor_figures(self, rt: Runtime, metrics: Any, spec: Any, *, since: float, now: float,
                         unhealthy_pipelines: tuple[str, ...]) -> MonitorFigures:
-        return MonitorFigures(0, unhealthy_pipelines=unhealthy_pipelines, alarms=alarms_in_alarm(spec))
+        return evidence.figures(rt, spec, since=since, now=now, unhealthy_pipelines=unhealthy_pipelines)
 
     def window_end_findings(self, spec: Any, figures: dict) -> tuple[dict, list[str]]:
         # The old environment is kept (renamed -oldN) but does not replicate from the new one.
-        return {"replicating": True, "problems": [], "note": "rds: no reverse replication"}, []
+        return evidence.window_end_findings(spec, figures)
 
     def rollback_preconditions(self, rt: Runtime, dep: Any) -> list[str]:
-        old = ((dep.facts or {}).get("old") or {}).get("identifier", "the -old copy")
-        return ["an RDS blue/green switchover leaves the old environment without replication from the new one: "
-                f"rollback is not available for provider rds ({old} is kept until the retention period ends)"]
+        return rollback.preconditions(rt, dep)
 
     def roll_back(self, rt: Runtime, deployment_id: str, reason: str) -> Next:
-        return DONE  # refused by rollback_preconditions: never started
+        return rollback.roll_back(rt, deployment_id, reason)  # a blue/green deployment back
 
     def decommission(self, rt: Runtime, dep: Any, *, force: bool) -> tuple[str, dict]:
         return decommission.decommission(rt, dep, force=force)
@@ -68,6 +66,15 @@ class RdsProvider:
 
     def nightly_checks(self, spec: Any) -> tuple:
         return ()  # health is CloudWatch's (alarms); cost is counted fleet-wide
+
+    def batch_started(self, rt: Runtime, fleet: Any, batch_id: str, deployment_ids: list[str]) -> list[str]:
+        return costs.batch_started(rt, fleet, batch_id, deployment_ids)
+
+    def batch_ended(self, rt: Runtime, batch_id: str, rows: list) -> dict:
+        return costs.batch_ended(rt, batch_id, rows)
+
+    def real_costs(self, rows: list) -> tuple[dict[str, float], list[str]]:
+        return costs.real_costs(rows)
 
 
 RDS = RdsProvider()

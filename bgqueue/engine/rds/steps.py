@@ -26,6 +26,7 @@ from bgqueue.adapters.store import deployments as deps
 from bgqueue.adapters.store.journal import Journal, record_step
 from bgqueue.adapters.store.models import utcnow
 from bgqueue.engine import claims
+from bgqueue.engine.rds import costs
 from bgqueue.model.fleet import RdsClusterSpec
 from bgqueue.model.outcomes import DONE, Next
 from bgqueue.model.phases import Phase
@@ -35,6 +36,12 @@ log = logging.getLogger("bgqueue.rds")
 
 class Refused(AwsError):
     """RDS (or an existing blue/green deployment) does not let this deployment go on."""
+
+
+def member_arns(arn: str, members: list[str]) -> list[str]:
+    """The ARN itself and, for a cluster, its member instances' ARNs (same account and Region)."""
+    head, sep, _ = arn.partition(":cluster:")
+    return [arn, *(f"{head}:db:{m}" for m in members)] if sep else [arn]
 
 
 def facts_with(dep, **parts) -> dict:
@@ -83,8 +90,8 @@ def _obtain(spec, src: Source, deployment_id: str) -> tuple[dict, str]:
 
 
 def _estimate(spec, src: Source) -> dict:
-    try:
-        return cost.estimate(spec, src)
+    try:  # green's replicas are green too: priced with it (one describe call, only when there are replicas)
+        return cost.estimate_for_spec(spec, src)
     except Exception as e:  # an estimate never stops a deployment
         return {"error": f"{type(e).__name__}: {e}"}
 
@@ -156,10 +163,13 @@ def wait_for_sync(rt: Runtime, deployment_id: str) -> Next:
     a = bluegreen.assess(bg)
     if a.state == "ready":
         try:
-            green = Green.of(describe_arn(spec.region, bg["Target"]))
+            described = describe_arn(spec.region, bg["Target"])
+            green = Green.of(described)
         except (AwsError, ValueError) as e:
             return Next(wait_s=t.sync_poll_s, detail=f"green not describable yet: {e}")
-        journal.note("available", id=bg_id, green=green.identifier)
+        untagged = costs.tag_green(spec.region, member_arns(described.arn, [m.identifier for m in described.members]),
+                                   dep.batch_id, dep.id, spec.name)
+        journal.note("available", id=bg_id, green=green.identifier, cost_tags=untagged or "tagged")
         deps.transition(rt.store, claim, Phase.VALIDATING,
                         facts=facts_with(dep, green=green.facts(),
                                          blue_green={**dep.facts["blue_green"], "bg_status": a.status}),

@@ -25,6 +25,8 @@ from bgqueue.adapters.store import journal as journals
 from bgqueue.adapters.store.journal import Journal
 from bgqueue.adapters.store.models import utcnow
 from bgqueue.engine import claims
+from bgqueue.engine.rds import costs, replicas
+from bgqueue.engine.rds.steps import member_arns
 from bgqueue.model.fleet import RdsClusterSpec
 from bgqueue.model.outcomes import DONE, Next
 from bgqueue.model.phases import Phase
@@ -196,9 +198,34 @@ def _finish(rt: Runtime, claim, spec, dep, facts: dict, bg: dict) -> Next:
         except AwsError as e:  # the switchover happened: report, do not undo
             journal.note("app_config", "failed", error=str(e))
             reasons.append(f"application settings not updated: {e}")
+    reasons += _verify_replicas(spec, facts, bg, new_id, journal)
+    members = [m["identifier"] for m in (facts.get("source") or {}).get("members") or []]
+    moved = costs.retag(spec.region, member_arns(bg["Target"], members),
+                        member_arns(bg["Source"], [f"{m}-old1" for m in members]), dep.batch_id, dep.id, spec.name)
+    if moved:  # Cost Explorer then misattributes: a warning, never a reason to stop
+        journal.note("cost_tags", "failed", warning=moved)
     deps.transition(rt.store, claim, Phase.CDC_MIGRATING, reason="; ".join(reasons) or None, facts=facts,
                     switch_ended_at=completed, switch_duration_ms=round((completed - started).total_seconds() * 1000, 1))
     return DONE
+
+
+def _verify_replicas(spec, facts: dict, bg: dict, new_id: str, journal: Journal) -> list[str]:
+    """The new primary's read replicas (``engine.rds.replicas``): recorded in ``facts.replicas``, the old
+    ones in ``facts.old.replicas`` (for decommission). Returns the problems (findings, not a failure:
+    the switchover happened)."""
+    expected = replicas.original_replicas(facts)
+    if not expected:
+        return []
+    try:
+        found = replicas.verify(spec.region, new_id, expected, bg)
+    except AwsError as e:
+        old = replicas.old_names(bg, new_id, expected)
+        found = {"new": [], "old": [{"identifier": o, "replaced_by": r, "exists": None} for r, o in old.items()],
+                 "problems": [f"read replicas not verified: {e}"]}
+    facts["replicas"] = found
+    facts["old"] = {**facts["old"], "replicas": [o["identifier"] for o in found["old"] if o["exists"] is not False]}
+    journal.note("replicas", "failed" if found["problems"] else "done", **found)
+    return [f"read replicas: {p}" for p in found["problems"]]
 
 
 def restore_app_config(rt: Runtime, dep) -> str:

@@ -173,7 +173,7 @@ def test_an_rds_deployment_is_shown_as_rds(store, unique_name, bgq_env):
             facts=facts, retention_until=deps.utcnow()))
     section = _section(render_batch_report(store, batch_id), name)
     assert 'data-rds="1"' in section and "bgd-abc123" in section and f"{name}-green-xyz" in section
-    assert f"{name}-old1" in section and "no rollback on RDS" in section
+    assert f"{name}-old1" in section and "rollback: a blue/green deployment back" in section
     assert "data-plot=" not in section and "None:None" not in section and "reverse replica" not in section
     assert "mysql-bin-changelog.000002:154" in section
     # status, through the CLI, on this store
@@ -182,7 +182,7 @@ def test_an_rds_deployment_is_shown_as_rds(store, unique_name, bgq_env):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert f"green {name}-green-xyz" in r.stdout and "green of" not in r.stdout
-    assert "RDS blue/green deployment bgd-abc123" in r.stdout and "no rollback on RDS blue/green" in r.stdout
+    assert "RDS blue/green deployment bgd-abc123" in r.stdout and "rollback is a blue/green deployment back" in r.stdout
     assert "reverse replica (rollback possible)" not in r.stdout
     doc = json.loads(subprocess.run([sys.executable, "-m", "bgqueue.app.cli", "status", name, "--json"], env=env,
                                     cwd=str(REPO), capture_output=True, text=True, timeout=60).stdout)

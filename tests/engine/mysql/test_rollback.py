@@ -21,7 +21,7 @@ from bgqueue.engine import rollback
 from bgqueue.model.fleet import load_fleet
 from bgqueue.model.phases import Phase
 from tests.fixtures.bgq import REPO, bgqueue_cli
-from tests.fixtures.servers import both_flavours
+from tests.fixtures.stacks import flavours_and_stores
 
 _CONSUMERS: list[subprocess.Popen] = []
 
@@ -79,9 +79,11 @@ def _assert_no_lost_writes_and_forward_replication(spec, load):
     assert v.acked > 100 and v.lost == 0 and v.old_caught_up, v
 
 
-@both_flavours
-def test_manual_rollback_later_in_the_window(cluster_pair_factory, fleet_file, unique_name, runtime, bgq_env,
-                                            celery_workers, sampler_process, redis_url, sandbox_passwords):
+@flavours_and_stores
+def test_manual_rollback_later_in_the_window(cluster_pair_factory, fleet_file, unique_name, stack, sandbox_passwords):
+    """On each store (SQLite, PostgreSQL)."""
+    runtime, bgq_env, redis_url = stack.runtime, stack.env, stack.redis_url
+    stack.workers()
     pair = cluster_pair_factory(unique_name("mrb"))
     spec, load, opened, dep_id = _switched(pair, fleet_file, runtime, redis_url, sandbox_passwords,
                                            monitor_window_s=1800)
@@ -167,9 +169,11 @@ def test_automatic_rollback_when_green_fails_for_the_application(cluster_pair_fa
     assert cdc_steps.count("resume") == 2, cdc_steps  # moved to green, then back to blue
 
 
-def test_worker_killed_during_the_rollback_fence_is_recovered(cluster_pair_factory, fleet_file, unique_name, runtime,
-                                                              bgq_env, celery_workers, sampler_process, redis_url,
+def test_worker_killed_during_the_rollback_fence_is_recovered(cluster_pair_factory, fleet_file, unique_name, stack,
                                                               sandbox_passwords):
+    """On each store (SQLite, PostgreSQL)."""
+    runtime, bgq_env, redis_url = stack.runtime, stack.env, stack.redis_url
+    stack.workers()
     pair = cluster_pair_factory(unique_name("rbcrash"))
     spec, load, _opened, dep_id = _switched(pair, fleet_file, runtime, redis_url, sandbox_passwords,
                                             monitor_window_s=1800)

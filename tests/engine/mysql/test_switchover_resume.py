@@ -59,8 +59,9 @@ _AFTER_PROMOTE = ["observe", "refence", "new_coordinates", "flip_routing", "reve
     ("switchover.after_promote", _AFTER_PROMOTE, "mysql"),
 ])
 def test_next_worker_finishes_a_switchover_after_a_crash(failpoint, first_resume_steps, cluster_pair_factory,
-                                                         fleet_file, unique_name, runtime, bgq_env, redis_url,
-                                                         sandbox_passwords, sampler_process):
+                                                         fleet_file, unique_name, stack, sandbox_passwords):
+    """On each store (SQLite, PostgreSQL): the crashed worker and the next one share the stack's store."""
+    runtime, bgq_env, redis_url = stack.runtime, stack.env, stack.redis_url
     pair = cluster_pair_factory(unique_name("crash"))
     path = fleet_file([pair])
     spec = load_fleet(path).clusters[0]

@@ -1,7 +1,6 @@
 """Helpers of the rds provider's tests: moto clients, sources in moto, fleet files, a lag feeder."""
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 import threading
 from pathlib import Path
@@ -61,9 +60,12 @@ def aurora(rds, name: str, *, cpg: str, pg: str, members: int = 2, cls: str = "d
     return c
 
 
-def write_fleet(path: Path, clusters: list[dict], budget: float | None = None, **thresholds) -> Path:
+def write_fleet(path: Path, clusters: list[dict], budget: float | None = None, aws_cost: dict | None = None,
+                **thresholds) -> Path:
+    """A fleet file. Cost Explorer is off unless ``aws_cost`` says otherwise: moto serves queued
+    GetCostAndUsage results to whichever new request comes first, so only the tests that queue one read it."""
     doc: dict = {"version": 1, "name": "rds-test", "defaults": {"thresholds": {**FAST, **thresholds}},
-                 "clusters": clusters}
+                 "aws_cost": aws_cost or {"explorer": False}, "clusters": clusters}
     if budget is not None:
         doc["budget_per_hour"] = budget
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -86,12 +88,13 @@ def blue_green_of(rds, source_name: str) -> list[dict]:
 
 
 class LagFeeder:
-    """Publishes ReplicaLag (AuroraBinlogReplicaLag for clusters) = ``value`` for every green writer in
-    moto, as RDS would once a minute: moto never produces metrics by itself."""
+    """Publishes, as RDS would once a minute (moto never produces metrics by itself), ReplicaLag
+    (AuroraBinlogReplicaLag for clusters) = 0 for every green writer in moto, and healthy evidence
+    metrics (``bench.fleet.HEALTHY``) for both sides of every blue/green deployment; a switched
+    deployment's new primary gets ``after_switch`` on top."""
 
-    def __init__(self, url: str, value: float = 0.0, every_s: float = 0.2):
-        self.rds, self.cw = moto_client("rds", url), moto_client("cloudwatch", url)
-        self.value, self.every_s = value, every_s
+    def __init__(self, url: str, every_s: float = 0.2, *, evidence: bool = True, after_switch: dict | None = None):
+        self.url, self.every_s, self.evidence, self.after_switch = url, every_s, evidence, after_switch
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -104,20 +107,9 @@ class LagFeeder:
         self._thread.join(5)
 
     def feed_once(self) -> int:
-        data = []
-        now = dt.datetime.now(dt.UTC)
-        for bg in self.rds.describe_blue_green_deployments()["BlueGreenDeployments"]:
-            kind, ident = bg["Target"].split(":")[5:7]
-            if kind == "db":
-                data.append(("ReplicaLag", ident))
-            else:
-                members = self.rds.describe_db_clusters(DBClusterIdentifier=ident)["DBClusters"][0]["DBClusterMembers"]
-                data += [("AuroraBinlogReplicaLag", m["DBInstanceIdentifier"]) for m in members if m["IsClusterWriter"]]
-        for i in range(0, len(data), 500):
-            self.cw.put_metric_data(Namespace="AWS/RDS", MetricData=[
-                {"MetricName": metric, "Value": self.value, "Timestamp": now, "Unit": "Seconds",
-                 "Dimensions": [{"Name": "DBInstanceIdentifier", "Value": ident}]} for metric, ident in data[i:i + 500]])
-        return len(data)
+        from bench.fleet import feed_replica_lag
+
+        return feed_replica_lag(self.url, REGION, evidence=self.evidence, after_switch=self.after_switch)
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
@@ -147,3 +139,21 @@ def move(runtime, deployment_id: str, *path, **fields):
     for i, phase in enumerate(path):
         claim = deps.transition(runtime.store, claim, phase, **(fields if i == len(path) - 1 else {}))
     return claim
+
+
+def queue_cost_results(url: str, *results: dict) -> None:
+    """Queue GetCostAndUsage answers in moto (its own API: moto tracks no cost)."""
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(f"{url}/moto-api/static/ce/cost-and-usage-results", method="POST",
+                                 data=json.dumps({"results": list(results)}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=10).close()
+
+
+def cost_result(amounts: dict[str, float], day: str = "2026-12-01") -> dict:
+    """A GetCostAndUsage answer grouped by bgqueue:deployment (``{deployment id: USD}``)."""
+    return {"ResultsByTime": [{"TimePeriod": {"Start": day, "End": day}, "Total": {}, "Estimated": True, "Groups": [
+        {"Keys": [f"bgqueue:deployment${k}"], "Metrics": {"UnblendedCost": {"Amount": str(v), "Unit": "USD"}}}
+        for k, v in amounts.items()]}]}

@@ -68,7 +68,7 @@ def test_an_instance_and_an_aurora_cluster_switch_to_completed(rds, moto_url, tm
         assert first == name and (cp.old_primary, cp.new_primary) == (f"{name}-old1.{rest}:3306", f"{name}.{rest}:3306")
         assert dep.switch_started_at and dep.switch_ended_at and dep.switch_duration_ms > 0
         checks = {c.name: c.status for c in validation.check_results(runtime.store, dep.id)}
-        assert checks == dict.fromkeys(["rds_alarms", "rds_replica_lag", "rds_parameter_groups",
+        assert checks == dict.fromkeys(["rds_alarms", "rds_replica_lag", "rds_parameter_groups", "rds_metrics",
                                         "signoffs", "staging"], "pass")
         assert dep.facts["cost"]["green_per_hour"] > 0 and dep.facts["cost"]["unpriced"] == []
     # The application's settings name the new writer; everything else in them is kept.
@@ -185,11 +185,11 @@ def test_a_round_of_light_checks_waits_in_the_validate_task_then_goes(rds, moto_
     waits = validation.decisions(runtime.store, dep_id, "pre_switch")
     assert len(waits) >= 2 and {d.verdict for d in waits} == {"WAIT"}, [(d.verdict, d.reasons) for d in waits]
     assert "no ReplicaLag datapoints" in " ".join(waits[0].reasons)
-    LagFeeder(moto_url).feed_once()
-    runner.join(60)
+    with LagFeeder(moto_url):  # RDS publishes every minute from now on (the new primary's figures too)
+        runner.join(60)
     [dep] = out["rows"]
     assert (dep.phase, dep.reason) == (Phase.COMPLETED, None)
     decided = validation.decisions(runtime.store, dep.id, "pre_switch")
     assert decided[-1].verdict == "GO" and {d.verdict for d in decided[:-1]} == {"WAIT"}, [d.verdict for d in decided]
-    for d in decided:  # every round recorded its five results
-        assert len(validation.check_results(runtime.store, dep.id, round_=d.round)) == 5
+    for d in decided:  # every round recorded its six results
+        assert len(validation.check_results(runtime.store, dep.id, round_=d.round)) == 6
