@@ -20,6 +20,7 @@ every step claims its phase first.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -31,6 +32,8 @@ from bgqueue.adapters.store.models import utcnow
 from bgqueue.engine.providers import provider_for
 from bgqueue.model.fleet import cluster_spec
 from bgqueue.model.phases import SERVER_CHANGING, TERMINAL, Phase
+
+log = logging.getLogger("bgqueue.watchdog")
 
 LIVE = [p for p in Phase if p not in TERMINAL]
 
@@ -61,6 +64,13 @@ def bound_s(rt: Runtime, phase: Phase, spec) -> float:
     return s.stall_s + _poll_s(phase, spec.thresholds)
 
 
+def _plain_bound(rt: Runtime, phase: Phase) -> float:
+    s = rt.settings
+    if phase in SERVER_CHANGING:
+        return s.procedure_lease_s
+    return s.pending_stall_s if phase == Phase.PENDING else s.stall_s
+
+
 def stalled(rt: Runtime, now: datetime | None = None) -> list[Stalled]:
     """Live deployments that no task has worked on for longer than their phase allows."""
     now = now or utcnow()
@@ -70,7 +80,12 @@ def stalled(rt: Runtime, now: datetime | None = None) -> list[Stalled]:
         last = max(updated, deps.as_aware(r.heartbeat_at) or updated)
         quiet = (now - last).total_seconds()
         phase = Phase(r.phase)
-        bound = bound_s(rt, phase, cluster_spec(r.spec))
+        try:
+            bound = bound_s(rt, phase, cluster_spec(r.spec))
+        except ValueError as e:  # a stored spec this version cannot read: judged by the plain bounds
+            log.warning("watchdog: deployment %s: its stored spec does not parse (%s); plain bounds apply",
+                        r.id, str(e).splitlines()[0])
+            bound = _plain_bound(rt, phase)
         if quiet > bound:
             out.append(Stalled(r.id, r.batch_id, phase, r.reason, round(quiet, 1), bound))
     return out

@@ -50,3 +50,20 @@ def test_a_stalled_switchover_is_resumed_and_completed(cluster_pair_factory, fle
     with pair.blue.root() as c, c.cursor() as cur:
         cur.execute("SHOW SLAVE STATUS")
         assert cur.fetchone() is not None  # blue replicates from green: rollback stays possible
+
+
+def test_a_stored_spec_that_does_not_parse_never_stops_the_watchdog(runtime, unique_name):
+    """One unreadable row (an older version's spec, a hand edit) must not blind the watchdog to
+    every other deployment: it is judged by the plain bounds."""
+    name = unique_name("badspec")
+    _, ids = deps.create_batch(runtime.store, fleet_name="w", fleet_path="/w", fleet_text="",
+                               clusters=[{"name": name, "provider": "mysql"}])
+    with runtime.store.session() as s:
+        s.execute(update(Deployment).where(Deployment.id == ids[name])
+                  .values(phase=Phase.SYNCING, updated_at=utcnow() - timedelta(minutes=30)))
+    try:
+        found = {s.deployment_id: s for s in stalled(runtime)}
+        assert ids[name] in found and found[ids[name]].bound_s == runtime.settings.stall_s
+    finally:
+        with runtime.store.session() as s:
+            s.execute(update(Deployment).where(Deployment.id == ids[name]).values(phase=Phase.NO_GO))
