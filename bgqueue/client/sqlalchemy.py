@@ -100,20 +100,24 @@ class RoutedPool:
 
     # --- maintenance mode ---
     def drain(self, timeout_s: float = GATE_WAIT_S) -> None:
-        self.open.clear()
         deadline = time.monotonic() + timeout_s
-        with self._lock:
+        with self._lock:  # the gate closes under the lock a checkout passes it under: no checkout
+            self.open.clear()  # is between "the gate is open" and "counted in use" now
             while self.in_use and time.monotonic() < deadline:
                 self._lock.wait(0.05)
         self.dispose()
 
+    def pass_gate(self) -> bool:
+        """A checkout passes the open gate and is counted in use, atomically with ``drain``."""
+        with self._lock:
+            if not self.open.is_set():
+                return False
+            self.in_use += 1
+            return True
+
     def resume(self) -> None:
         self.dispose()  # anything opened meanwhile points at the old writer
         self.open.set()
-
-    def checked_out(self) -> None:
-        with self._lock:
-            self.in_use += 1
 
     def checked_in(self) -> None:
         with self._lock:
@@ -147,15 +151,14 @@ def routed_engine(cluster: str, redis_url: str, user: str, password: str, databa
 
     @event.listens_for(engine, "checkout")
     def _checkout(dbapi_conn, record, proxy):  # noqa: ARG001
-        if not state.open.is_set():
-            state.open.wait(GATE_WAIT_S)
-            # The pool picked this connection before the gate: it may point at the old writer.
-            raise DisconnectionError("maintenance ended: reconnect to the current writer")
         if record.info.get("route_version") != state.current_version() and \
                 record.info.get("route_version") != state.fresh_version():
             raise DisconnectionError("the route moved: reconnect to the current writer")  # the pool retries
+        if not state.pass_gate():
+            state.open.wait(GATE_WAIT_S)
+            # The pool picked this connection before the gate: it may point at the old writer.
+            raise DisconnectionError("maintenance ended: reconnect to the current writer")
         record.info["bgq_in_use"] = True
-        state.checked_out()
 
     @event.listens_for(engine, "checkin")
     def _checkin(dbapi_conn, record):  # noqa: ARG001
