@@ -85,8 +85,10 @@ def test_manual_rollback_later_in_the_window(cluster_pair_factory, fleet_file, u
     runtime, bgq_env, redis_url = stack.runtime, stack.env, stack.redis_url
     stack.workers()
     pair = cluster_pair_factory(unique_name("mrb"))
+    # The manual path only: a loaded machine's p99 must not roll it back automatically first.
     spec, load, opened, dep_id = _switched(pair, fleet_file, runtime, redis_url, sandbox_passwords,
-                                           monitor_window_s=1800)
+                                           monitor_window_s=1800, rollback_p99_ratio=1000,
+                                           rollback_p99_floor_ms=60_000)
     try:
         assert deps.get_deployment(runtime.store, dep_id).phase == Phase.MONITORING
         time.sleep(1.5)  # green takes writes; reverse replication keeps blue current
